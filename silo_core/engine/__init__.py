@@ -1,0 +1,24 @@
+"""The prune-retrain engine, its records and its checkpoint store."""
+
+from silo_core.engine.checkpoint import CheckpointStore, LocalCheckpointStore
+from silo_core.engine.records import CYCLE_COLUMNS, CycleResult, EpochEvent
+from silo_core.engine.runner import (
+    CheckpointMismatchError,
+    JobResult,
+    PruningEngine,
+    Reporter,
+    derived_seed,
+)
+
+__all__ = [
+    "CYCLE_COLUMNS",
+    "CheckpointMismatchError",
+    "CheckpointStore",
+    "CycleResult",
+    "EpochEvent",
+    "JobResult",
+    "LocalCheckpointStore",
+    "PruningEngine",
+    "Reporter",
+    "derived_seed",
+]

@@ -1,0 +1,328 @@
+"""The prune-retrain engine.
+
+Cycle 0 trains the dense network. Each cycle t = 1..T removes a fraction p of
+the weights still alive, resets what the retraining mode says to reset, and
+retrains with the schedule's learning rate for cycle t. After every epoch the
+engine reports an event, then writes a checkpoint, then honours a stop
+request, in that order: an event is never lost by a crash (at worst it is
+reported twice with the same (cycle, epoch) key), and a stopped job keeps
+everything it finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from silo_core.data import Splits, load_dataset
+from silo_core.engine.build import (
+    build_optimizer,
+    dense_schedule,
+    resolve_device,
+    retraining_schedule,
+)
+from silo_core.engine.checkpoint import CheckpointStore
+from silo_core.engine.records import CycleResult, EpochEvent
+from silo_core.engine.training import evaluate, train_epoch
+from silo_core.models import build_model
+from silo_core.pruning import MaskSet, prunable_weights
+from silo_core.schedules import Schedule
+from silo_core.spec import JobSpec
+
+CHECKPOINT_VERSION = 1
+
+
+class Reporter(Protocol):
+    def on_epoch(self, event: EpochEvent) -> None: ...
+    def on_cycle(self, result: CycleResult) -> None: ...
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint found in the store was written by another spec."""
+
+
+@dataclass
+class JobResult:
+    cycles: list[CycleResult]
+    model_state: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    stopped: bool
+    identity: str
+
+
+@dataclass
+class _EpochScores:
+    val_loss: float
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclass
+class _Progress:
+    """Everything about where the job is that a checkpoint must restore."""
+
+    cycle: int = 0
+    epochs_done: int = 0
+    cycle_seconds: float = 0.0
+    epochs: list[_EpochScores] = field(default_factory=list)
+    results: list[CycleResult] = field(default_factory=list)
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from (job seed, cycle, epoch, ...)."""
+    return int(
+        np.random.SeedSequence(list(parts))
+        .generate_state(2, dtype=np.uint32)
+        .astype(np.uint64)
+        .dot([1 << 31, 1])
+    )
+
+
+def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+class PruningEngine:
+    """Runs one JobSpec from scratch or from the store's checkpoint."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        *,
+        reporter: Reporter | None = None,
+        store: CheckpointStore | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        data: Splits | None = None,
+    ) -> None:
+        self.spec = spec
+        self.reporter = reporter
+        self.store = store
+        self.should_stop = should_stop or (lambda: False)
+        self.device = resolve_device(spec.device)
+        self.data = data or load_dataset(
+            spec.dataset.name,
+            device=self.device,
+            root=spec.dataset.root,
+            download=spec.dataset.download,
+            val_fraction=spec.dataset.val_fraction,
+            split_seed=spec.dataset.split_seed,
+            options=spec.dataset.options,
+        )
+        self.augment = (
+            spec.dataset.augment if spec.dataset.augment is not None else self.data.augment_default
+        )
+        self.cycles = spec.pruning.planned_cycles()
+        self.dense = dense_schedule(spec)
+        self.retraining = retraining_schedule(spec)
+        torch.manual_seed(spec.seed)
+        info = self.data.info
+        self.model = build_model(
+            spec.model.name,
+            in_channels=info.in_channels,
+            num_classes=info.num_classes,
+            image_size=info.image_size,
+        ).to(self.device)
+        self.masks = MaskSet(
+            prunable_weights(
+                self.model,
+                keep_first_conv_dense=spec.pruning.keep_first_conv_dense,
+                keep_last_linear_dense=spec.pruning.keep_last_linear_dense,
+            )
+        )
+        self.optimizer = build_optimizer(spec.optimizer, self.model)
+        self.rewind_state: dict[str, torch.Tensor] | None = None
+        self.progress = _Progress()
+
+    # -- public -------------------------------------------------------------
+    def schedule_for(self, cycle: int) -> Schedule:
+        return self.dense if cycle == 0 else self.retraining
+
+    def epochs_in(self, cycle: int) -> int:
+        return (
+            self.spec.training.dense_epochs if cycle == 0 else self.spec.training.epochs_per_cycle
+        )
+
+    def run(self) -> JobResult:
+        saved = self.store.load() if self.store else None
+        if saved is not None:
+            self._restore(saved)
+        elif self._rewinds_to(0):
+            self.rewind_state = _cpu_copy(self.model.state_dict())
+        p = self.progress
+        while p.cycle <= self.cycles and not self._target_reached():
+            cycle = p.cycle
+            if p.epochs_done == 0 and cycle > 0:
+                self._start_cycle(cycle)
+            while p.cycle == cycle:  # _run_epoch moves p.cycle on after the last epoch
+                self._run_epoch()
+                if self.should_stop():
+                    return self._result(stopped=True)
+        return self._result(stopped=False)
+
+    # -- cycle steps ----------------------------------------------------------
+    def _start_cycle(self, cycle: int) -> None:
+        pruning = self.spec.pruning
+        self.masks.prune_(
+            pruning.fraction, pruning.method, seed=derived_seed(self.spec.seed, cycle)
+        )
+        if pruning.retraining == "weight_rewind":
+            assert self.rewind_state is not None, "rewind point was never captured"
+            self.model.load_state_dict(self.rewind_state)
+            self.masks.apply_()
+        if pruning.retraining == "fine_tune":
+            self.masks.mask_optimizer_state_(self.optimizer)
+        else:
+            self.optimizer = build_optimizer(self.spec.optimizer, self.model)
+
+    def _run_epoch(self) -> None:
+        p = self.progress
+        started = time.perf_counter()
+        cycle, epoch = p.cycle, p.epochs_done
+        epochs = self.epochs_in(cycle)
+        schedule = self.schedule_for(cycle)
+        batch_size = self.spec.training.batch_size
+        steps_per_epoch = -(-self.data.train.num_examples // batch_size)
+        total_steps = epochs * steps_per_epoch
+        batches = self.data.train.batches(
+            batch_size,
+            shuffle=True,
+            augment=self.augment,
+            seed=derived_seed(self.spec.seed, cycle, epoch),
+        )
+        train_loss, train_acc, lr = train_epoch(
+            self.model,
+            batches,
+            self.optimizer,
+            self.masks,
+            lambda step: schedule.lr(cycle, epoch * steps_per_epoch + step, total_steps),
+        )
+        val_loss, val_acc = evaluate(self.model, self._eval_batches(self.data.val))
+        _, test_acc = evaluate(self.model, self._eval_batches(self.data.test))
+        seconds = time.perf_counter() - started
+        p.epochs.append(_EpochScores(val_loss, val_acc, test_acc))
+        p.cycle_seconds += seconds
+        p.epochs_done += 1
+        if cycle == 0 and self._rewinds_to(p.epochs_done):
+            self.rewind_state = _cpu_copy(self.model.state_dict())
+        event = EpochEvent(
+            cycle=cycle,
+            epoch=epoch + 1,
+            epochs=epochs,
+            cycles=self.cycles,
+            lr=lr,
+            max_lr=schedule.max_lr(cycle),
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            sparsity=self.masks.sparsity(),
+            seconds=seconds,
+        )
+        if self.reporter:
+            self.reporter.on_epoch(event)
+        if p.epochs_done == epochs:
+            self._finish_cycle()
+        if self.store:
+            self.store.save(self._checkpoint())
+
+    def _finish_cycle(self) -> None:
+        p = self.progress
+        val = [e.val_accuracy for e in p.epochs]
+        best = int(np.argmax(val))  # first best epoch: ties go to the earlier one
+        result = CycleResult(
+            cycle=p.cycle,
+            sparsity=self.masks.sparsity(),
+            alive_weights=self.masks.alive(),
+            max_lr=self.schedule_for(p.cycle).max_lr(p.cycle),
+            best_epoch=best + 1,
+            best_val_accuracy=val[best],
+            test_accuracy_at_best_val=p.epochs[best].test_accuracy,
+            final_val_accuracy=val[-1],
+            final_test_accuracy=p.epochs[-1].test_accuracy,
+            seconds=p.cycle_seconds,
+        )
+        p.results.append(result)
+        if self.reporter:
+            self.reporter.on_cycle(result)
+        if self.store:
+            self.store.save_cycle(
+                p.cycle, {"model": self.model.state_dict(), "masks": self.masks.state_dict()}
+            )
+        p.cycle += 1
+        p.epochs_done = 0
+        p.epochs = []
+        p.cycle_seconds = 0.0
+
+    # -- helpers ------------------------------------------------------------
+    def _eval_batches(self, source: Any) -> Any:
+        return source.batches(
+            max(self.spec.training.batch_size, 512), shuffle=False, augment=False, seed=0
+        )
+
+    def _rewinds_to(self, dense_epoch: int) -> bool:
+        pruning = self.spec.pruning
+        return pruning.retraining == "weight_rewind" and pruning.rewind_epoch == dense_epoch
+
+    def _target_reached(self) -> bool:
+        target = self.spec.pruning.target_sparsity
+        results = self.progress.results
+        return target is not None and bool(results) and results[-1].sparsity >= target
+
+    def _result(self, *, stopped: bool) -> JobResult:
+        return JobResult(
+            cycles=list(self.progress.results),
+            model_state=_cpu_copy(self.model.state_dict()),
+            masks=self.masks.state_dict(),
+            stopped=stopped,
+            identity=self.spec.identity(),
+        )
+
+    # -- checkpoints ----------------------------------------------------------
+    def _checkpoint(self) -> dict[str, Any]:
+        p = self.progress
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "version": CHECKPOINT_VERSION,
+            "identity": self.spec.identity(),
+            "cycle": p.cycle,
+            "epochs_done": p.epochs_done,
+            "cycle_seconds": p.cycle_seconds,
+            "epochs": [vars(e) for e in p.epochs],
+            "results": [r.to_dict() for r in p.results],
+            "model": self.model.state_dict(),
+            "masks": self.masks.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rewind": self.rewind_state,
+            "rng": rng,
+        }
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise CheckpointMismatchError(
+                f"checkpoint format {state.get('version')} is not {CHECKPOINT_VERSION}"
+            )
+        if state["identity"] != self.spec.identity():
+            raise CheckpointMismatchError(
+                f"checkpoint belongs to spec {state['identity']}, not {self.spec.identity()}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.masks.load_state_dict(state["masks"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.rewind_state = state["rewind"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.progress = _Progress(
+            cycle=state["cycle"],
+            epochs_done=state["epochs_done"],
+            cycle_seconds=state["cycle_seconds"],
+            epochs=[_EpochScores(**e) for e in state["epochs"]],
+            results=[CycleResult.from_dict(r) for r in state["results"]],
+        )

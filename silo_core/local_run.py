@@ -1,0 +1,109 @@
+"""Running a job in this process with a live progress display (``silo run``)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from silo_core.engine import (
+    CYCLE_COLUMNS,
+    CycleResult,
+    EpochEvent,
+    JobResult,
+    LocalCheckpointStore,
+    PruningEngine,
+)
+from silo_core.spec import JobSpec
+
+
+class ProgressReporter:
+    """Two bars: cycles of the job and epochs of the current cycle."""
+
+    def __init__(self, progress: Progress, cycles: int) -> None:
+        self.progress = progress
+        self.cycle_task = progress.add_task("cycles", total=cycles + 1, status="")
+        self.epoch_task = progress.add_task("epochs", total=1, status="")
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        self.progress.update(
+            self.epoch_task,
+            description=f"cycle {event.cycle}/{event.cycles}",
+            completed=event.epoch,
+            total=event.epochs,
+            status=(
+                f"lr {event.lr:.3g} val {event.val_accuracy:.1%} sparsity {event.sparsity:.1%}"
+            ),
+        )
+
+    def on_cycle(self, result: CycleResult) -> None:
+        self.progress.update(self.cycle_task, completed=result.cycle + 1)
+
+
+def cycle_table(cycles: list[CycleResult], title: str) -> Table:
+    table = Table(title=title)
+    for header in ("cycle", "sparsity", "max_lr", "best ep", "val", "test@best", "test end", "sec"):
+        table.add_column(header, justify="right")
+    for c in cycles:
+        table.add_row(
+            str(c.cycle),
+            f"{c.sparsity:.2%}",
+            f"{c.max_lr:.5f}",
+            str(c.best_epoch),
+            f"{c.best_val_accuracy:.2%}",
+            f"{c.test_accuracy_at_best_val:.2%}",
+            f"{c.final_test_accuracy:.2%}",
+            f"{c.seconds:.1f}",
+        )
+    return table
+
+
+def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> None:
+    """cycles.csv, cycles.json, model.pt (weights with zeros), masks.pt, spec.yaml."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [c.to_dict() for c in result.cycles]
+    with (out / "cycles.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(CYCLE_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out / "cycles.json").write_text(json.dumps(rows, indent=2))
+    torch.save(result.model_state, out / "model.pt")
+    torch.save(result.masks, out / "masks.pt")
+    (out / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+
+def run_locally(
+    spec: JobSpec, out: Path, *, fresh: bool = False, console: Console | None = None
+) -> JobResult:
+    console = console or Console()
+    store = LocalCheckpointStore(out / "checkpoints")
+    if fresh:
+        store.latest_path.unlink(missing_ok=True)
+    columns = (
+        TextColumn("{task.description:>11}"),
+        BarColumn(bar_width=20),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        planned = spec.pruning.planned_cycles()
+        reporter = ProgressReporter(progress, planned)
+        engine = PruningEngine(spec, reporter=reporter, store=store)
+        resumed = store.latest_path.exists()
+        if resumed:
+            console.print(f"resuming from {store.latest_path}")
+        result = engine.run()
+    write_outputs(result, spec, out)
+    title = (
+        f"{spec.model.name} on {spec.dataset.name}, {spec.schedule.name}, "
+        f"{spec.pruning.method} p={spec.pruning.fraction}"
+    )
+    console.print(cycle_table(result.cycles, title))
+    console.print(f"outputs in {out}")
+    return result

@@ -1,0 +1,132 @@
+"""Binary masks kept beside the model, on its device.
+
+Masks are applied in place after every optimizer step with one fused
+``torch._foreach_mul_`` over all pruned tensors. We hand-write this rather than
+use ``torch.nn.utils.prune``: its forward pre-hooks recompute ``weight_orig *
+mask`` in every forward pass, keep a second copy of every weight, and rename
+the state-dict keys (``weight_orig``/``weight_mask``), which would leak into
+checkpoints and artifacts. Multiplying after the step keeps pruned weights
+exactly zero whatever the optimizer does (momentum and weight decay included)
+at the cost of one fused kernel per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from silo_core.pruning.selection import removal_count, smallest_k
+
+PRUNING_METHODS = ("global_magnitude", "layerwise_magnitude", "random")
+
+
+class MaskSet:
+    """One mask per prunable weight; 1 keeps a weight, 0 removes it."""
+
+    def __init__(self, weights: Mapping[str, nn.Parameter]) -> None:
+        if not weights:
+            raise ValueError("the model has no prunable weights")
+        self.names = list(weights)
+        self.weights = [weights[n] for n in self.names]
+        self.masks = [
+            torch.ones_like(w, memory_format=torch.contiguous_format) for w in self.weights
+        ]
+
+    # -- counts -------------------------------------------------------------
+    def total(self) -> int:
+        return sum(m.numel() for m in self.masks)
+
+    def alive(self) -> int:
+        return int(sum(m.sum() for m in self.masks).item())
+
+    def sparsity(self) -> float:
+        """Fraction of prunable weights removed."""
+        return 1.0 - self.alive() / self.total()
+
+    def layer_sparsity(self) -> dict[str, float]:
+        return {n: 1.0 - float(m.mean()) for n, m in zip(self.names, self.masks, strict=True)}
+
+    # -- applying -----------------------------------------------------------
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Zero every pruned weight in place (one fused kernel per device)."""
+        torch._foreach_mul_(self.weights, self.masks)
+
+    @torch.no_grad()
+    def mask_optimizer_state_(self, optimizer: torch.optim.Optimizer) -> None:
+        """Zero optimizer buffers (momentum, Adam moments) at pruned positions.
+
+        Not needed for the weights to stay zero, but it keeps a continued
+        optimizer (fine-tuning mode) from carrying stale velocity of removed
+        connections into statistics such as buffer norms.
+        """
+        for weight, mask in zip(self.weights, self.masks, strict=True):
+            for value in optimizer.state.get(weight, {}).values():
+                if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                    value.mul_(mask)
+
+    # -- pruning ------------------------------------------------------------
+    @torch.no_grad()
+    def prune_(self, fraction: float, method: str = "global_magnitude", *, seed: int = 0) -> int:
+        """Remove ``fraction`` of the weights still alive; returns how many were removed."""
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+        if method not in PRUNING_METHODS:
+            raise ValueError(
+                f"unknown pruning method {method!r}; allowed: {', '.join(PRUNING_METHODS)}"
+            )
+        if method == "layerwise_magnitude":
+            removed = 0
+            for weight, mask in zip(self.weights, self.masks, strict=True):
+                alive = mask.flatten().bool()
+                k = removal_count(int(alive.sum()), fraction)
+                drop = smallest_k(weight.detach().abs().flatten(), alive, k)
+                mask.view(-1)[drop] = 0
+                removed += k
+            self.apply_()
+            return removed
+
+        scores = self._scores(method, seed)
+        flat_scores = torch.cat([s.flatten() for s in scores])
+        alive = torch.cat([m.flatten().bool() for m in self.masks])
+        k = removal_count(int(alive.sum()), fraction)
+        drop = smallest_k(flat_scores, alive, k)
+        offset = 0
+        for mask in self.masks:
+            n = mask.numel()
+            mask.view(-1)[drop[offset : offset + n]] = 0
+            offset += n
+        self.apply_()
+        return k
+
+    def _scores(self, method: str, seed: int) -> list[torch.Tensor]:
+        if method == "global_magnitude":
+            # Scores are compared across devices only after torch.cat, so keep
+            # them on the first weight's device.
+            device = self.weights[0].device
+            return [w.detach().abs().to(device) for w in self.weights]
+        device = self.weights[0].device
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed)
+        return [
+            torch.rand(w.shape, generator=generator, device=device, dtype=torch.float32)
+            for w in self.weights
+        ]
+
+    # -- persistence --------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Boolean masks by parameter name (an eighth of the float size)."""
+        return {n: m.bool().cpu() for n, m in zip(self.names, self.masks, strict=True)}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        missing = set(self.names) - set(state)
+        unexpected = set(state) - set(self.names)
+        if missing or unexpected:
+            raise ValueError(
+                f"mask names differ: missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+            )
+        for name, mask in zip(self.names, self.masks, strict=True):
+            mask.copy_(state[name].to(mask.device, mask.dtype))

@@ -1,0 +1,40 @@
+"""The JobSpec and how to read one."""
+
+from silo_core.spec.load import SpecError, format_validation_error, load_spec, parse_spec
+from silo_core.spec.model import (
+    CLRScheduleSpec,
+    ConstantScheduleSpec,
+    DatasetSpec,
+    DenseTrainingSpec,
+    FineTuneScheduleSpec,
+    JobSpec,
+    LRRewindScheduleSpec,
+    ModelSpec,
+    OptimizerSpec,
+    PruningSpec,
+    ScheduleSpec,
+    SiloScheduleSpec,
+    SLRScheduleSpec,
+    TrainingSpec,
+)
+
+__all__ = [
+    "CLRScheduleSpec",
+    "ConstantScheduleSpec",
+    "DatasetSpec",
+    "DenseTrainingSpec",
+    "FineTuneScheduleSpec",
+    "JobSpec",
+    "LRRewindScheduleSpec",
+    "ModelSpec",
+    "OptimizerSpec",
+    "PruningSpec",
+    "SLRScheduleSpec",
+    "ScheduleSpec",
+    "SiloScheduleSpec",
+    "SpecError",
+    "TrainingSpec",
+    "format_validation_error",
+    "load_spec",
+    "parse_spec",
+]

@@ -1,0 +1,251 @@
+"""The JobSpec: one pydantic model for a whole pruning job.
+
+The server accepts exactly this model, so every field is constrained where it
+is declared (and the JSON schema says so), unknown keys are refused, and the
+schedule is a union tagged by ``name`` so an error names the schedule's own
+fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from silo_core.data import DATASET_NAMES
+from silo_core.models import MODEL_NAMES
+from silo_core.pruning import PRUNING_METHODS
+from silo_core.schedules import SILO_PRESETS
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _one_of(allowed: tuple[str, ...], what: str) -> Any:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+
+
+ModelName = _one_of(MODEL_NAMES, "model")
+DatasetName = _one_of(DATASET_NAMES, "dataset")
+PruningMethod = _one_of(PRUNING_METHODS, "pruning method")
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+PositiveLR = Annotated[float, Field(gt=0.0, le=10.0)]
+Milestones = Annotated[tuple[Fraction, ...], Field(max_length=8)]
+
+
+class ModelSpec(_Spec):
+    name: ModelName = Field(description="A registered model")
+
+
+class DatasetSpec(_Spec):
+    name: DatasetName = "digits"
+    root: str | None = Field(None, description="Local folder holding the data (CIFAR, ImageFolder)")
+    download: bool = Field(False, description="Allow torchvision to download a missing data set")
+    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
+    split_seed: Annotated[int, Field(ge=0)] = Field(
+        0, description="Seed of the train/val/test split; shared by runs that compare seeds"
+    )
+    augment: bool | None = Field(None, description="Random crop and flip; default per data set")
+    options: dict[str, int] = Field(
+        default_factory=dict,
+        description="Data-set specific integers, e.g. synthetic num_train, image_size",
+    )
+
+
+class PruningSpec(_Spec):
+    method: PruningMethod = "global_magnitude"
+    fraction: Fraction = Field(0.2, description="p: fraction of alive weights removed per cycle")
+    cycles: Annotated[int, Field(ge=1, le=200)] | None = Field(
+        None, description="T: number of prune-retrain cycles after the dense training"
+    )
+    target_sparsity: Annotated[float, Field(gt=0.0, le=0.9999)] | None = Field(
+        None, description="Stop at the first cycle whose sparsity reaches this"
+    )
+    keep_first_conv_dense: bool = False
+    keep_last_linear_dense: bool = False
+    retraining: Literal["lr_rewind", "weight_rewind", "fine_tune"] = Field(
+        "lr_rewind",
+        description=(
+            "What each cycle starts from: lr_rewind keeps the trained weights with a fresh "
+            "optimizer; weight_rewind resets weights to rewind_epoch of the dense training; "
+            "fine_tune keeps weights and optimizer state"
+        ),
+    )
+    rewind_epoch: Annotated[int, Field(ge=0)] = Field(
+        0, description="weight_rewind: dense-training epoch to rewind to (0 = initialisation)"
+    )
+
+    @model_validator(mode="after")
+    def _budget(self) -> PruningSpec:
+        if self.cycles is None and self.target_sparsity is None:
+            raise ValueError("give cycles, target_sparsity, or both")
+        if self.rewind_epoch and self.retraining != "weight_rewind":
+            raise ValueError("rewind_epoch applies only with retraining: weight_rewind")
+        return self
+
+    def planned_cycles(self) -> int:
+        """T: the cycles to run, the first reaching target_sparsity if it comes sooner."""
+        by_target = None
+        if self.target_sparsity is not None:
+            by_target = math.ceil(math.log1p(-self.target_sparsity) / math.log1p(-self.fraction))
+            # Guard against float error putting the exact cycle one too late.
+            if by_target > 1 and 1 - (1 - self.fraction) ** (by_target - 1) >= self.target_sparsity:
+                by_target -= 1
+        candidates = [c for c in (self.cycles, by_target) if c is not None]
+        return min(candidates)
+
+
+class _StepDecayShape(_Spec):
+    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    milestones: Milestones = (0.5, 0.75)
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+
+    @model_validator(mode="after")
+    def _increasing(self) -> _StepDecayShape:
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must be increasing, got {list(self.milestones)}")
+        return self
+
+
+class SiloScheduleSpec(_StepDecayShape):
+    """SILO: max_lr = offset + alpha * S(x_t); unset fields come from ``preset``."""
+
+    name: Literal["silo"]
+    preset: Literal[tuple(SILO_PRESETS)] = "resnet20"  # type: ignore[valid-type]
+    alpha: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
+    offset: PositiveLR | None = None
+    beta: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
+    delay: Annotated[int, Field(ge=0, le=100)] | None = None
+
+    def resolved(self) -> dict[str, float]:
+        """alpha, offset, beta, delay with the preset filling what is unset."""
+        base = SILO_PRESETS[self.preset]
+        return {
+            key: (getattr(self, key) if getattr(self, key) is not None else base[key])
+            for key in ("alpha", "offset", "beta", "delay")
+        }
+
+
+class LRRewindScheduleSpec(_Spec):
+    """Renda et al. 2020: replay the dense training's schedule in every cycle."""
+
+    name: Literal["lr_rewind"]
+    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
+
+
+class FineTuneScheduleSpec(_Spec):
+    name: Literal["fine_tune"]
+    max_lr: PositiveLR = 1e-3
+
+
+class SLRScheduleSpec(_StepDecayShape):
+    """Le & Hua 2021, scaled learning-rate restarting."""
+
+    name: Literal["slr"]
+    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
+    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    milestones: Milestones = (0.45, 0.675)
+
+
+class CLRScheduleSpec(_Spec):
+    """Le & Hua 2021, cyclic learning-rate restarting (one cycle per retraining)."""
+
+    name: Literal["clr"]
+    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
+    pct_start: Fraction = 0.1
+    div_factor: Annotated[float, Field(gt=0.0)] = 100.0
+    final_div_factor: Annotated[float, Field(gt=0.0)] = 100.0
+
+
+class ConstantScheduleSpec(_Spec):
+    name: Literal["constant"]
+    max_lr: PositiveLR
+
+
+ScheduleSpec = Annotated[
+    SiloScheduleSpec
+    | LRRewindScheduleSpec
+    | FineTuneScheduleSpec
+    | SLRScheduleSpec
+    | CLRScheduleSpec
+    | ConstantScheduleSpec,
+    Field(discriminator="name"),
+]
+
+
+class DenseTrainingSpec(_StepDecayShape):
+    """Cycle 0. Independent of the retraining schedule so that jobs which differ
+    only in their schedule share (and can reuse) the same dense network."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Default: training.epochs_per_cycle"
+    )
+    max_lr: PositiveLR = 0.1
+
+
+class TrainingSpec(_Spec):
+    epochs_per_cycle: Annotated[int, Field(ge=1, le=1000)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    dense: DenseTrainingSpec = DenseTrainingSpec()
+
+    @property
+    def dense_epochs(self) -> int:
+        return self.dense.epochs or self.epochs_per_cycle
+
+
+class OptimizerSpec(_Spec):
+    name: Literal["sgd", "adamw"] = "sgd"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
+
+
+Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
+
+
+class JobSpec(_Spec):
+    """Everything that decides what a pruning job computes."""
+
+    model: ModelSpec
+    dataset: DatasetSpec = DatasetSpec()
+    pruning: PruningSpec
+    schedule: ScheduleSpec
+    training: TrainingSpec = TrainingSpec()
+    optimizer: OptimizerSpec = OptimizerSpec()
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    device: Device = Field("auto", description="auto picks cuda when available, else cpu")
+
+    @model_validator(mode="after")
+    def _rewind_inside_dense(self) -> JobSpec:
+        epoch = self.pruning.rewind_epoch
+        if epoch > self.training.dense_epochs:
+            raise ValueError(
+                f"pruning.rewind_epoch ({epoch}) must be <= the dense training's epochs "
+                f"({self.training.dense_epochs})"
+            )
+        return self
+
+    def identity(self) -> str:
+        """Hash of the settings that differ from the defaults.
+
+        Two specs that compute the same thing hash the same, however they were
+        written (key order, defaults spelled out or left out).
+        """
+        payload = self.model_dump(mode="json", exclude_defaults=True)
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
