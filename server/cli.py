@@ -1,0 +1,75 @@
+"""The full ``silo`` command: silo_core's local commands plus the service's."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from server.settings import get_settings
+from silo_core.cli import app
+
+err = Console(stderr=True, soft_wrap=True)
+db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(token_app, name="token")
+
+USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration to SILO_DATABASE_URL."""
+    from server.db.migrate import head_revision, upgrade
+
+    url = get_settings().resolved_database_url()
+    upgrade(url)
+    typer.echo(f"database at revision {head_revision()}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and whether it is current."""
+    from server.db.migrate import current_revision, head_revision
+    from server.db.session import make_engine
+
+    engine = make_engine(get_settings().resolved_database_url())
+    current, head = current_revision(engine), head_revision()
+    typer.echo(f"{current or 'empty'} (head {head}{', current' if current == head else ''})")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option(help="User name; created if new")],
+    admin: Annotated[bool, typer.Option(help="Give the user admin rights")] = False,
+) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from server.auth.tokens import create_user_token
+    from server.db.migrate import SchemaBehindError, check_schema
+    from server.db.session import make_engine, make_session_factory
+
+    if not USER_NAME.match(user):
+        err.print(
+            "error: --user: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(2)
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        check_schema(engine)
+    except SchemaBehindError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    with make_session_factory(engine).begin() as session:
+        token = create_user_token(session, user, admin=admin)
+    typer.echo(token)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,143 @@
+"""Migrations, the schema check, the status state machine, tokens and DB-level keys."""
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import IntegrityError
+
+from server.auth.tokens import create_user_token, hash_token, user_for_token
+from server.db.migrate import SchemaBehindError, check_schema, current_revision, head_revision
+from server.db.models import ApiToken, Job, JobEvent, User, utcnow
+from server.db.session import make_engine, make_session_factory
+from server.jobs.states import ALLOWED, IllegalTransitionError, JobStatus, transition
+
+TABLES = {
+    "users",
+    "api_tokens",
+    "jobs",
+    "job_tags",
+    "job_attempts",
+    "job_events",
+    "cycle_results",
+    "artifacts",
+}
+
+
+def test_migrations_from_empty_create_every_table(database_url):
+    engine = make_engine(database_url)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    assert current_revision(engine) == head_revision()
+    check_schema(engine)  # does not raise
+
+
+def test_empty_database_is_refused_with_the_fix(empty_database_url):
+    engine = make_engine(empty_database_url)
+    with pytest.raises(SchemaBehindError, match="run `silo db upgrade`"):
+        check_schema(engine)
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path):
+    from server.db.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    upgrade(url)
+    with make_engine(url).connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_tokens_are_stored_hashed_and_resolve_to_their_user(database_url):
+    factory = make_session_factory(make_engine(database_url))
+    with factory.begin() as session:
+        token = create_user_token(session, "alice", admin=True)
+    with factory() as session:
+        stored = session.scalars(select(ApiToken.token_hash)).all()
+        assert stored == [hash_token(token)]
+        assert token not in stored
+        user = user_for_token(session, token)
+        assert user is not None and user.name == "alice" and user.is_admin
+        assert user_for_token(session, token + "x") is None
+    with factory.begin() as session:
+        session.execute(ApiToken.__table__.update().values(revoked_at=utcnow()))
+    with factory() as session:
+        assert user_for_token(session, token) is None
+
+
+def test_event_key_is_unique_in_the_database(database_url):
+    factory = make_session_factory(make_engine(database_url))
+    with factory.begin() as session:
+        user = User(name="bob")
+        session.add(user)
+        session.flush()
+        job = Job(owner_id=user.id, spec={}, spec_hash="h")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    row = dict(
+        job_id=job_id,
+        attempt=1,
+        cycle=0,
+        epoch=1,
+        epochs=2,
+        lr=0.1,
+        max_lr=0.1,
+        train_loss=1.0,
+        train_accuracy=0.5,
+        val_loss=1.0,
+        val_accuracy=0.5,
+        sparsity=0.0,
+        seconds=1.0,
+    )
+    with factory.begin() as session:
+        session.add(JobEvent(seq=1, **row))
+    with pytest.raises(IntegrityError), factory.begin() as session:
+        session.add(JobEvent(seq=2, **row))
+
+
+@pytest.mark.parametrize("old", list(JobStatus))
+@pytest.mark.parametrize("new", list(JobStatus))
+def test_state_machine_allows_exactly_the_listed_transitions(old, new):
+    if new in ALLOWED[old]:
+        assert transition(old, new) == new
+    else:
+        with pytest.raises(IllegalTransitionError, match=f"a {old} job cannot become {new}"):
+            transition(old, new)
+
+
+def test_the_lifecycle_paths_of_the_design_are_allowed():
+    for path in (
+        ["queued", "running", "succeeded"],
+        ["queued", "running", "cancelling", "cancelled", "queued", "running", "failed"],
+        ["queued", "cancelled"],
+        ["queued", "running", "queued", "running", "succeeded"],
+    ):
+        for old, new in itertools.pairwise(path):
+            transition(old, new)
+
+
+def silo(*args, env):
+    exe = Path(sys.executable).with_name("silo")
+    return subprocess.run(
+        [str(exe), *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+
+
+def test_token_cli_needs_a_current_schema_then_prints_a_token(tmp_path):
+    import os
+
+    env = {**os.environ, "SILO_DATA_DIR": str(tmp_path), "COLUMNS": "200"}
+    env.pop("SILO_DATABASE_URL", None)
+    refused = silo("token", "create", "--user", "carol", env=env)
+    assert refused.returncode == 1
+    assert "run `silo db upgrade`" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert silo("db", "upgrade", env=env).returncode == 0
+    bad = silo("token", "create", "--user", "no spaces", env=env)
+    assert bad.returncode == 2 and "error: --user:" in bad.stderr
+    made = silo("token", "create", "--user", "carol", env=env)
+    assert made.returncode == 0 and made.stdout.startswith("silo_")
+    assert silo("db", "current", env=env).stdout.startswith(head_revision())
