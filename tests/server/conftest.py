@@ -56,3 +56,69 @@ def database_url(empty_database_url: str) -> str:
 
     upgrade(empty_database_url)
     return empty_database_url
+
+
+class LiveServer:
+    """The real app under uvicorn on a free port, with a few users' tokens."""
+
+    def __init__(self, base_url: str, app, tokens: dict[str, str], database_url: str) -> None:
+        self.base_url, self.app, self.tokens, self.database_url = (
+            base_url,
+            app,
+            tokens,
+            database_url,
+        )
+
+    def client(self, user: str | None = "alice", **kwargs):
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_server(database_url: str, tmp_path) -> Iterator[LiveServer]:
+    import threading
+    import time
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.auth.tokens import create_user_token
+    from server.db.session import make_engine, make_session_factory
+    from server.settings import Settings
+
+    engine = make_engine(database_url)
+    tokens: dict[str, str] = {}
+    with make_session_factory(engine).begin() as session:
+        for name, admin in (("alice", False), ("bob", False), ("root", True)):
+            tokens[name] = create_user_token(session, name, admin=admin)
+    engine.dispose()
+    settings = Settings(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        max_request_bytes=64 * 1024,
+    )
+    app = create_app(settings)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("the API server did not start", pytrace=False)
+        time.sleep(0.02)
+    yield LiveServer(f"http://127.0.0.1:{port}", app, tokens, database_url)
+    server.should_exit = True
+    thread.join(timeout=10)

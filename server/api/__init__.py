@@ -1,0 +1,12 @@
+"""The REST API (/v1): one router per resource."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> list[APIRouter]:
+    from server.api.intake import router as intake
+    from server.api.jobs import router as jobs
+
+    return [jobs, intake]

@@ -1,0 +1,107 @@
+"""The FastAPI application: lifespan, middleware, error shape, health and metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
+
+from server.api.deps import SessionDep
+from server.api.errors import error_response, install_error_handlers
+from server.auth.tokens import create_user_token
+from server.db.migrate import SchemaBehindError, check_schema, upgrade
+from server.db.models import User
+from server.db.session import make_engine, make_session_factory
+from server.limits import BodySizeLimit
+from server.metrics import Metrics
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("silo.server")
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Embedded SQLite may upgrade itself; anything else must already be current."""
+    url = settings.resolved_database_url()
+    engine = make_engine(url)
+    try:
+        if make_url(url).get_backend_name() == "sqlite" and settings.auto_upgrade_sqlite:
+            upgrade(url)
+        check_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def ensure_local_admin_token(settings: Settings, factory: object) -> Path | None:
+    """On an empty embedded database, create an admin token and keep it in a 0600 file."""
+    path = settings.data_dir / "admin-token"
+    with factory.begin() as session:  # type: ignore[attr-defined]
+        if session.scalar(select(func.count()).select_from(User)):
+            return None
+        token = create_user_token(session, "admin", admin=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    return path
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        _prepare_database(settings)  # raises SchemaBehindError: the server does not start
+        engine = make_engine(settings.resolved_database_url())
+        app.state.engine = engine
+        app.state.session_factory = make_session_factory(engine)
+        if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+            made = ensure_local_admin_token(settings, app.state.session_factory)
+            if made:
+                log.warning("created a local admin token; it is stored in %s", made)
+        yield
+        engine.dispose()
+
+    app = FastAPI(
+        title="SILO pruning service",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.middleware("http")(metrics.middleware)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(session: SessionDep) -> JSONResponse:
+        """The database answers and its schema is current."""
+        try:
+            session.execute(text("SELECT 1"))
+            check_schema(session.get_bind())  # type: ignore[arg-type]
+        except SchemaBehindError as exc:
+            return error_response(503, "schema_behind", str(exc))
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["health"], include_in_schema=False)
+    def metrics_endpoint(session: SessionDep) -> object:
+        return metrics.render(session)
+
+    from server.api import routers
+
+    for router in routers():
+        app.include_router(router)
+    return app

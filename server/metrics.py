@@ -1,0 +1,56 @@
+"""Prometheus metrics: request latency (middleware) and job counts (read at scrape)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from server.db.models import Job
+from server.jobs.states import JobStatus
+
+
+class Metrics:
+    """One registry per app, so several apps in one process (tests) stay apart."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "silo_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.jobs = Gauge("silo_jobs", "Jobs by status", ["status"], registry=self.registry)
+        self.queue = Gauge("silo_queue_length", "Queued jobs", registry=self.registry)
+
+    async def middleware(
+        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        # The route template, not the raw path, keeps the label set small.
+        path = getattr(route, "path", "unmatched")
+        self.latency.labels(request.method, path, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    def render(self, session: Session) -> Response:
+        counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+        for status in JobStatus:
+            self.jobs.labels(status.value).set(counts.get(status.value, 0))
+        self.queue.set(counts.get(JobStatus.QUEUED.value, 0))
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
