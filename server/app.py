@@ -26,7 +26,7 @@ from server.settings import Settings, get_settings
 log = logging.getLogger("silo.server")
 
 
-def _prepare_database(settings: Settings) -> None:
+def prepare_database(settings: Settings) -> None:
     """Embedded SQLite may upgrade itself; anything else must already be current."""
     url = settings.resolved_database_url()
     engine = make_engine(url)
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        _prepare_database(settings)  # raises SchemaBehindError: the server does not start
+        prepare_database(settings)  # raises SchemaBehindError: the server does not start
         engine = make_engine(settings.resolved_database_url())
         app.state.engine = engine
         app.state.session_factory = make_session_factory(engine)

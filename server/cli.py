@@ -71,5 +71,25 @@ def token_create(
     typer.echo(token)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+) -> None:
+    """Run the API server (SQLite in the data folder unless SILO_DATABASE_URL says otherwise)."""
+    import uvicorn
+
+    from server.app import create_app, prepare_database
+    from server.db.migrate import SchemaBehindError
+
+    settings = get_settings()
+    try:
+        prepare_database(settings)
+    except SchemaBehindError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
 def main() -> None:
     app()

@@ -141,3 +141,23 @@ def test_token_cli_needs_a_current_schema_then_prints_a_token(tmp_path):
     made = silo("token", "create", "--user", "carol", env=env)
     assert made.returncode == 0 and made.stdout.startswith("silo_")
     assert silo("db", "current", env=env).stdout.startswith(head_revision())
+
+
+def test_server_refuses_to_start_on_a_schema_behind(empty_database_url, tmp_path):
+    import os
+
+    if empty_database_url.startswith("sqlite"):
+        # The embedded default upgrades itself unless told not to.
+        extra = {"SILO_AUTO_UPGRADE_SQLITE": "false"}
+    else:
+        extra = {}
+    env = {
+        **os.environ,
+        "SILO_DATA_DIR": str(tmp_path),
+        "SILO_DATABASE_URL": empty_database_url,
+        **extra,
+    }
+    refused = silo("serve", "--port", "1", env=env)
+    assert refused.returncode == 1
+    assert "the database schema is at nothing" in refused.stderr
+    assert "run `silo db upgrade`" in refused.stderr
