@@ -1,7 +1,214 @@
-"""Progress intake for workers, authenticated by per-attempt tokens."""
+"""Progress intake for workers, authenticated by per-attempt tokens.
+
+A worker holds no database credentials, only the token minted for its attempt.
+The token is good for that job and attempt number only, and only while the
+attempt is the job's live one: a superseded or finished attempt gets 409
+``attempt_superseded``, so a zombie worker cannot overwrite its successor.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
+
+from fastapi import APIRouter, Depends, Header, Path
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.api.deps import UNAUTHENTICATED, SessionDep, bearer_token
+from server.api.errors import ApiError
+from server.db.models import JobAttempt
+from server.jobs.attempts import (
+    AttemptSupersededError,
+    IllegalReportError,
+    attempt_for_token,
+    record_artifact,
+    record_cycle,
+    record_events,
+    report_status,
+)
+from server.jobs.states import IllegalTransitionError
 
 router = APIRouter(prefix="/v1", tags=["intake"])
+
+MAX_EVENTS_PER_BATCH = 500
+WRITE_TRIES = 3
+
+T = TypeVar("T")
+
+
+class _Report(BaseModel):
+    """Fields beyond the known ones are kept in ``extras`` rather than refused,
+    so a newer engine can report more without a schema change here."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    extras: dict[str, Any] | None = None
+
+    def merged_extras(self) -> dict[str, Any]:
+        return {**(self.model_extra or {}), **(self.extras or {})}
+
+
+class EpochEventIn(_Report):
+    """One epoch's progress, as ``silo_core.engine.records.EpochEvent`` writes it."""
+
+    cycle: int = Field(ge=0)
+    epoch: int = Field(ge=1)
+    epochs: int = Field(ge=1)
+    cycles: int = Field(ge=0)
+    lr: float
+    max_lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    sparsity: float
+    seconds: float = Field(ge=0)
+
+    def row_values(self) -> dict[str, Any]:
+        values = self.model_dump(exclude={"extras"})
+        for name in self.model_extra or {}:
+            values.pop(name, None)
+        values["extras"] = self.merged_extras()
+        return values
+
+
+class EventBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[EpochEventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        # Refuse an oversized batch before validating each of its events.
+        if isinstance(value, list) and len(value) > MAX_EVENTS_PER_BATCH:
+            raise ValueError(f"at most {MAX_EVENTS_PER_BATCH} events per batch (got {len(value)})")
+        return value
+
+
+class CycleResultIn(_Report):
+    """One cycle-table row, as ``silo_core.engine.records.CycleResult`` writes it."""
+
+    cycle: int = Field(ge=0)
+    sparsity: float
+    alive_weights: int = Field(ge=0)
+    max_lr: float
+    best_epoch: int = Field(ge=0)
+    best_val_accuracy: float
+    test_accuracy_at_best_val: float
+    final_val_accuracy: float
+    final_test_accuracy: float
+    seconds: float = Field(ge=0)
+
+    def row_values(self) -> dict[str, Any]:
+        values = self.model_dump(exclude={"extras"})
+        for name in self.model_extra or {}:
+            values.pop(name, None)
+        values["extras"] = self.merged_extras()
+        return values
+
+
+class ArtifactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    size: int = Field(ge=0)
+    checksum: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex")
+    location: str = Field(min_length=1, max_length=4096)
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["running", "succeeded", "failed", "cancelled"]
+    message: str | None = Field(default=None, max_length=10_000)
+
+
+def current_attempt(
+    session: SessionDep,
+    job_id: Annotated[int, Path(ge=1)],
+    attempt: Annotated[int, Path(ge=1)],
+    authorization: Annotated[str | None, Header()] = None,
+) -> JobAttempt:
+    """The attempt the bearer token was minted for; it must match the path."""
+    found = attempt_for_token(session, bearer_token(authorization))
+    if found is None:
+        raise ApiError(
+            401, "unauthenticated", "the attempt token is unknown", headers=UNAUTHENTICATED
+        )
+    if found.job_id != job_id or found.number != attempt:
+        raise ApiError(
+            403,
+            "forbidden",
+            "this token belongs to another job or attempt",
+            {"job_id": found.job_id, "attempt": found.number},
+        )
+    return found
+
+
+AttemptDep = Annotated[JobAttempt, Depends(current_attempt)]
+
+
+def _write(session: Session, attempt: JobAttempt, apply: Callable[[JobAttempt], T]) -> T:
+    """Run ``apply`` under the job lock and commit; map domain refusals to the error shape.
+
+    A unique-constraint violation means another writer got there first; the
+    whole operation is retried against the committed state.
+    """
+    for tries_left in range(WRITE_TRIES - 1, -1, -1):
+        try:
+            outcome = apply(attempt)
+            session.commit()
+            return outcome
+        except AttemptSupersededError as exc:
+            session.rollback()
+            raise ApiError(409, "attempt_superseded", str(exc)) from exc
+        except (IllegalTransitionError, IllegalReportError) as exc:
+            session.rollback()
+            raise ApiError(409, "illegal_transition", str(exc)) from exc
+        except IntegrityError as exc:
+            session.rollback()
+            if not tries_left:
+                raise ApiError(
+                    409, "conflict", "a concurrent report conflicted with this one; retry"
+                ) from exc
+    raise AssertionError("unreachable")
+
+
+@router.post("/jobs/{job_id}/attempts/{attempt}/events")
+def post_events(body: EventBatchIn, current: AttemptDep, session: SessionDep) -> dict[str, int]:
+    """Append epoch events; replaying an event already stored changes nothing."""
+    events = [event.row_values() for event in body.events]
+    outcome = _write(session, current, lambda a: record_events(session, a, events))
+    return {
+        "accepted": outcome.accepted,
+        "duplicates": outcome.duplicates,
+        "last_seq": outcome.last_seq,
+    }
+
+
+@router.post("/jobs/{job_id}/attempts/{attempt}/cycles")
+def post_cycle(body: CycleResultIn, current: AttemptDep, session: SessionDep) -> dict[str, Any]:
+    """Store one cycle's result (one row per cycle; the live attempt's replaces)."""
+    values = body.row_values()
+    outcome = _write(session, current, lambda a: record_cycle(session, a, values))
+    return {"cycle": body.cycle, "created": outcome.created, "changed": outcome.changed}
+
+
+@router.post("/jobs/{job_id}/attempts/{attempt}/artifacts")
+def post_artifact(body: ArtifactIn, current: AttemptDep, session: SessionDep) -> dict[str, Any]:
+    """Register (or replace) an artifact of the job by name."""
+    values = body.model_dump()
+    outcome = _write(session, current, lambda a: record_artifact(session, a, values))
+    return {"name": body.name, "created": outcome.created, "changed": outcome.changed}
+
+
+@router.post("/jobs/{job_id}/attempts/{attempt}/status")
+def post_status(body: StatusIn, current: AttemptDep, session: SessionDep) -> dict[str, Any]:
+    """Heartbeat (``running``) or finish the job; a final status ends the attempt."""
+    outcome = _write(
+        session, current, lambda a: report_status(session, a, body.status, body.message)
+    )
+    return {"status": outcome.status, "changed": outcome.changed}

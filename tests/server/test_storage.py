@@ -146,11 +146,9 @@ def test_token_cli_needs_a_current_schema_then_prints_a_token(tmp_path):
 def test_server_refuses_to_start_on_a_schema_behind(empty_database_url, tmp_path):
     import os
 
-    if empty_database_url.startswith("sqlite"):
-        # The embedded default upgrades itself unless told not to.
-        extra = {"SILO_AUTO_UPGRADE_SQLITE": "false"}
-    else:
-        extra = {}
+    # The embedded SQLite default upgrades itself unless told not to.
+    sqlite = empty_database_url.startswith("sqlite")
+    extra = {"SILO_AUTO_UPGRADE_SQLITE": "false"} if sqlite else {}
     env = {
         **os.environ,
         "SILO_DATA_DIR": str(tmp_path),

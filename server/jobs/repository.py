@@ -1,0 +1,280 @@
+"""Queries and writes behind the jobs API; every function takes the caller's Session.
+
+The caller owns the transaction: functions here add, flush and read, and only
+``submit_job`` commits (it has to, to learn whether its idempotency key won).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, User, utcnow
+from server.jobs.schemas import as_utc
+from server.jobs.states import TERMINAL, JobStatus, transition
+
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class IdempotencyConflictError(Exception):
+    """The idempotency key was used before with a different request body."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(
+            f"the Idempotency-Key was already used for job {job.id} with a different body"
+        )
+        self.job = job
+
+
+class InvalidCursorError(ValueError):
+    """A pagination cursor that this server did not hand out."""
+
+
+def request_hash(body: Any) -> str:
+    """SHA-256 of the body as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- submit ---------------------------------------------------------------
+
+
+def find_by_idempotency_key(session: Session, owner_id: int, key: str) -> Job | None:
+    return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+
+
+def _replay(existing: Job, body_hash: str) -> Job:
+    if existing.request_hash != body_hash:
+        raise IdempotencyConflictError(existing)
+    return existing
+
+
+def submit_job(
+    session: Session,
+    *,
+    owner_id: int,
+    spec: dict[str, Any],
+    spec_hash: str,
+    priority: int,
+    name: str | None,
+    tags: Sequence[str],
+    idempotency_key: str | None,
+    body_hash: str,
+) -> tuple[Job, bool]:
+    """Store a queued job with its tags in one transaction; ``(job, created)``.
+
+    With an idempotency key already used by this owner, the earlier job comes
+    back (``created`` False) if the body is the same, else
+    IdempotencyConflictError. Two concurrent first uses of a key meet at the
+    unique constraint; the loser rolls back and reads the winner's job.
+    """
+    if idempotency_key is not None:
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            return _replay(existing, body_hash), False
+    job = Job(
+        owner_id=owner_id,
+        name=name,
+        spec=spec,
+        spec_hash=spec_hash,
+        status=JobStatus.QUEUED.value,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        request_hash=body_hash,
+        tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
+    )
+    session.add(job)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is None:
+            raise
+        return _replay(existing, body_hash), False
+    return job, True
+
+
+# --- read -----------------------------------------------------------------
+
+
+def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
+    return session.get(Job, job_id, with_for_update=for_update, options=[selectinload(Job.owner)])
+
+
+def encode_cursor(job: Job) -> str:
+    raw = json.dumps([as_utc(job.created_at).isoformat(), job.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """The (created_at, id) a cursor points after; InvalidCursorError if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, job_id = json.loads(raw)
+        if not isinstance(created, str) or type(job_id) is not int:
+            raise ValueError
+        return as_utc(datetime.fromisoformat(created)), job_id
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise InvalidCursorError("cursor: not a cursor this server returned") from exc
+
+
+@dataclass
+class JobFilter:
+    statuses: list[JobStatus] = field(default_factory=list)
+    owner: str | None = None
+    tag: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+def list_jobs(
+    session: Session, filters: JobFilter, *, limit: int, cursor: str | None = None
+) -> tuple[list[Job], str | None]:
+    """Newest first by (created_at, id); keyset pagination, so rows inserted
+    between pages neither repeat nor hide older ones."""
+    query = select(Job).options(selectinload(Job.owner))
+    if filters.statuses:
+        query = query.where(Job.status.in_([s.value for s in filters.statuses]))
+    if filters.owner is not None:
+        query = query.where(Job.owner.has(User.name == filters.owner))
+    if filters.tag is not None:
+        query = query.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == filters.tag))
+    if filters.created_after is not None:
+        query = query.where(Job.created_at > as_utc(filters.created_after))
+    if filters.created_before is not None:
+        query = query.where(Job.created_at < as_utc(filters.created_before))
+    if cursor is not None:
+        created, job_id = decode_cursor(cursor)
+        query = query.where(
+            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
+        )
+    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    rows = list(session.scalars(query))
+    if len(rows) > limit:
+        rows = rows[:limit]
+        return rows, encode_cursor(rows[-1])
+    return rows, None
+
+
+def queue_position(session: Session, job: Job) -> int | None:
+    """1-based place among queued jobs by priority (high first), then age."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    ahead = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == JobStatus.QUEUED.value,
+            Job.id != job.id,
+            or_(
+                Job.priority > job.priority,
+                and_(Job.priority == job.priority, Job.created_at < job.created_at),
+                and_(
+                    Job.priority == job.priority,
+                    Job.created_at == job.created_at,
+                    Job.id < job.id,
+                ),
+            ),
+        )
+    )
+    return int(ahead or 0) + 1
+
+
+def list_cycles(session: Session, job_id: int) -> list[CycleResultRow]:
+    query = select(CycleResultRow).where(CycleResultRow.job_id == job_id)
+    return list(session.scalars(query.order_by(CycleResultRow.cycle)))
+
+
+def list_events(
+    session: Session,
+    job_id: int,
+    *,
+    after: int,
+    limit: int,
+    include_superseded: bool = False,
+) -> list[JobEvent]:
+    query = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after)
+    if not include_superseded:
+        query = query.where(JobEvent.superseded.is_(False))
+    return list(session.scalars(query.order_by(JobEvent.seq).limit(limit)))
+
+
+def job_status(session: Session, job_id: int) -> str | None:
+    return session.scalar(select(Job.status).where(Job.id == job_id))
+
+
+def list_artifacts(session: Session, job_id: int) -> list[Artifact]:
+    query = select(Artifact).where(Artifact.job_id == job_id)
+    return list(session.scalars(query.order_by(Artifact.name)))
+
+
+def get_artifact(session: Session, job_id: int, name: str) -> Artifact | None:
+    return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
+
+
+def artifact_path(artifact: Artifact) -> Path | None:
+    """The local file an artifact is stored in, or None if it is stored elsewhere."""
+    location = artifact.location
+    if location.startswith("file:"):
+        parsed = urlparse(location)
+        if parsed.netloc not in ("", "localhost"):
+            return None
+        return Path(unquote(parsed.path))
+    if "://" in location:
+        return None
+    return Path(location)
+
+
+# --- state changes ----------------------------------------------------------
+
+
+def cancel_job(job: Job) -> bool:
+    """Queued jobs are cancelled at once, running ones asked to stop (the
+    dispatcher finishes them); True if anything changed. IllegalTransitionError
+    for jobs already final."""
+    current = JobStatus(job.status)
+    if current == JobStatus.CANCELLING:
+        return False
+    if current == JobStatus.RUNNING:
+        job.status = transition(current, JobStatus.CANCELLING).value
+        return True
+    job.status = transition(current, JobStatus.CANCELLED).value
+    job.finished_at = utcnow()
+    return True
+
+
+class NotRetryableError(ValueError):
+    def __init__(self, status: str) -> None:
+        super().__init__(
+            f"a {status} job cannot be retried; only failed or cancelled jobs can be queued again"
+        )
+
+
+def retry_job(job: Job) -> None:
+    """Queue a failed or cancelled job again; its next attempt resumes it."""
+    current = JobStatus(job.status)
+    if current not in RETRYABLE:
+        raise NotRetryableError(current.value)
+    job.status = transition(current, JobStatus.QUEUED).value
+    job.error_message = None
+    job.finished_at = None
+    job.queue_reason = None
+
+
+def is_terminal(status: str | None) -> bool:
+    return status is not None and JobStatus(status) in TERMINAL

@@ -1,0 +1,135 @@
+"""Request and response bodies of the jobs API (they are what /docs shows)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+MAX_TAGS = 20
+
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
+
+
+class JobSubmit(BaseModel):
+    """A new job: the spec is checked against the JobSpec before anything is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(description="A JobSpec (see silo_core.spec)")
+    priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
+    name: str | None = Field(None, max_length=200)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+
+
+class Progress(BaseModel):
+    cycle: int | None = Field(None, description="Current cycle; 0 is the dense training")
+    cycles: int | None = Field(None, description="Planned prune-retrain cycles")
+    epoch: int | None = None
+    epochs: int | None = Field(None, description="Epochs of the current cycle")
+    sparsity: float | None = None
+    best_accuracy: float | None = None
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = Field(None, description="Estimate; null when unknown")
+
+
+class QueueInfo(BaseModel):
+    position: int | None = Field(None, description="1-based among queued jobs; null if not queued")
+    reason: str | None = None
+
+
+class JobSummary(BaseModel):
+    id: int
+    name: str | None
+    owner: str
+    status: str
+    priority: int
+    tags: list[str]
+    spec_hash: str
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    attempt: int
+
+
+class JobOut(JobSummary):
+    spec: dict[str, Any]
+    error_message: str | None
+    progress: Progress
+    queue: QueueInfo
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page")
+
+
+class CycleOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    cycle: int
+    attempt: int
+    sparsity: float
+    alive_weights: int
+    max_lr: float
+    best_epoch: int
+    best_val_accuracy: float
+    test_accuracy_at_best_val: float
+    final_val_accuracy: float
+    final_test_accuracy: float
+    seconds: float
+    extras: dict[str, Any]
+
+
+class CycleList(BaseModel):
+    items: list[CycleOut]
+
+
+class EventOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    seq: int
+    attempt: int
+    cycle: int
+    epoch: int
+    epochs: int
+    lr: float
+    max_lr: float
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    sparsity: float
+    seconds: float
+    superseded: bool
+    extras: dict[str, Any]
+    created_at: Timestamp
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_after: int = Field(description="Pass as ?after= to read on")
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    size: int
+    checksum: str
+    attempt: int
+    created_at: Timestamp
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
