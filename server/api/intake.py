@@ -49,6 +49,14 @@ class _Report(BaseModel):
     def merged_extras(self) -> dict[str, Any]:
         return {**(self.model_extra or {}), **(self.extras or {})}
 
+    def row_values(self) -> dict[str, Any]:
+        """The declared fields as columns, everything else folded into ``extras``."""
+        values = self.model_dump(exclude={"extras"})
+        for name in self.model_extra or {}:
+            values.pop(name, None)
+        values["extras"] = self.merged_extras()
+        return values
+
 
 class EpochEventIn(_Report):
     """One epoch's progress, as ``silo_core.engine.records.EpochEvent`` writes it."""
@@ -65,13 +73,6 @@ class EpochEventIn(_Report):
     val_accuracy: float
     sparsity: float
     seconds: float = Field(ge=0)
-
-    def row_values(self) -> dict[str, Any]:
-        values = self.model_dump(exclude={"extras"})
-        for name in self.model_extra or {}:
-            values.pop(name, None)
-        values["extras"] = self.merged_extras()
-        return values
 
 
 class EventBatchIn(BaseModel):
@@ -101,13 +102,6 @@ class CycleResultIn(_Report):
     final_val_accuracy: float
     final_test_accuracy: float
     seconds: float = Field(ge=0)
-
-    def row_values(self) -> dict[str, Any]:
-        values = self.model_dump(exclude={"extras"})
-        for name in self.model_extra or {}:
-            values.pop(name, None)
-        values["extras"] = self.merged_extras()
-        return values
 
 
 class ArtifactIn(BaseModel):
