@@ -99,10 +99,10 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 
 
 # -- the three loops ----------------------------------------------------------
-# Each runs one pass over ``batches`` and mirrors train_epoch's bookkeeping (LR set
-# per step, loss and correct counts accumulated on the device, read once at the end,
-# returning mean loss and accuracy)
-# so the loops differ only in how pruned weights are kept at zero.
+# Each runs one pass over ``batches`` and returns (mean loss, accuracy). The dense and
+# NumPy-copy loops mirror train_epoch's bookkeeping (LR set every step, loss and correct
+# counts accumulated on the device and read once at the end), so the three loops differ
+# only in how pruned weights are kept at zero.
 
 
 def run_masked(
