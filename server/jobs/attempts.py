@@ -68,14 +68,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def take_sqlite_write_lock(session: Session) -> None:
+    """On SQLite, take the database's write lock now (a no-op elsewhere).
+
+    SQLite has no row locks: a transaction that reads and then writes can fail
+    when it upgrades a stale read. A write statement first (one that matches no
+    row is enough) makes concurrent writers queue on the busy timeout instead.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Job.__table__).where(Job.id == -1).values(event_seq=Job.event_seq))
+
+
 def lock_job(session: Session, job_id: int) -> Job:
     """Load the job with its row locked for the rest of the transaction."""
-    if session.get_bind().dialect.name == "sqlite":
-        # Take SQLite's write lock before reading, so two writers queue on the
-        # busy timeout instead of one failing when it upgrades a stale read.
-        session.execute(
-            update(Job.__table__).where(Job.id == job_id).values(event_seq=Job.event_seq)
-        )
+    take_sqlite_write_lock(session)
     job = session.scalar(
         select(Job)
         .where(Job.id == job_id)

@@ -171,8 +171,13 @@ def list_jobs(
     return rows, None
 
 
+# The queue's order: higher priority first, then older first (id breaks ties).
+# queue_position below counts the jobs ahead in exactly this order.
+QUEUE_ORDER = (Job.priority.desc(), Job.created_at.asc(), Job.id.asc())
+
+
 def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place among queued jobs by priority (high first), then age."""
+    """1-based place among queued jobs in QUEUE_ORDER."""
     if job.status != JobStatus.QUEUED:
         return None
     ahead = session.scalar(

@@ -1,0 +1,67 @@
+"""Claiming queued jobs: how a dispatcher takes work without racing another.
+
+Several dispatchers (one per API replica, or standalone) may scan the same
+queue. On PostgreSQL the claim reads the first queued job with
+``FOR UPDATE SKIP LOCKED``: a job another claimer is taking is passed over
+instead of waited on, so two claimers never get the same job and never block
+each other. SQLite has one writer at a time, so there the claim takes the
+write lock first and claimers simply queue behind it.
+
+The claim and the attempt it starts are one transaction: when it commits the
+job is ``running`` with a fresh attempt token, or nothing happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.orm import Session
+
+from server.db.models import Job
+from server.jobs.attempts import start_attempt, take_sqlite_write_lock
+from server.jobs.repository import QUEUE_ORDER
+from server.jobs.states import JobStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a dispatcher now holds: what the worker needs to run its attempt."""
+
+    job_id: int
+    attempt: int
+    token: str
+    owner_id: int
+    priority: int
+    spec: dict[str, Any]
+
+
+def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | None:
+    """Claim the first queued job (in queue order) that nobody else is claiming.
+
+    ``conditions`` narrow the candidates (for example owners under their quota).
+    Starts the job's next attempt and returns it, or None when no queued job
+    matches. The caller commits.
+    """
+    take_sqlite_write_lock(session)
+    job_id = session.scalar(
+        select(Job.id)
+        .where(Job.status == JobStatus.QUEUED.value, *conditions)
+        .order_by(*QUEUE_ORDER)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if job_id is None:
+        return None
+    attempt, token = start_attempt(session, job_id)
+    job = session.get_one(Job, job_id)
+    job.queue_reason = None
+    return Claim(
+        job_id=job.id,
+        attempt=attempt,
+        token=token,
+        owner_id=job.owner_id,
+        priority=job.priority,
+        spec=dict(job.spec),
+    )
