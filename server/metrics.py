@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
 
-from fastapi import Request, Response
+from fastapi import Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -15,6 +14,7 @@ from prometheus_client import (
 )
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.db.models import Job
 from server.jobs.states import JobStatus
@@ -35,18 +35,36 @@ class Metrics:
         self.jobs = Gauge("silo_jobs", "Jobs by status", ["status"], registry=self.registry)
         self.queue = Gauge("silo_queue_length", "Queued jobs", registry=self.registry)
 
-    async def middleware(
-        self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        # The route template, not the raw path, keeps the label set small.
-        path = getattr(route, "path", "unmatched")
-        self.latency.labels(request.method, path, str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        """ASGI middleware timing every HTTP request by route template and status.
+
+        Plain ASGI rather than BaseHTTPMiddleware, which costs a task and a
+        memory stream per request: a third of a status poll's time.
+        """
+
+        async def timed(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            started = time.perf_counter()
+            status = 500
+
+            async def send_and_note_status(message: Message) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await app(scope, receive, send_and_note_status)
+            finally:
+                # The route template, not the raw path, keeps the label set small.
+                path = getattr(scope.get("route"), "path", "unmatched")
+                self.latency.labels(scope["method"], path, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return timed
 
     def render(self, session: Session) -> Response:
         counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())

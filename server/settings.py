@@ -30,7 +30,16 @@ class Settings(BaseSettings):
     auto_upgrade_sqlite: bool = Field(
         True, description="Let the embedded SQLite database upgrade its own schema on start"
     )
+    database_pool_size: int = Field(
+        32,
+        ge=1,
+        description="Database connections the API keeps open (PostgreSQL); cover the "
+        "requests served at once (the worker-thread limit is 40)",
+    )
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    token_cache_seconds: float = Field(
+        10.0, ge=0, description="How long a resolved API token is trusted without a lookup"
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'silo.db'}"

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from server.db.models import Job
 from server.jobs.attempts import start_attempt, take_sqlite_write_lock
-from server.jobs.repository import QUEUE_ORDER
 from server.jobs.states import JobStatus
+from server.jobs.views import QUEUE_ORDER
 
 
 @dataclass(frozen=True)

@@ -6,23 +6,18 @@ The caller owns the transaction: functions here add, flush and read, and only
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, User, utcnow
-from server.jobs.schemas import as_utc
+from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import TERMINAL, JobStatus, transition
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
@@ -36,10 +31,6 @@ class IdempotencyConflictError(Exception):
             f"the Idempotency-Key was already used for job {job.id} with a different body"
         )
         self.job = job
-
-
-class InvalidCursorError(ValueError):
-    """A pagination cursor that this server did not hand out."""
 
 
 def request_hash(body: Any) -> str:
@@ -113,91 +104,9 @@ def submit_job(
 
 
 def get_job(session: Session, job_id: int, *, for_update: bool = False) -> Job | None:
-    return session.get(Job, job_id, with_for_update=for_update, options=[selectinload(Job.owner)])
-
-
-def encode_cursor(job: Job) -> str:
-    raw = json.dumps([as_utc(job.created_at).isoformat(), job.id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, int]:
-    """The (created_at, id) a cursor points after; InvalidCursorError if malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        created, job_id = json.loads(raw)
-        if not isinstance(created, str) or type(job_id) is not int:
-            raise ValueError
-        return as_utc(datetime.fromisoformat(created)), job_id
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
-        raise InvalidCursorError("cursor: not a cursor this server returned") from exc
-
-
-@dataclass
-class JobFilter:
-    statuses: list[JobStatus] = field(default_factory=list)
-    owner: str | None = None
-    tag: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-
-
-def list_jobs(
-    session: Session, filters: JobFilter, *, limit: int, cursor: str | None = None
-) -> tuple[list[Job], str | None]:
-    """Newest first by (created_at, id); keyset pagination, so rows inserted
-    between pages neither repeat nor hide older ones."""
-    query = select(Job).options(selectinload(Job.owner))
-    if filters.statuses:
-        query = query.where(Job.status.in_([s.value for s in filters.statuses]))
-    if filters.owner is not None:
-        query = query.where(Job.owner.has(User.name == filters.owner))
-    if filters.tag is not None:
-        query = query.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == filters.tag))
-    if filters.created_after is not None:
-        query = query.where(Job.created_at > as_utc(filters.created_after))
-    if filters.created_before is not None:
-        query = query.where(Job.created_at < as_utc(filters.created_before))
-    if cursor is not None:
-        created, job_id = decode_cursor(cursor)
-        query = query.where(
-            or_(Job.created_at < created, and_(Job.created_at == created, Job.id < job_id))
-        )
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = list(session.scalars(query))
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(rows[-1])
-    return rows, None
-
-
-# The queue's order: higher priority first, then older first (id breaks ties).
-# queue_position below counts the jobs ahead in exactly this order.
-QUEUE_ORDER = (Job.priority.desc(), Job.created_at.asc(), Job.id.asc())
-
-
-def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place among queued jobs in QUEUE_ORDER."""
-    if job.status != JobStatus.QUEUED:
-        return None
-    ahead = session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.status == JobStatus.QUEUED.value,
-            Job.id != job.id,
-            or_(
-                Job.priority > job.priority,
-                and_(Job.priority == job.priority, Job.created_at < job.created_at),
-                and_(
-                    Job.priority == job.priority,
-                    Job.created_at == job.created_at,
-                    Job.id < job.id,
-                ),
-            ),
-        )
-    )
-    return int(ahead or 0) + 1
+    """The job's row (locked for the transaction with ``for_update``); views.job_view
+    is what the API shows."""
+    return session.get(Job, job_id, with_for_update=for_update)
 
 
 def list_cycles(session: Session, job_id: int) -> list[CycleResultRow]:

@@ -16,7 +16,7 @@ from server.db.models import Job, JobAttempt, User, utcnow
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import attempt_for_token
 from server.jobs.claims import claim_next
-from server.jobs.repository import queue_position
+from server.jobs.views import queue_position
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def claim(db: sessionmaker, *conditions) -> int | None:
 def test_claims_follow_the_queue_order_that_queue_position_reports(db):
     ids = add_jobs(db, "alice", [0, 5, 0, 5, -1])
     with db() as session:
-        positions = {job.id: queue_position(session, job) for job in session.scalars(select(Job))}
+        positions = {job_id: queue_position(session, job_id) for job_id in ids}
     claimed = [claim(db) for _ in ids]
     assert claimed == [ids[1], ids[3], ids[0], ids[2], ids[4]]
     assert claimed == sorted(ids, key=positions.__getitem__)

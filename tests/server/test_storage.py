@@ -3,13 +3,20 @@
 import itertools
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from server.auth.tokens import create_user_token, hash_token, user_for_token
+from server.auth.tokens import (
+    Caller,
+    TokenCache,
+    create_user_token,
+    hash_token,
+    user_for_token,
+)
 from server.db.migrate import SchemaBehindError, check_schema, current_revision, head_revision
 from server.db.models import ApiToken, Job, JobEvent, User, utcnow
 from server.db.session import make_engine, make_session_factory
@@ -65,6 +72,29 @@ def test_tokens_are_stored_hashed_and_resolve_to_their_user(database_url):
         session.execute(ApiToken.__table__.update().values(revoked_at=utcnow()))
     with factory() as session:
         assert user_for_token(session, token) is None
+
+
+def test_token_cache_trusts_a_resolved_token_only_for_its_ttl(database_url):
+    factory = make_session_factory(make_engine(database_url))
+    with factory.begin() as session:
+        token = create_user_token(session, "carol")
+    cache, uncached = TokenCache(ttl=0.5), TokenCache(ttl=0)
+    assert cache.get(token) is None  # never seen: the caller must resolve it
+    with factory() as session:
+        assert cache.resolve(session, "silo_unknown") is None
+        assert cache.get("silo_unknown") is None  # failures are not remembered
+        caller = cache.resolve(session, token)
+        assert caller == Caller(id=caller.id, name="carol", is_admin=False)
+        assert uncached.resolve(session, token) == caller
+    assert cache.get(token) == caller
+    assert uncached.get(token) is None
+    with factory.begin() as session:
+        session.execute(ApiToken.__table__.update().values(revoked_at=utcnow()))
+    assert cache.get(token) == caller  # still trusted within the TTL...
+    time.sleep(0.6)
+    assert cache.get(token) is None  # ...and looked up again after it
+    with factory() as session:
+        assert cache.resolve(session, token) is None
 
 
 def test_event_key_is_unique_in_the_database(database_url):
