@@ -1,4 +1,5 @@
-"""Databases for server tests: a SQLite file and a fresh PostgreSQL database.
+"""Shared fixtures: a SQLite file and a fresh PostgreSQL database, and the real
+API under uvicorn.
 
 The PostgreSQL database is created for the test session and dropped after it.
 PostgreSQL must be reachable (./dev test starts the local cluster); when it is
@@ -59,15 +60,41 @@ def database_url(empty_database_url: str) -> str:
 
 
 class LiveServer:
-    """The real app under uvicorn on a free port, with a few users' tokens."""
+    """The real app under uvicorn on a free port, with a few users' tokens.
 
-    def __init__(self, base_url: str, app, tokens: dict[str, str], database_url: str) -> None:
-        self.base_url, self.app, self.tokens, self.database_url = (
-            base_url,
-            app,
-            tokens,
-            database_url,
+    ``stop()`` and ``start()`` take the API away and bring it back on the same
+    port (same database), as a restart of the server process would.
+    """
+
+    def __init__(self, app, port: int, tokens: dict[str, str], database_url: str) -> None:
+        self.app, self.port, self.tokens, self.database_url = app, port, tokens, database_url
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._server = None
+        self._thread = None
+
+    def start(self) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                pytest.fail("the API server did not start", pytrace=False)
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._server = None
 
     def client(self, user: str | None = "alice", **kwargs):
         import httpx
@@ -86,11 +113,6 @@ def _free_port() -> int:
 
 @pytest.fixture
 def live_server(database_url: str, tmp_path) -> Iterator[LiveServer]:
-    import threading
-    import time
-
-    import uvicorn
-
     from server.app import create_app
     from server.auth.tokens import create_user_token
     from server.db.session import make_engine, make_session_factory
@@ -107,18 +129,7 @@ def live_server(database_url: str, tmp_path) -> Iterator[LiveServer]:
         data_dir=tmp_path / "data",
         max_request_bytes=64 * 1024,
     )
-    app = create_app(settings)
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the API server did not start", pytrace=False)
-        time.sleep(0.02)
-    yield LiveServer(f"http://127.0.0.1:{port}", app, tokens, database_url)
-    server.should_exit = True
-    thread.join(timeout=10)
+    server = LiveServer(create_app(settings), _free_port(), tokens, database_url)
+    server.start()
+    yield server
+    server.stop()

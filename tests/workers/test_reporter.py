@@ -1,0 +1,170 @@
+"""The worker's reporter against the real API: order, the API away, replays, supersession."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from server.db.models import Artifact, CycleResultRow, Job, JobEvent, User
+from server.db.session import make_engine, make_session_factory
+from server.jobs.attempts import start_attempt
+from server.jobs.states import transition
+from silo_core.engine.records import CycleResult, EpochEvent
+from workers.reporter import ApiReporter, IntakeClient, ReportSpool
+
+CHECKSUM = "cd" * 32
+
+
+@pytest.fixture
+def db(live_server):
+    engine = make_engine(live_server.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def new_attempt(db, job_id: int | None = None) -> tuple[int, int, str]:
+    """(job id, attempt number, token): a fresh queued job started, or ``job_id`` restarted."""
+    with db.begin() as session:
+        if job_id is None:
+            alice = session.scalar(select(User).where(User.name == "alice"))
+            job = Job(owner_id=alice.id, spec={}, spec_hash="h", status="queued")
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        else:
+            job = session.get(Job, job_id)
+            job.status = transition(job.status, "queued")
+        number, token = start_attempt(session, job_id)
+    return job_id, number, token
+
+
+def reporter_for(live_server, tmp_path, job_id: int, number: int, token: str) -> ApiReporter:
+    client = IntakeClient(live_server.base_url, job_id, number, token, timeout=5)
+    return ApiReporter(client, ReportSpool(tmp_path / f"attempt-{number}"), first_backoff=0.05)
+
+
+def epoch(cycle: int, n: int) -> EpochEvent:
+    return EpochEvent(
+        cycle=cycle,
+        epoch=n,
+        epochs=3,
+        cycles=2,
+        lr=0.01 * n,
+        max_lr=0.1,
+        train_loss=1.0 / n,
+        train_accuracy=0.5,
+        val_loss=1.0,
+        val_accuracy=0.4 + 0.1 * n,
+        sparsity=0.2 * cycle,
+        seconds=0.1,
+    )
+
+
+def cycle_result(cycle: int) -> CycleResult:
+    return CycleResult(
+        cycle=cycle,
+        sparsity=0.2 * cycle,
+        alive_weights=1000 - 200 * cycle,
+        max_lr=0.1,
+        best_epoch=3,
+        best_val_accuracy=0.7,
+        test_accuracy_at_best_val=0.69,
+        final_val_accuracy=0.7,
+        final_test_accuracy=0.68,
+        seconds=0.3,
+    )
+
+
+def stored(db, job_id: int) -> dict:
+    with db() as session:
+        job = session.get(Job, job_id)
+        events = session.execute(
+            select(JobEvent.seq, JobEvent.attempt, JobEvent.cycle, JobEvent.epoch)
+            .where(JobEvent.job_id == job_id)
+            .order_by(JobEvent.seq)
+        ).all()
+        cycles = session.scalars(
+            select(CycleResultRow.cycle).where(CycleResultRow.job_id == job_id)
+        ).all()
+        artifacts = session.scalars(select(Artifact.name).where(Artifact.job_id == job_id)).all()
+        return {
+            "status": job.status,
+            "events": [tuple(row) for row in events],
+            "cycles": sorted(cycles),
+            "artifacts": sorted(artifacts),
+        }
+
+
+def report_two_cycles(reporter: ApiReporter) -> None:
+    for cycle in (0, 1):
+        for n in (1, 2, 3):
+            reporter.on_epoch(epoch(cycle, n))
+        reporter.on_cycle(cycle_result(cycle))
+    reporter.artifact("model.pt", 123, CHECKSUM, "/artifacts/job/model.pt")
+    reporter.status("succeeded")
+
+
+def test_reports_arrive_in_order_and_finish_the_job(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token)
+    report_two_cycles(reporter)
+    assert reporter.close(timeout=30)
+    state = stored(db, job_id)
+    expected = [(c, n) for c in (0, 1) for n in (1, 2, 3)]
+    assert [(c, n) for _, _, c, n in state["events"]] == expected
+    assert [seq for seq, *_ in state["events"]] == list(range(1, 7))
+    assert state["cycles"] == [0, 1]
+    assert state["artifacts"] == ["model.pt"]
+    assert state["status"] == "succeeded"
+    assert not reporter.dropped
+
+
+def test_api_away_reports_wait_on_disk_and_go_out_in_order_when_it_returns(
+    live_server, db, tmp_path
+):
+    job_id, number, token = new_attempt(db)
+    live_server.stop()  # nothing listens on the API's port now
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token)
+    report_two_cycles(reporter)
+    assert not reporter.flush(timeout=0.5)  # refused connections: still pending
+    assert len(reporter.spool) == 10 and reporter.spool.delivered == 0
+    live_server.start()
+    assert reporter.close(timeout=30)
+    state = stored(db, job_id)
+    assert [(c, n) for _, _, c, n in state["events"]] == [(c, n) for c in (0, 1) for n in (1, 2, 3)]
+    assert (state["cycles"], state["status"]) == ([0, 1], "succeeded")
+
+
+def test_a_spool_replayed_after_a_crash_changes_nothing(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    first = reporter_for(live_server, tmp_path, job_id, number, token)
+    for n in (1, 2, 3):
+        first.on_epoch(epoch(0, n))
+    first.on_cycle(cycle_result(0))
+    assert first.close(timeout=30)
+    before = stored(db, job_id)
+    # A worker that died before recording what it delivered replays its spool.
+    first.spool.mark_delivered(0)
+    again = reporter_for(live_server, tmp_path, job_id, number, token)
+    assert again.close(timeout=30)
+    assert stored(db, job_id) == before
+    assert not again.dropped
+
+
+def test_a_superseded_attempt_stops_reporting(live_server, db, tmp_path):
+    job_id, first_number, first_token = new_attempt(db)
+    old = reporter_for(live_server, tmp_path, job_id, first_number, first_token)
+    old.on_epoch(epoch(0, 1))
+    assert old.flush(timeout=30)
+    _, second_number, second_token = new_attempt(db, job_id)  # the dispatcher restarted it
+    new = reporter_for(live_server, tmp_path, job_id, second_number, second_token)
+    old.on_epoch(epoch(0, 2))
+    assert old.flush(timeout=30)
+    assert old.superseded
+    old.on_epoch(epoch(0, 3))  # ignored: not even spooled
+    assert len(old.spool) == 2
+    new.on_epoch(epoch(0, 1))
+    assert new.close(timeout=30) and not new.superseded
+    old.close(timeout=5)
+    events = stored(db, job_id)["events"]
+    assert [(a, c, n) for _, a, c, n in events] == [(1, 0, 1), (2, 0, 1)]

@@ -1,0 +1,284 @@
+"""Reporting an attempt's progress to the API, surviving the API being away.
+
+Every report (a batch of epoch events, a cycle's result, an artifact, a final
+status) is first appended to a spool file beside the attempt's checkpoint and
+fsynced; a background thread then delivers the spool in order to the API's
+intake endpoints with the attempt's token, and records how far it got. While
+the API or its database is down the engine keeps training, the spool grows,
+and the thread retries with capped exponential backoff (honouring
+Retry-After); when the API answers again the backlog goes out in order.
+
+The intake writes are idempotent upserts keyed by (job, attempt, cycle, epoch),
+so delivering a report twice (a crash between a delivery and its record) is
+harmless: nothing is lost and nothing counts twice.
+
+A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
+newer attempt owns the job: the reporter stops delivering and raises its
+``superseded`` flag, which the engine's stop check reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from silo_core.engine.records import CycleResult, EpochEvent
+
+log = logging.getLogger("silo.workers.reporter")
+
+MAX_EVENTS_PER_POST = 500  # the intake's batch limit
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Report:
+    index: int  # 0-based line number in the spool
+    kind: str  # "events" | "cycle" | "artifact" | "status"
+    body: dict[str, Any]
+
+
+class ReportSpool:
+    """Reports as lines of JSON on disk, plus the number already delivered.
+
+    Appends are fsynced, so a report the engine has made survives a crash of
+    the worker process; the delivered count is replaced atomically.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "reports.jsonl"
+        self._delivered_path = self.folder / "reports.delivered"
+        self._lock = threading.Lock()
+        self._count = sum(1 for _ in self._lines())
+
+    def _lines(self) -> Iterator[str]:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as handle:
+            for line in handle:
+                if line.endswith("\n"):  # a torn last line (crash mid-write) is skipped
+                    yield line
+
+    def append(self, kind: str, body: dict[str, Any]) -> None:
+        line = json.dumps({"kind": kind, "body": body}, separators=(",", ":")) + "\n"
+        with self._lock, self.path.open("a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+            self._count += 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def delivered(self) -> int:
+        try:
+            return int(self._delivered_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def mark_delivered(self, count: int) -> None:
+        temporary = self._delivered_path.with_suffix(".tmp")
+        temporary.write_text(str(count))
+        os.replace(temporary, self._delivered_path)
+
+    def pending(self) -> list[Report]:
+        start = self.delivered
+        reports = []
+        for index, line in enumerate(self._lines()):
+            if index >= start:
+                entry = json.loads(line)
+                reports.append(Report(index, entry["kind"], entry["body"]))
+        return reports
+
+
+class IntakeClient:
+    """The attempt's side of the intake endpoints (plain httpx, no server imports)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        job_id: int,
+        attempt: int,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.prefix = f"/v1/jobs/{job_id}/attempts/{attempt}"
+        self.http = httpx.Client(
+            base_url=api_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def post(self, kind: str, body: dict[str, Any]) -> httpx.Response:
+        path = {"events": "events", "cycle": "cycles", "artifact": "artifacts", "status": "status"}
+        return self.http.post(f"{self.prefix}/{path[kind]}", json=body)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+class SupersededError(RuntimeError):
+    """The API says a newer attempt owns the job."""
+
+
+class ApiReporter:
+    """The engine's Reporter: spool first, deliver in order in the background."""
+
+    def __init__(
+        self,
+        client: IntakeClient,
+        spool: ReportSpool,
+        *,
+        first_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.client, self.spool = client, spool
+        self.first_backoff, self.max_backoff = first_backoff, max_backoff
+        self.superseded = False
+        self.dropped: list[tuple[Report, str]] = []  # refused as invalid (4xx): kept for the log
+        self._wake = threading.Event()
+        self._idle = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._deliver_forever, name="silo-reporter")
+        self._thread.daemon = True
+        self._thread.start()
+
+    # --- what the engine and the worker call ---------------------------------
+
+    def on_epoch(self, event: EpochEvent) -> None:
+        self._add("events", event.to_dict())
+
+    def on_cycle(self, result: CycleResult) -> None:
+        self._add("cycle", result.to_dict())
+
+    def artifact(self, name: str, size: int, checksum: str, location: str) -> None:
+        self._add(
+            "artifact", {"name": name, "size": size, "checksum": checksum, "location": location}
+        )
+
+    def status(self, status: str, message: str | None = None) -> None:
+        self._add("status", {"status": status, "message": message})
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every spooled report is delivered (or the attempt is superseded)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while not self.superseded and self.spool.delivered < len(self.spool):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._wake.set()
+                self._idle.wait(timeout=remaining if remaining is not None else 1.0)
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the delivery thread; False if reports are still pending."""
+        delivered = self.flush(timeout)
+        self._stopping = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.client.close()
+        return delivered
+
+    # --- delivery ---------------------------------------------------------------
+
+    def _add(self, kind: str, body: dict[str, Any]) -> None:
+        if self.superseded:
+            return  # a newer attempt owns the job; nothing of ours may land
+        self.spool.append(kind, body)
+        self._wake.set()
+
+    def _deliver_forever(self) -> None:
+        backoff = self.first_backoff
+        while not self._stopping and not self.superseded:
+            self._wake.clear()
+            try:
+                progressed = self._deliver_pending()
+                backoff = self.first_backoff
+            except _RetryLaterError as exc:
+                delay = exc.retry_after or backoff * random.uniform(0.8, 1.2)
+                log.warning("API unavailable (%s); retrying in %.1f s", exc, delay)
+                self._wake.wait(timeout=delay)
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            with self._idle:
+                self._idle.notify_all()
+            if not progressed:
+                self._wake.wait(timeout=1.0)
+        with self._idle:
+            self._idle.notify_all()
+
+    def _deliver_pending(self) -> bool:
+        """Deliver the spool's pending reports in order; True if any went out."""
+        pending = self.spool.pending()
+        position = 0
+        while position < len(pending) and not self.superseded:
+            group = [pending[position]]
+            if group[0].kind == "events":
+                while (
+                    position + len(group) < len(pending)
+                    and pending[position + len(group)].kind == "events"
+                    and len(group) < MAX_EVENTS_PER_POST
+                ):
+                    group.append(pending[position + len(group)])
+                body = {"events": [report.body for report in group]}
+            else:
+                body = group[0].body
+            self._post(group, body)
+            position += len(group)
+            self.spool.mark_delivered(group[-1].index + 1)
+        return bool(pending)
+
+    def _post(self, group: list[Report], body: dict[str, Any]) -> None:
+        try:
+            response = self.client.post(group[0].kind, body)
+        except httpx.TransportError as exc:
+            raise _RetryLaterError(f"{type(exc).__name__}: {exc}") from exc
+        if response.is_success:
+            return
+        code = _error_code(response)
+        if response.status_code == 401 or code == "attempt_superseded":
+            self.superseded = True
+            log.warning("attempt superseded; reports stop here: %s", response.text[:300])
+            return
+        if response.status_code in RETRY_STATUSES or code == "conflict":
+            raise _RetryLaterError(f"HTTP {response.status_code}", _retry_after(response))
+        # Any other 4xx will not change on a retry: keep it in the log and go on,
+        # rather than let one bad report block every later one.
+        log.error("report refused (%s): %s", response.status_code, response.text[:500])
+        self.dropped.extend((report, response.text) for report in group)
+
+
+class _RetryLaterError(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    try:
+        return response.json()["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
