@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -419,14 +420,19 @@ def list_artifacts(job_id: int, session: SessionDep, user: UserDep) -> ArtifactL
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
-def download_artifact(job_id: int, name: str, session: SessionDep, user: UserDep) -> FileResponse:
+def download_artifact(
+    job_id: int, name: str, request: Request, session: SessionDep, user: UserDep
+) -> FileResponse:
     """Download one artifact."""
     _load(session, job_id)
     artifact = repo.get_artifact(session, job_id, name)
     if artifact is None:
         raise _not_found("artifact")
     path = repo.artifact_path(artifact)
-    if path is None or not path.is_file():
+    # Only files under the artifact root are served: a worker registers the
+    # location, and a location elsewhere must not turn into a file download.
+    root = Path(request.app.state.settings.resolved_artifact_root()).resolve()
+    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
         raise ApiError(404, "not_found", f"the file of artifact {name!r} is not available")
     filename = name.rsplit("/", 1)[-1]
     return FileResponse(

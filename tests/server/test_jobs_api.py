@@ -7,6 +7,7 @@ import json
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 from server.db.models import Artifact, Job, JobEvent
 from server.db.session import make_engine, make_session_factory
@@ -346,15 +347,21 @@ def test_events_pages_and_stream(live_server):
 
 def test_artifacts(live_server, tmp_path):
     payload = b"weights" * 50_000
-    stored = tmp_path / "model.pt"
+    root = Path(live_server.app.state.settings.resolved_artifact_root())
+    stored = root / "jobs" / "1" / "model.pt"
+    stored.parent.mkdir(parents=True)
     stored.write_bytes(payload)
+    outside = tmp_path / "secret.txt"  # a real file, but not under the artifact root
+    outside.write_bytes(payload)
     with live_server.client() as client:
         job_id = submit(client)["id"]
         with db(live_server) as session:
             for name, location in (
                 ("model.pt", stored.as_uri()),
                 ("plain.pt", str(stored)),
-                ("gone.pt", str(tmp_path / "missing.pt")),
+                ("gone.pt", str(root / "missing.pt")),
+                ("escape.pt", str(root / ".." / ".." / outside.name)),
+                ("outside.pt", str(outside)),
             ):
                 session.add(
                     Artifact(
@@ -367,15 +374,16 @@ def test_artifacts(live_server, tmp_path):
                     )
                 )
         listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
-        assert [a["name"] for a in listed] == ["gone.pt", "model.pt", "plain.pt"]
-        assert listed[1]["size"] == len(payload)
+        names = [a["name"] for a in listed]
+        assert names == ["escape.pt", "gone.pt", "model.pt", "outside.pt", "plain.pt"]
+        assert listed[2]["size"] == len(payload)
         for name in ("model.pt", "plain.pt"):
             response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}")
             assert response.status_code == 200
             assert response.content == payload
             assert response.headers["content-disposition"].startswith("attachment")
             assert name in response.headers["content-disposition"]
-        for name in ("gone.pt", "nothing.pt"):
+        for name in ("gone.pt", "nothing.pt", "outside.pt", "escape.pt"):
             response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}")
             assert response.status_code == 404
             assert response.json()["error"]["code"] == "not_found"
