@@ -15,6 +15,10 @@ harmless: nothing is lost and nothing counts twice.
 A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
 newer attempt owns the job: the reporter stops delivering and raises its
 ``superseded`` flag, which the engine's stop check reads.
+
+The same thread sends a heartbeat (``running``, not spooled) every
+``heartbeat_seconds``; its answer says whether a user asked to cancel the
+job, which raises ``cancel_requested`` for the engine's stop check too.
 """
 
 from __future__ import annotations
@@ -146,10 +150,14 @@ class ApiReporter:
         *,
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
+        heartbeat_seconds: float = 1.0,
     ) -> None:
         self.client, self.spool = client, spool
         self.first_backoff, self.max_backoff = first_backoff, max_backoff
+        self.heartbeat_seconds = heartbeat_seconds
+        self._last_heartbeat = 0.0
         self.superseded = False
+        self.cancel_requested = False
         self.dropped: list[tuple[Report, str]] = []  # refused as invalid (4xx): kept for the log
         self._wake = threading.Event()
         self._idle = threading.Condition()
@@ -218,10 +226,24 @@ class ApiReporter:
                 continue
             with self._idle:
                 self._idle.notify_all()
+            self._heartbeat()
             if not progressed:
-                self._wake.wait(timeout=1.0)
+                self._wake.wait(timeout=self.heartbeat_seconds)
         with self._idle:
             self._idle.notify_all()
+
+    def _heartbeat(self) -> None:
+        if time.monotonic() - self._last_heartbeat < self.heartbeat_seconds:
+            return
+        self._last_heartbeat = time.monotonic()
+        try:
+            response = self.client.post("status", {"status": "running"})
+        except httpx.TransportError:
+            return  # the spooled reports' retries say when the API is back
+        if response.is_success:
+            self.cancel_requested = response.json().get("status") == "cancelling"
+        elif response.status_code == 401 or _error_code(response) == "attempt_superseded":
+            self.superseded = True
 
     def _deliver_pending(self) -> bool:
         """Deliver the spool's pending reports in order; True if any went out."""

@@ -1,0 +1,115 @@
+"""One attempt run end to end against the real API (no Ray): success, cancel, failure."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import pytest
+import torch
+
+from server.db.session import make_engine, make_session_factory
+from server.jobs.claims import claim_next
+from workers.attempt import AttemptOrder, run_attempt
+from workers.reporter import ApiReporter, IntakeClient, ReportSpool
+
+SPEC = {
+    "model": {"name": "mlp"},
+    "dataset": {"name": "digits"},
+    "pruning": {"method": "global_magnitude", "fraction": 0.5, "cycles": 2},
+    "schedule": {"name": "silo", "preset": "resnet20"},
+    "training": {"epochs_per_cycle": 2, "batch_size": 128, "dense": {"epochs": 2, "max_lr": 0.1}},
+    "seed": 3,
+    "device": "cpu",
+}
+
+
+def submit_and_claim(live_server, spec: dict) -> AttemptOrder:
+    with live_server.client() as client:
+        response = client.post("/v1/jobs", json={"spec": spec})
+        assert response.status_code == 201, response.text
+    engine = make_engine(live_server.database_url)
+    with make_session_factory(engine).begin() as session:
+        claim = claim_next(session)
+    engine.dispose()
+    return AttemptOrder(
+        job_id=claim.job_id,
+        attempt=claim.attempt,
+        token=claim.token,
+        spec=claim.spec,
+        api_url=live_server.base_url,
+        artifact_root=live_server.app.state.settings.resolved_artifact_root(),
+    )
+
+
+def quick_reporter(order: AttemptOrder, tmp_path) -> ApiReporter:
+    client = IntakeClient(order.api_url, order.job_id, order.attempt, order.token)
+    spool = ReportSpool(tmp_path / "spool")
+    return ApiReporter(client, spool, first_backoff=0.05, heartbeat_seconds=0.05)
+
+
+def test_an_attempt_runs_the_job_and_its_results_come_back_through_the_api(live_server):
+    order = submit_and_claim(live_server, SPEC)
+    outcome = run_attempt(order)
+    assert (outcome.status, outcome.undelivered) == ("succeeded", 0)
+    with live_server.client() as client:
+        job = client.get(f"/v1/jobs/{order.job_id}").json()
+        assert job["status"] == "succeeded"
+        assert job["progress"]["cycle"] == 2
+        cycles = client.get(f"/v1/jobs/{order.job_id}/cycles").json()["items"]
+        assert [row["cycle"] for row in cycles] == [0, 1, 2]
+        assert [round(row["sparsity"], 2) for row in cycles] == [0.0, 0.5, 0.75]
+        events = client.get(f"/v1/jobs/{order.job_id}/events", params={"limit": 100}).json()
+        assert len(events["items"]) == 2 + 2 * 2  # every epoch of every cycle, once
+        names = [
+            a["name"] for a in client.get(f"/v1/jobs/{order.job_id}/artifacts").json()["items"]
+        ]
+        assert {"model.pt", "masks.pt", "cycles.csv"} <= set(names)
+        weights = client.get(f"/v1/jobs/{order.job_id}/artifacts/model.pt")
+        masks = client.get(f"/v1/jobs/{order.job_id}/artifacts/masks.pt")
+        table = client.get(f"/v1/jobs/{order.job_id}/artifacts/cycles.csv").text
+    assert weights.status_code == masks.status_code == 200
+    state = torch.load(io.BytesIO(weights.content), map_location="cpu")
+    mask = torch.load(io.BytesIO(masks.content), map_location="cpu")
+    kept = sum(int(m.sum()) for m in mask.values())
+    total = sum(m.numel() for m in mask.values())
+    assert kept / total == pytest.approx(0.25, abs=0.01)
+    for name, m in mask.items():
+        assert torch.all(state[name][m == 0] == 0), name  # pruned weights are zero
+    assert table.splitlines()[0].startswith("cycle,")
+
+
+def test_cancel_stops_a_running_attempt_at_an_epoch_boundary(live_server, tmp_path):
+    long = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 200}}
+    order = submit_and_claim(live_server, long)
+    reporter = quick_reporter(order, tmp_path)
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(run_attempt(order, reporter=reporter)))
+    thread.start()
+    with live_server.client() as client:
+        deadline = time.monotonic() + 60
+        while client.get(f"/v1/jobs/{order.job_id}").json()["progress"]["cycle"] != 1:
+            assert time.monotonic() < deadline, "the job never reached cycle 1"
+            time.sleep(0.05)
+        assert client.post(f"/v1/jobs/{order.job_id}/cancel").status_code == 200
+        thread.join(timeout=60)
+        assert not thread.is_alive()
+        job = client.get(f"/v1/jobs/{order.job_id}").json()
+        cycles = client.get(f"/v1/jobs/{order.job_id}/cycles").json()["items"]
+    assert outcome[0].status == "cancelled"
+    assert job["status"] == "cancelled"
+    assert [row["cycle"] for row in cycles] == [0]  # the finished dense cycle is kept
+    assert job["progress"]["epoch"] < 200
+
+
+def test_a_failing_job_is_reported_failed_with_its_error(live_server, tmp_path):
+    order = submit_and_claim(live_server, SPEC)
+    broken = AttemptOrder(**{**order.__dict__, "spec": {**SPEC, "dataset": {"name": "cifar10"}}})
+    outcome = run_attempt(broken, reporter=quick_reporter(order, tmp_path))
+    assert outcome.status == "failed"
+    with live_server.client() as client:
+        job = client.get(f"/v1/jobs/{order.job_id}").json()
+    assert job["status"] == "failed"
+    assert "cifar" in job["error_message"].lower()
+    assert "Traceback" not in job["error_message"]

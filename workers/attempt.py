@@ -1,0 +1,110 @@
+"""One attempt of one job: run silo_core's engine and report everything to the API.
+
+This is what a Ray worker executes (the Ray task only wraps it), and it needs
+nothing from the server but what the order carries: the API address, the
+attempt's token, the spec, and the artifact root (a local or shared path).
+
+Layout under the artifact root, per job::
+
+    jobs/<job id>/checkpoint/        the engine's checkpoints, shared by all attempts,
+                                     so attempt n+1 resumes where attempt n stopped
+    jobs/<job id>/attempts/<n>/      this attempt's report spool
+    jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from silo_core.engine.checkpoint import LocalCheckpointStore
+from silo_core.engine.runner import PruningEngine
+from silo_core.local_run import write_outputs
+from silo_core.spec import parse_spec
+from workers.reporter import ApiReporter, IntakeClient, ReportSpool
+
+log = logging.getLogger("silo.workers.attempt")
+
+FLUSH_SECONDS = 600.0  # how long a finished attempt waits for the API to take its reports
+
+
+@dataclass(frozen=True)
+class AttemptOrder:
+    """What the dispatcher hands a worker to run one attempt."""
+
+    job_id: int
+    attempt: int
+    token: str
+    spec: dict[str, Any]
+    api_url: str
+    artifact_root: str
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    status: str  # succeeded | failed | cancelled | superseded
+    message: str | None = None
+    undelivered: int = 0  # reports still in the spool when the attempt gave up waiting
+
+
+def job_folder(artifact_root: str | Path, job_id: int) -> Path:
+    return Path(artifact_root) / "jobs" / str(job_id)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_attempt(order: AttemptOrder, *, reporter: ApiReporter | None = None) -> AttemptOutcome:
+    """Run the attempt to its end and report it; never raises for a failing job."""
+    folder = job_folder(order.artifact_root, order.job_id)
+    if reporter is None:
+        client = IntakeClient(order.api_url, order.job_id, order.attempt, order.token)
+        reporter = ApiReporter(client, ReportSpool(folder / "attempts" / str(order.attempt)))
+    try:
+        outcome = _run(order, folder, reporter)
+    except Exception as exc:  # the job failed; the worker reports it and lives on
+        log.error("job %s attempt %s failed:\n%s", order.job_id, order.attempt, _trace())
+        message = f"{type(exc).__name__}: {exc}"
+        reporter.status("failed", message)
+        outcome = AttemptOutcome("failed", message)
+    delivered = reporter.close(timeout=FLUSH_SECONDS)
+    if reporter.superseded and outcome.status != "superseded":
+        log.warning("job %s attempt %s was superseded", order.job_id, order.attempt)
+    pending = 0 if delivered else len(reporter.spool) - reporter.spool.delivered
+    return AttemptOutcome(outcome.status, outcome.message, pending)
+
+
+def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOutcome:
+    spec = parse_spec(order.spec)
+    reporter.status("running")
+    engine = PruningEngine(
+        spec,
+        reporter=reporter,
+        store=LocalCheckpointStore(folder / "checkpoint"),
+        should_stop=lambda: reporter.superseded or reporter.cancel_requested,
+    )
+    result = engine.run()
+    if reporter.superseded:
+        return AttemptOutcome("superseded")
+    if result.stopped:
+        reporter.status("cancelled")
+        return AttemptOutcome("cancelled")
+    output = folder / "output"
+    write_outputs(result, spec, output)
+    for path in sorted(output.iterdir()):
+        reporter.artifact(path.name, path.stat().st_size, sha256_of(path), str(path.resolve()))
+    reporter.status("succeeded")
+    return AttemptOutcome("succeeded")
+
+
+def _trace() -> str:
+    return traceback.format_exc()
