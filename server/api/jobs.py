@@ -33,6 +33,7 @@ from server.jobs.schemas import (
     JobSummary,
     Progress,
     QueueInfo,
+    Resources,
     as_utc,
 )
 from server.jobs.states import IllegalTransitionError, JobStatus
@@ -175,6 +176,7 @@ def _detail(session: Session, job_id: int) -> JobOut:
     return JobOut(
         **_summary(job).model_dump(),
         spec=job.spec,
+        resources=Resources(cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb),
         error_message=job.error_message,
         progress=_progress(job),
         queue=_queue(job),
@@ -211,6 +213,7 @@ def submit_job(
             priority=body.priority,
             name=body.name,
             tags=body.tags,
+            resources=body.resources.model_dump(),
             idempotency_key=idempotency_key,
             body_hash=repo.request_hash(body.model_dump(mode="json")),
         )

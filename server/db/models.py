@@ -96,6 +96,10 @@ class Job(Base):
     progress_epoch: Mapped[int | None] = mapped_column(Integer)
     progress_sparsity: Mapped[float | None] = mapped_column(Float)
     best_accuracy: Mapped[float | None] = mapped_column(Float)
+    # What the job asks of the cluster (Ray resources; fractional GPUs share a card).
+    cpus: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    gpus: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    memory_gb: Mapped[float | None] = mapped_column(Float)
 
     owner: Mapped[User] = relationship()
     tags: Mapped[list[JobTag]] = relationship(

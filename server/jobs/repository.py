@@ -61,6 +61,7 @@ def submit_job(
     priority: int,
     name: str | None,
     tags: Sequence[str],
+    resources: dict[str, float | None],
     idempotency_key: str | None,
     body_hash: str,
 ) -> tuple[Job, bool]:
@@ -85,6 +86,7 @@ def submit_job(
         idempotency_key=idempotency_key,
         request_hash=body_hash,
         tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
+        **resources,
     )
     session.add(job)
     try:

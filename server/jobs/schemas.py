@@ -21,6 +21,16 @@ def as_utc(value: datetime) -> datetime:
 Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 
 
+class Resources(BaseModel):
+    """What one attempt asks of the cluster; fractional GPUs let small jobs share a card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: float = Field(1.0, gt=0, le=256, description="CPU cores")
+    gpus: float = Field(0.0, ge=0, le=16, description="GPUs; 0.25 shares one card four ways")
+    memory_gb: float | None = Field(None, gt=0, le=4096, description="Memory to reserve")
+
+
 class JobSubmit(BaseModel):
     """A new job: the spec is checked against the JobSpec before anything is stored."""
 
@@ -30,6 +40,7 @@ class JobSubmit(BaseModel):
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
     name: str | None = Field(None, max_length=200)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    resources: Resources = Field(default_factory=Resources)
 
 
 class Progress(BaseModel):
@@ -64,6 +75,7 @@ class JobSummary(BaseModel):
 
 class JobOut(JobSummary):
     spec: dict[str, Any]
+    resources: Resources
     error_message: str | None
     progress: Progress
     queue: QueueInfo

@@ -47,7 +47,7 @@ class InvalidCursorError(ValueError):
 
 @dataclass(frozen=True)
 class JobView:
-    """A job as the API shows it. ``spec`` and ``ahead`` are read only for one job."""
+    """A job as the API shows it. The fields after ``spec`` are read only for one job."""
 
     id: int
     name: str | None
@@ -67,6 +67,9 @@ class JobView:
     progress_sparsity: float | None
     best_accuracy: float | None
     spec: dict[str, Any] | None = None
+    cpus: float | None = None
+    gpus: float | None = None
+    memory_gb: float | None = None
     ahead: int | None = None  # queued jobs before this one; None unless queued
 
 
@@ -122,7 +125,8 @@ _AHEAD = case((Job.status == JobStatus.QUEUED.value, jobs_ahead()), else_=None)
 
 
 def _views(detail: bool) -> Select[Any]:
-    columns = (*_SUMMARY_COLUMNS, Job.spec, _AHEAD.label("ahead")) if detail else _SUMMARY_COLUMNS
+    detail_columns = (Job.spec, Job.cpus, Job.gpus, Job.memory_gb, _AHEAD.label("ahead"))
+    columns = (*_SUMMARY_COLUMNS, *detail_columns) if detail else _SUMMARY_COLUMNS
     return select(*columns).join(User, User.id == Job.owner_id)
 
 

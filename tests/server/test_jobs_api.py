@@ -180,7 +180,13 @@ def test_idempotency_keys(live_server):
         job = session.get(Job, first.json()["id"])
         assert job.idempotency_key == "k-1"
         assert len(job.request_hash) == 64
-        canonical = {"name": None, "priority": 0, "spec": SPEC, "tags": []}
+        canonical = {
+            "name": None,
+            "priority": 0,
+            "spec": SPEC,
+            "tags": [],
+            "resources": {"cpus": 1.0, "gpus": 0.0, "memory_gb": None},
+        }
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         assert job.request_hash == hashlib.sha256(text.encode()).hexdigest()
 
@@ -387,3 +393,14 @@ def test_artifacts(live_server, tmp_path):
             response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}")
             assert response.status_code == 404
             assert response.json()["error"]["code"] == "not_found"
+
+
+def test_resources_are_stored_shown_and_checked(live_server):
+    with live_server.client() as client:
+        job = submit(client, resources={"cpus": 2, "gpus": 0.25, "memory_gb": 3})
+        assert job["resources"] == {"cpus": 2.0, "gpus": 0.25, "memory_gb": 3.0}
+        assert submit(client)["resources"] == {"cpus": 1.0, "gpus": 0.0, "memory_gb": None}
+        for bad, field in (({"gpus": -1}, "gpus"), ({"cpus": 0}, "cpus"), ({"tpus": 1}, "tpus")):
+            response = client.post("/v1/jobs", json={"spec": SPEC, "resources": bad})
+            assert response.status_code == 422, response.text
+            assert field in response.json()["error"]["message"]
