@@ -168,7 +168,12 @@ def free_port() -> int:
 def server(url: str, folder: Path) -> Iterator[str]:
     port = free_port()
     silo = Path(sys.executable).with_name("silo")
-    env = {**os.environ, "SILO_DATABASE_URL": url, "SILO_DATA_DIR": str(folder / "data")}
+    env = {
+        **os.environ,
+        "SILO_DATABASE_URL": url,
+        "SILO_DATA_DIR": str(folder / "data"),
+        "SILO_DISPATCHER": "false",  # the API alone: nothing here runs jobs
+    }
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [str(silo), "serve", "--port", str(port), "--no-access-log"],

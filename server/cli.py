@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from server.settings import get_settings
+from server.settings import Settings, get_settings
 from silo_core.cli import app
 
 err = Console(stderr=True, soft_wrap=True)
@@ -71,13 +72,37 @@ def token_create(
     typer.echo(token)
 
 
+def _start_dispatcher(settings: Settings, api_url: str) -> tuple[threading.Event, threading.Thread]:
+    """Join (or start) Ray and run a dispatcher in a background thread."""
+    from server.db.session import make_engine, make_session_factory
+    from server.dispatch import Dispatcher
+    from workers.ray_cluster import RayUnavailableError, connect
+
+    try:
+        address = connect(
+            settings.ray_address, settings.ray_state_dir(), num_cpus=settings.ray_num_cpus
+        )
+    except RayUnavailableError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print("(SILO_DISPATCHER=false serves the API without running jobs)", markup=False)
+        raise typer.Exit(1) from None
+    err.print(f"dispatching jobs to Ray at {address}; workers report to {api_url}", markup=False)
+    engine = make_engine(settings.resolved_database_url())
+    dispatcher = Dispatcher(settings, make_session_factory(engine), api_url)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), name="silo-dispatcher")
+    thread.daemon = True
+    thread.start()
+    return stop, thread
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
 ) -> None:
-    """Run the API server (SQLite in the data folder unless SILO_DATABASE_URL says otherwise)."""
+    """Run the API server, and a dispatcher that runs the jobs on Ray (SILO_DISPATCHER)."""
     import uvicorn
 
     from server.app import create_app, prepare_database
@@ -89,7 +114,46 @@ def serve(
     except SchemaBehindError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=access_log)
+    running = None
+    if settings.dispatcher:
+        reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        running = _start_dispatcher(settings, settings.api_url or f"http://{reachable}:{port}")
+    try:
+        uvicorn.run(
+            create_app(settings), host=host, port=port, log_level="info", access_log=access_log
+        )
+    finally:
+        if running is not None:
+            running[0].set()
+            running[1].join(timeout=10)
+
+
+@app.command()
+def dispatcher() -> None:
+    """Run a dispatcher alone (beside API replicas): claim queued jobs, run them on Ray."""
+    from server.db.migrate import SchemaBehindError, check_schema
+    from server.db.session import make_engine
+
+    settings = get_settings()
+    if not settings.api_url:
+        err.print(
+            "error: SILO_API_URL: set it to the API's address (workers report there), "
+            "e.g. http://api:8000",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    try:
+        check_schema(make_engine(settings.resolved_database_url()))
+    except SchemaBehindError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    stop, thread = _start_dispatcher(settings, settings.api_url)
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1)
+    except KeyboardInterrupt:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def main() -> None:

@@ -41,11 +41,36 @@ class Settings(BaseSettings):
         10.0, ge=0, description="How long a resolved API token is trusted without a lookup"
     )
 
+    # --- compute: Ray and the dispatcher ---------------------------------------
+    ray_address: str | None = Field(
+        None,
+        description="Ray cluster to join (auto, host:port, ray://host:10001); "
+        "default: a local head this machine starts and keeps",
+    )
+    ray_num_cpus: int | None = Field(None, ge=1, description="CPUs of the local head (all)")
+    api_url: str | None = Field(
+        None,
+        description="Address workers report to; `silo serve` fills it in from its own "
+        "host and port, a standalone dispatcher needs it",
+    )
+    dispatcher: bool = Field(True, description="`silo serve` runs a dispatcher too")
+    dispatch_interval_seconds: float = Field(0.5, gt=0, le=60)
+    max_attempts: int = Field(3, ge=1, le=100, description="Attempts before a job fails")
+    cancel_grace_seconds: float = Field(
+        60.0, ge=0, description="How long a cancelled job may take to stop before it is killed"
+    )
+    owner_gpu_quota: float | None = Field(
+        None, ge=0, description="GPUs one owner's running jobs may hold at once (no limit)"
+    )
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'silo.db'}"
 
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or str(self.data_dir / "artifacts")
+
+    def ray_state_dir(self) -> Path:
+        return self.data_dir / "ray"
 
 
 @lru_cache

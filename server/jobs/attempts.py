@@ -373,3 +373,51 @@ def report_status(
     attempt.ended_at = now
     session.flush()
     return StatusOutcome(job.status, changed=True)
+
+
+LOST = "lost"
+KILLED = "killed"
+
+
+def settle_lost_attempt(
+    session: Session, job_id: int, number: int, *, max_attempts: int, reason: str
+) -> JobStatus | None:
+    """The attempt's worker is gone without finishing: decide what becomes of the job.
+
+    A cancelling job ends cancelled; otherwise it is queued again (the next
+    attempt resumes from the checkpoint) until ``max_attempts`` attempts have
+    been made, then it fails with ``reason``. Returns the job's new status, or
+    None when the attempt was no longer the job's live one (nothing to do).
+    """
+    job = lock_job(session, job_id)
+    if job.attempt != number or JobStatus(job.status) not in (
+        JobStatus.RUNNING,
+        JobStatus.CANCELLING,
+    ):
+        return None
+    end_attempt(session, job_id, number, LOST)
+    now = _now()
+    if job.status == JobStatus.CANCELLING:
+        job.status = transition(job.status, JobStatus.CANCELLED)
+        job.finished_at = now
+    elif job.attempt < max_attempts:
+        job.status = transition(job.status, JobStatus.QUEUED)
+        job.queue_reason = f"attempt {number} lost ({reason}); it will resume from its checkpoint"
+    else:
+        job.status = transition(job.status, JobStatus.FAILED)
+        job.finished_at = now
+        job.error_message = f"attempt {number} of {max_attempts} lost ({reason}); no retries left"
+    session.flush()
+    return JobStatus(job.status)
+
+
+def finish_cancel(session: Session, job_id: int, number: int) -> bool:
+    """A cancelling job whose worker was killed after the grace period ends cancelled."""
+    job = lock_job(session, job_id)
+    if job.attempt != number or job.status != JobStatus.CANCELLING:
+        return False
+    end_attempt(session, job_id, number, KILLED)
+    job.status = transition(job.status, JobStatus.CANCELLED)
+    job.finished_at = _now()
+    session.flush()
+    return True

@@ -1,0 +1,55 @@
+# One image for every service: the API, the migration step, the dispatcher and
+# the Ray head and GPU workers. All Ray nodes must run the same Python and Ray
+# versions, which one image guarantees.
+#
+# GPUs: the torch wheels from PyPI carry their own CUDA libraries, so the slim
+# base works on a GPU node; the NVIDIA driver comes from the host through the
+# NVIDIA Container Toolkit. For a host whose driver is too old for the wheel's
+# CUDA version, add an index with torch builds for an older CUDA version:
+#   docker compose build --build-arg TORCH_INDEX_URL=<index URL>
+FROM python:3.11-slim
+
+# Extra package index for torch builds of another CUDA version (empty: PyPI only).
+ARG TORCH_INDEX_URL=
+# What to install for Ray; pin it (e.g. "ray[default]==2.60.0") for repeatable builds.
+ARG RAY_SPEC="ray[default]"
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /tmp/silo-src
+
+# Dependencies first, from pyproject.toml alone: this layer (torch is gigabytes)
+# is rebuilt only when the dependency list changes, not on every code change.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep=chr(10))" > requirements.txt \
+ && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r requirements.txt "$RAY_SPEC"
+
+COPY README.md ./
+COPY silo_core ./silo_core
+COPY server ./server
+COPY workers ./workers
+COPY migrations ./migrations
+
+# The project itself. The Alembic scripts are not part of the installed
+# package; put them where server/db/migrate.py looks for them (unless they are
+# already there) and check that the head revision can be read. Run from /
+# so that the installed package is imported, not this source folder.
+RUN pip install . \
+ && dest="$(cd / && python -c 'from server.db.migrate import MIGRATIONS_DIR; print(MIGRATIONS_DIR)')" \
+ && if [ ! -d "$dest" ]; then cp -r migrations "$dest"; fi \
+ && (cd / && python -c 'from server.db.migrate import head_revision; print("migrations head:", head_revision())') \
+ && cd / && rm -rf /tmp/silo-src
+
+WORKDIR /srv/silo
+
+# An unprivileged user; the folders below are the mount points of the
+# deployment's volumes, so new named volumes start out owned by this user.
+RUN useradd --create-home --uid 1000 silo \
+ && mkdir -p /srv/silo/artifacts /srv/silo/data \
+ && chown -R silo:silo /srv/silo
+USER silo
+
+EXPOSE 8000
+CMD ["silo", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,154 @@
+"""Jobs through the real API, the dispatcher and a local Ray: success, a killed worker."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import ray
+import torch
+
+from server.db.session import make_engine, make_session_factory
+from server.dispatch import Dispatcher
+from silo_core.engine.runner import PruningEngine
+from silo_core.spec import parse_spec
+from workers import ray_actor
+from workers.ray_cluster import connect, stop_local_head
+
+SPEC = {
+    "model": {"name": "mlp"},
+    "dataset": {"name": "digits"},
+    "pruning": {"method": "global_magnitude", "fraction": 0.5, "cycles": 2},
+    "schedule": {"name": "silo", "preset": "resnet20"},
+    "training": {"epochs_per_cycle": 2, "batch_size": 128, "dense": {"epochs": 2, "max_lr": 0.1}},
+    "seed": 5,
+    "device": "cpu",
+}
+
+
+@pytest.fixture(scope="session")
+def local_ray(tmp_path_factory) -> Iterator[str]:
+    """One local Ray head for the test session, on free ports."""
+    state = tmp_path_factory.mktemp("ray")
+    address = connect(None, state, num_cpus=2)
+    yield address
+    ray.shutdown()
+    stop_local_head(state)  # `ray stop`: this machine runs no other Ray during tests
+
+
+@pytest.fixture
+def dispatching(live_server, local_ray) -> Iterator[None]:
+    """A dispatcher beside the live API, as `silo serve` runs one."""
+    settings = live_server.app.state.settings.model_copy(
+        update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": 5.0}
+    )
+    engine = make_engine(live_server.database_url)
+    dispatcher = Dispatcher(settings, make_session_factory(engine), live_server.base_url)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=10)
+    engine.dispose()
+
+
+def wait_for(client, job_id: int, done, timeout: float = 180.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"timed out; job is {job['status']}: {job}"
+        time.sleep(0.2)
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")
+
+
+def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_server, dispatching):
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": SPEC}).json()["id"]
+        job = wait_for(client, job_id, finished)
+        assert job["status"] == "succeeded", job["error_message"]
+        assert job["attempt"] == 1
+        cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
+        assert [round(row["sparsity"], 2) for row in cycles] == [0.0, 0.5, 0.75]
+        weights = client.get(f"/v1/jobs/{job_id}/artifacts/model.pt").content
+        masks = client.get(f"/v1/jobs/{job_id}/artifacts/masks.pt").content
+    state = torch.load(io.BytesIO(weights), map_location="cpu")
+    mask = torch.load(io.BytesIO(masks), map_location="cpu")
+    zeros = sum(int((state[name] == 0).sum()) for name in mask)
+    total = sum(m.numel() for m in mask.values())
+    assert zeros / total >= 0.75
+
+
+def test_a_worker_killed_mid_job_is_retried_and_ends_as_an_uninterrupted_run(
+    live_server, dispatching
+):
+    spec = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 15}}
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        wait_for(client, job_id, lambda job: (job["progress"]["cycle"] or 0) >= 1)
+        actor = ray_actor.find(job_id, 1)
+        assert actor is not None
+        os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
+        job = wait_for(client, job_id, finished)
+        assert job["status"] == "succeeded", job["error_message"]
+        assert job["attempt"] == 2
+        cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
+        events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["items"]
+    reference = PruningEngine(parse_spec(spec)).run().cycles
+    keys = ("sparsity", "alive_weights", "max_lr", "best_val_accuracy", "final_test_accuracy")
+    assert [{k: row[k] for k in keys} for row in cycles] == [
+        {k: getattr(result, k) for k in keys} for result in reference
+    ]
+    # Every epoch is counted once: the dead attempt's events past the restore
+    # point are superseded by the second attempt's.
+    epochs = [(e["cycle"], e["epoch"]) for e in events]
+    assert sorted(epochs) == sorted({*epochs}) and len(epochs) == 2 + 2 * 15
+    assert {e["attempt"] for e in events} == {1, 2}
+
+
+def test_jobs_keep_running_while_the_api_and_dispatcher_restart(live_server, local_ray):
+    """Running jobs live in detached actors: the API and the dispatcher going away
+    (their reports wait in the worker's spool) neither stops nor restarts them."""
+    settings = live_server.app.state.settings.model_copy(update={"dispatch_interval_seconds": 0.2})
+    engine = make_engine(live_server.database_url)
+
+    def start_dispatcher() -> tuple[threading.Event, threading.Thread]:
+        dispatcher = Dispatcher(settings, make_session_factory(engine), live_server.base_url)
+        stop = threading.Event()
+        thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+        thread.start()
+        return stop, thread
+
+    spec = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 40}}
+    stop, thread = start_dispatcher()
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        wait_for(client, job_id, lambda job: job["status"] == "running")
+    stop.set()
+    thread.join(timeout=10)
+    live_server.stop()
+    time.sleep(3)  # the worker trains on and spools what it cannot report
+    assert ray_actor.find(job_id, 1) is not None
+    live_server.start()
+    stop, thread = start_dispatcher()
+    try:
+        with live_server.client() as client:
+            job = wait_for(client, job_id, finished)
+            events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        engine.dispose()
+    assert (job["status"], job["attempt"]) == ("succeeded", 1)  # adopted, not rerun
+    epochs = [(e["cycle"], e["epoch"]) for e in events["items"]]
+    assert epochs == sorted(epochs) and len(epochs) == 2 + 2 * 40  # nothing lost, in order

@@ -1,0 +1,74 @@
+"""Each attempt runs in its own detached, named Ray actor.
+
+Detached, so the attempt outlives the process that launched it: a dispatcher
+or API server restart leaves running jobs alone, and the new dispatcher finds
+them again by name (``silo-job-<id>-attempt-<n>`` in the ``silo`` namespace).
+Results travel through the API, never through Ray, so nobody needs to hold the
+actor's return value; the actor exits by itself when the attempt is over.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+import ray
+
+from workers.attempt import AttemptOrder, run_attempt
+from workers.ray_cluster import NAMESPACE
+
+
+def actor_name(job_id: int, attempt: int) -> str:
+    return f"silo-job-{job_id}-attempt-{attempt}"
+
+
+# max_concurrency 2: pid() answers while run() works (tests and operators use it).
+@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
+class AttemptActor:
+    def run(self, order: dict) -> None:
+        run_attempt(AttemptOrder(**order))
+        ray.actor.exit_actor()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def launch(
+    order: AttemptOrder, *, cpus: float, gpus: float, memory_gb: float | None
+) -> ray.actor.ActorHandle:
+    """Start the attempt in a new detached actor holding the job's resources."""
+    options: dict = {
+        "name": actor_name(order.job_id, order.attempt),
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+    }
+    if memory_gb is not None:
+        options["memory"] = int(memory_gb * 1024**3)
+    actor = AttemptActor.options(**options).remote()
+    actor.run.remote(asdict(order))
+    return actor
+
+
+def find(job_id: int, attempt: int) -> ray.actor.ActorHandle | None:
+    """The attempt's actor if it is still alive (or starting), else None."""
+    try:
+        return ray.get_actor(actor_name(job_id, attempt), namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def kill(job_id: int, attempt: int) -> bool:
+    """Kill the attempt's actor at once; False if it was already gone."""
+    actor = find(job_id, attempt)
+    if actor is None:
+        return False
+    ray.kill(actor, no_restart=True)
+    return True
+
+
+def free_resources() -> dict[str, float]:
+    """What the cluster has free now ({"CPU": .., "GPU": ..})."""
+    free = ray.available_resources()
+    return {"CPU": free.get("CPU", 0.0), "GPU": free.get("GPU", 0.0)}
