@@ -11,7 +11,8 @@ FROM python:3.11-slim
 
 # Extra package index for torch builds of another CUDA version (empty: PyPI only).
 ARG TORCH_INDEX_URL=
-# What to install for Ray; pin it (e.g. "ray[default]==2.60.0") for repeatable builds.
+# Ray beyond the project's ray[tune]: the head's dashboard needs ray[default];
+# pin it (e.g. "ray[default]==2.60.0") for repeatable builds.
 ARG RAY_SPEC="ray[default]"
 
 ENV PYTHONUNBUFFERED=1 \
@@ -32,13 +33,10 @@ COPY server ./server
 COPY workers ./workers
 COPY migrations ./migrations
 
-# The project itself. The Alembic scripts are not part of the installed
-# package; put them where server/db/migrate.py looks for them (unless they are
-# already there) and check that the head revision can be read. Run from /
-# so that the installed package is imported, not this source folder.
+# The project itself (the Alembic scripts are a package of it); check from /,
+# so the installed package is imported rather than this folder, that the
+# migrations' head revision can be read.
 RUN pip install . \
- && dest="$(cd / && python -c 'from server.db.migrate import MIGRATIONS_DIR; print(MIGRATIONS_DIR)')" \
- && if [ ! -d "$dest" ]; then cp -r migrations "$dest"; fi \
  && (cd / && python -c 'from server.db.migrate import head_revision; print("migrations head:", head_revision())') \
  && cd / && rm -rf /tmp/silo-src
 

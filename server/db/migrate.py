@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic import command
@@ -10,7 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+# A package of its own, so an installed (not editable) server finds its migrations.
+MIGRATIONS_DIR = Path(str(files("migrations")))
 
 
 class SchemaBehindError(RuntimeError):
