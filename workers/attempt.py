@@ -90,7 +90,7 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
         spec,
         reporter=reporter,
         store=LocalCheckpointStore(folder / "checkpoint"),
-        should_stop=lambda: reporter.superseded or reporter.cancel_requested,
+        should_stop=reporter.should_stop,
     )
     result = engine.run()
     if reporter.superseded:

@@ -16,9 +16,10 @@ A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
 newer attempt owns the job: the reporter stops delivering and raises its
 ``superseded`` flag, which the engine's stop check reads.
 
-The same thread sends a heartbeat (``running``, not spooled) every
-``heartbeat_seconds``; its answer says whether a user asked to cancel the
-job, which raises ``cancel_requested`` for the engine's stop check too.
+A heartbeat (``running``, not spooled) answers whether a user asked to
+cancel the job. The engine asks at every epoch boundary (``should_stop``,
+synchronously, at most every ``heartbeat_seconds``), so a cancel is obeyed at
+the first boundary after it; the delivery thread also sends one while idle.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class ApiReporter:
         *,
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
-        heartbeat_seconds: float = 1.0,
+        heartbeat_seconds: float = 0.25,
     ) -> None:
         self.client, self.spool = client, spool
         self.first_backoff, self.max_backoff = first_backoff, max_backoff
@@ -181,6 +182,11 @@ class ApiReporter:
 
     def status(self, status: str, message: str | None = None) -> None:
         self._add("status", {"status": status, "message": message})
+
+    def should_stop(self) -> bool:
+        """The engine's stop check: superseded, or a cancel was asked for."""
+        self._heartbeat()
+        return self.superseded or self.cancel_requested
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every spooled report is delivered (or the attempt is superseded)."""
@@ -233,6 +239,8 @@ class ApiReporter:
             self._idle.notify_all()
 
     def _heartbeat(self) -> None:
+        # Called from the engine's thread and the delivery thread; httpx's
+        # Client may be shared between threads.
         if time.monotonic() - self._last_heartbeat < self.heartbeat_seconds:
             return
         self._last_heartbeat = time.monotonic()
@@ -241,7 +249,8 @@ class ApiReporter:
         except httpx.TransportError:
             return  # the spooled reports' retries say when the API is back
         if response.is_success:
-            self.cancel_requested = response.json().get("status") == "cancelling"
+            if response.json().get("status") == "cancelling":
+                self.cancel_requested = True
         elif response.status_code == 401 or _error_code(response) == "attempt_superseded":
             self.superseded = True
 

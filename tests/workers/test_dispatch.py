@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -42,10 +44,15 @@ def local_ray(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture
-def dispatching(live_server, local_ray) -> Iterator[None]:
+def cancel_grace() -> float:
+    return 30.0
+
+
+@pytest.fixture
+def dispatching(live_server, local_ray, cancel_grace) -> Iterator[None]:
     """A dispatcher beside the live API, as `silo serve` runs one."""
     settings = live_server.app.state.settings.model_copy(
-        update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": 5.0}
+        update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": cancel_grace}
     )
     engine = make_engine(live_server.database_url)
     dispatcher = Dispatcher(settings, make_session_factory(engine), live_server.base_url)
@@ -152,3 +159,97 @@ def test_jobs_keep_running_while_the_api_and_dispatcher_restart(live_server, loc
     assert (job["status"], job["attempt"]) == ("succeeded", 1)  # adopted, not rerun
     epochs = [(e["cycle"], e["epoch"]) for e in events["items"]]
     assert epochs == sorted(epochs) and len(epochs) == 2 + 2 * 40  # nothing lost, in order
+
+
+def postgres(action: str) -> None:
+    """Stop or start this machine's PostgreSQL cluster (the one the tests use)."""
+    version = sorted(os.listdir("/etc/postgresql"))[0]
+    subprocess.run(
+        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action, "-m", "fast"]
+        if action == "stop"
+        else ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_the_database_going_down_costs_no_progress(live_server, dispatching):
+    """PostgreSQL stopped mid-job: the API answers 503 with Retry-After, the worker
+    trains on and spools its reports, and they all land once the database is back."""
+    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
+        pytest.fail("pg_ctlcluster is needed to stop and start PostgreSQL", pytrace=False)
+    spec = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 40}}
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        wait_for(client, job_id, lambda job: (job["progress"]["epoch"] or 0) >= 1)
+        postgres("stop")
+        try:
+            down = client.get(f"/v1/jobs/{job_id}")
+            assert down.status_code == 503, down.text
+            assert down.json()["error"]["code"] == "database_unavailable"
+            assert int(down.headers["retry-after"]) >= 1
+            time.sleep(4)  # the worker keeps training meanwhile
+            assert ray_actor.find(job_id, 1) is not None
+        finally:
+            postgres("start")
+        job = wait_for(client, job_id, finished)
+        events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
+    assert (job["status"], job["attempt"]) == ("succeeded", 1), job["error_message"]
+    epochs = [(e["cycle"], e["epoch"]) for e in events["items"]]
+    assert epochs == sorted(epochs) and len(epochs) == 2 + 2 * 40
+
+
+def attempt_status(live_server, job_id: int) -> str:
+    from sqlalchemy import select
+
+    from server.db.models import JobAttempt
+
+    engine = make_engine(live_server.database_url)
+    with make_session_factory(engine)() as session:
+        status = session.scalar(select(JobAttempt.status).where(JobAttempt.job_id == job_id))
+    engine.dispose()
+    return status
+
+
+def cancel_mid_job(live_server) -> tuple[int, dict, list[dict]]:
+    spec = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 400}}
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        wait_for(client, job_id, lambda job: (job["progress"]["cycle"] or 0) >= 1)
+        assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelling"
+        job = wait_for(client, job_id, finished, timeout=60)
+        cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
+    return job_id, job, cycles
+
+
+def test_a_cancelled_job_stops_itself_and_keeps_its_finished_cycles(live_server, dispatching):
+    job_id, job, cycles = cancel_mid_job(live_server)
+    assert job["status"] == "cancelled"
+    assert attempt_status(live_server, job_id) == "cancelled"  # the worker stopped, not killed
+    assert [row["cycle"] for row in cycles] == [0]
+    assert job["progress"]["epoch"] < 400
+    assert ray_actor.find(job_id, 1) is None
+
+
+@pytest.mark.parametrize("cancel_grace", [0.0])
+def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dispatching):
+    """An epoch of resnet20 on 8,192 synthetic images takes seconds on this CPU: longer
+    than a grace period of 0 s, so the dispatcher kills the worker mid-epoch."""
+    spec = {
+        **SPEC,
+        "model": {"name": "resnet20"},
+        "dataset": {"name": "synthetic", "options": {"num_train": 8192}},
+        "training": {"epochs_per_cycle": 1, "batch_size": 128, "dense": {"epochs": 3}},
+    }
+    with live_server.client() as client:
+        job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
+        wait_for(client, job_id, lambda job: job["status"] == "running")
+        assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelling"
+        job = wait_for(client, job_id, finished, timeout=60)
+    assert job["status"] == "cancelled"
+    assert attempt_status(live_server, job_id) == "killed"
+    deadline = time.monotonic() + 30
+    while ray_actor.find(job_id, 1) is not None:
+        assert time.monotonic() < deadline, "the actor outlived its kill"
+        time.sleep(0.2)

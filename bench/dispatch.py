@@ -1,0 +1,189 @@
+"""Dispatch latency on a warm local Ray, and how many small jobs run side by side.
+
+Run as::
+
+    python bench/dispatch.py [--latency-jobs 20] [--batch 8] [--concurrency 1,2,4,8]
+
+It starts ``silo serve`` (API, dispatcher and a local Ray head, the embedded
+default with SQLite) in a temporary data folder and warms it with one job.
+
+* Latency: ``--latency-jobs`` tiny jobs (digits, MLP, one epoch) submitted one
+  after another, each when the previous has finished; the latency is the
+  job's ``started_at - created_at`` as the server recorded them, from the
+  POST until the dispatcher has claimed the job and asked Ray for its actor
+  (the actor's own start-up follows, shown as "first event").
+* Throughput: for each level k of ``--concurrency``, ``--batch`` copies of the
+  digits SILO preset are submitted at once, each asking for 2/k CPUs of the
+  2-CPU head, so k run side by side; the table gives the wall time until all
+  have finished and jobs per minute, against k = 1.
+
+The Ray head is stopped at the end (``ray stop``: do not run this beside
+another Ray on the same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).parents[1]
+PRESET = yaml.safe_load((ROOT / "silo_core" / "presets" / "digits-silo.yaml").read_text())
+TINY = {
+    **PRESET,
+    "pruning": {"method": "global_magnitude", "fraction": 0.2, "cycles": 1},
+    "training": {"epochs_per_cycle": 1, "batch_size": 256, "dense": {"epochs": 1}},
+    "device": "cpu",
+}
+console = Console(width=120)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen, httpx.Client]:
+    port = free_port()
+    env = {**os.environ, "SILO_DATA_DIR": str(folder), "SILO_RAY_NUM_CPUS": "2"}
+    log = (folder / "server.log").open("w")
+    silo = Path(sys.executable).with_name("silo")
+    process = subprocess.Popen(
+        [str(silo), "serve", "--port", str(port), "--no-access-log"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            raise SystemExit((folder / "server.log").read_text())
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit("silo serve did not become ready")
+        time.sleep(0.2)
+    token = (folder / "admin-token").read_text().strip()
+    return process, httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
+
+
+def submit(client: httpx.Client, spec: dict, cpus: float = 1.0) -> int:
+    response = client.post("/v1/jobs", json={"spec": spec, "resources": {"cpus": cpus}})
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def wait_all(client: httpx.Client, ids: list[int], timeout: float = 1800) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = [client.get(f"/v1/jobs/{job_id}").json() for job_id in ids]
+        if all(job["status"] in ("succeeded", "failed", "cancelled") for job in jobs):
+            failed = [job for job in jobs if job["status"] != "succeeded"]
+            if failed:
+                raise SystemExit(f"job {failed[0]['id']}: {failed[0]['error_message']}")
+            return jobs
+        if time.monotonic() > deadline:
+            raise SystemExit("jobs did not finish in time")
+        time.sleep(0.1)
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def measure_latency(client: httpx.Client, count: int) -> tuple[list[float], list[float]]:
+    claimed, first_event = [], []
+    for n in range(count):
+        job_id = submit(client, {**TINY, "seed": n})
+        (job,) = wait_all(client, [job_id])
+        claimed.append(seconds_between(job["created_at"], job["started_at"]))
+        events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1}).json()["items"]
+        first_event.append(seconds_between(job["created_at"], events[0]["created_at"]))
+    return claimed, first_event
+
+
+def measure_throughput(client: httpx.Client, batch: int, levels: list[int]) -> list[tuple]:
+    rows = []
+    for level in levels:
+        started = time.perf_counter()
+        ids = [submit(client, {**PRESET, "seed": n}, cpus=2 / level) for n in range(batch)]
+        wait_all(client, ids)
+        rows.append((level, 2 / level, time.perf_counter() - started))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-jobs", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--concurrency", default="1,2,4,8")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="silo-bench-dispatch-"))
+    process, client = start_server(folder)
+    try:
+        wait_all(client, [submit(client, TINY)])  # warm: Ray workers, imports
+        claimed, first_event = measure_latency(client, args.latency_jobs)
+        throughput = measure_throughput(
+            client, args.batch, [int(k) for k in args.concurrency.split(",")]
+        )
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=60)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+    table = Table(title=f"Dispatch latency, {args.latency_jobs} jobs on a warm local Ray")
+    for column in ("from submit to", "median s", "p90 s", "max s"):
+        table.add_column(column, justify="left" if column == "from submit to" else "right")
+    for name, values in (("claimed, actor asked for", claimed), ("first epoch event", first_event)):
+        ordered = sorted(values)
+        table.add_row(
+            name,
+            f"{statistics.median(ordered):.3f}",
+            f"{ordered[int(0.9 * (len(ordered) - 1))]:.3f}",
+            f"{ordered[-1]:.3f}",
+        )
+    console.print(table)
+    table = Table(title=f"{args.batch} digits SILO jobs at once, 2-CPU local Ray")
+    for column in ("side by side", "CPUs per job", "wall s", "jobs/min", "vs 1"):
+        table.add_column(column, justify="right")
+    base = throughput[0][2]
+    for level, cpus, wall in throughput:
+        table.add_row(
+            str(level),
+            f"{cpus:g}",
+            f"{wall:.1f}",
+            f"{args.batch * 60 / wall:.1f}",
+            f"{base / wall:.2f}x",
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()
