@@ -8,7 +8,7 @@ Layout under the artifact root, per job::
 
     jobs/<job id>/checkpoint/        the engine's checkpoints, shared by all attempts,
                                      so attempt n+1 resumes where attempt n stopped
-    jobs/<job id>/attempts/<n>/      this attempt's report spool
+    jobs/<job id>/attempts/<n>/      this attempt's report spool and its log (worker.log)
     jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
 """
 
@@ -55,6 +55,35 @@ def job_folder(artifact_root: str | Path, job_id: int) -> Path:
     return Path(artifact_root) / "jobs" / str(job_id)
 
 
+def attempt_log(artifact_root: str | Path, job_id: int, attempt: int) -> Path:
+    """Where an attempt's log lines go (the API serves them at /v1/jobs/{id}/logs)."""
+    return job_folder(artifact_root, job_id) / "attempts" / str(attempt) / "worker.log"
+
+
+class _AttemptLog:
+    """Everything the worker logs while the attempt runs, into the attempt's log file."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        self.root = logging.getLogger()
+
+    def __enter__(self) -> None:
+        self.root.addHandler(self.handler)
+        if self.root.level > logging.INFO:
+            self.previous_level = self.root.level
+            self.root.setLevel(logging.INFO)
+
+    def __exit__(self, *_: object) -> None:
+        self.root.removeHandler(self.handler)
+        self.handler.close()
+        if hasattr(self, "previous_level"):
+            self.root.setLevel(self.previous_level)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -65,6 +94,20 @@ def sha256_of(path: Path) -> str:
 
 def run_attempt(order: AttemptOrder, *, reporter: ApiReporter | None = None) -> AttemptOutcome:
     """Run the attempt to its end and report it; never raises for a failing job."""
+    with _AttemptLog(attempt_log(order.artifact_root, order.job_id, order.attempt)):
+        log.info("job %s attempt %s starts", order.job_id, order.attempt)
+        outcome = _run_and_report(order, reporter)
+        log.info(
+            "job %s attempt %s ends: %s%s",
+            order.job_id,
+            order.attempt,
+            outcome.status,
+            f" ({outcome.undelivered} reports undelivered)" if outcome.undelivered else "",
+        )
+    return outcome
+
+
+def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> AttemptOutcome:
     folder = job_folder(order.artifact_root, order.job_id)
     if reporter is None:
         client = IntakeClient(order.api_url, order.job_id, order.attempt, order.token)
@@ -92,6 +135,7 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
         store=LocalCheckpointStore(folder / "checkpoint"),
         should_stop=reporter.should_stop,
     )
+    log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
     result = engine.run()
     if reporter.superseded:
         return AttemptOutcome("superseded")

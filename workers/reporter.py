@@ -173,6 +173,14 @@ class ApiReporter:
         self._add("events", event.to_dict())
 
     def on_cycle(self, result: CycleResult) -> None:
+        log.info(
+            "cycle %d done: sparsity %.4f, max_lr %.5f, test accuracy %.4f at best val, %.1f s",
+            result.cycle,
+            result.sparsity,
+            result.max_lr,
+            result.test_accuracy_at_best_val,
+            result.seconds,
+        )
         self._add("cycle", result.to_dict())
 
     def artifact(self, name: str, size: int, checksum: str, location: str) -> None:

@@ -8,5 +8,6 @@ from fastapi import APIRouter
 def routers() -> list[APIRouter]:
     from server.api.intake import router as intake
     from server.api.jobs import router as jobs
+    from server.api.logs import router as logs
 
-    return [jobs, intake]
+    return [jobs, logs, intake]

@@ -113,3 +113,42 @@ def test_a_failing_job_is_reported_failed_with_its_error(live_server, tmp_path):
     assert job["status"] == "failed"
     assert "cifar" in job["error_message"].lower()
     assert "Traceback" not in job["error_message"]
+
+
+def test_the_log_of_each_attempt_is_served_and_can_be_followed(live_server, tmp_path):
+    order = submit_and_claim(live_server, SPEC)
+    lines: list[str] = []
+    with live_server.client() as client:
+
+        def follow() -> None:
+            with client.stream("GET", f"/v1/jobs/{order.job_id}/logs?follow=true") as stream:
+                lines.extend(stream.iter_lines())
+
+        reader = threading.Thread(target=follow)
+        reader.start()  # before the attempt writes anything: it waits for the lines
+        time.sleep(0.3)
+        assert run_attempt(order).status == "succeeded"
+        reader.join(timeout=30)
+        assert not reader.is_alive(), "follow did not end with the job"
+        whole = client.get(f"/v1/jobs/{order.job_id}/logs")
+        assert whole.headers["content-type"].startswith("text/plain")
+        missing = client.get(f"/v1/jobs/{order.job_id}/logs", params={"attempt": 2})
+        assert missing.status_code == 404
+        assert "attempt" in missing.json()["error"]["message"]
+    text = "\n".join(lines)
+    assert text.startswith("=== attempt 1 ===")
+    assert f"job {order.job_id} attempt 1 starts" in text
+    assert "cycle 2 done: sparsity 0.75" in text
+    assert text.rstrip().endswith("ends: succeeded")
+    assert whole.text.splitlines() == lines
+
+
+def test_a_failure_leaves_its_traceback_in_the_log_not_in_the_api(live_server, tmp_path):
+    order = submit_and_claim(live_server, SPEC)
+    broken = AttemptOrder(**{**order.__dict__, "spec": {**SPEC, "dataset": {"name": "cifar10"}}})
+    assert run_attempt(broken, reporter=quick_reporter(order, tmp_path)).status == "failed"
+    with live_server.client() as client:
+        text = client.get(f"/v1/jobs/{order.job_id}/logs").text
+        job = client.get(f"/v1/jobs/{order.job_id}").json()
+    assert "Traceback (most recent call last)" in text
+    assert "Traceback" not in job["error_message"]
