@@ -7,9 +7,11 @@ Every tick it
    (queued again to resume from its checkpoint, or failed after
    ``max_attempts``); a cancelling job still running after the grace period
    has its actor killed and ends cancelled;
-2. claims queued jobs that fit the cluster's free CPUs and GPUs (and their
-   owner's GPU quota) with ``claim_next``, which is safe with several
-   dispatchers, and launches each in its own detached actor;
+2. ranks the queued jobs that fit the cluster's free CPUs and GPUs and their
+   owner's GPU quota (server/scheduling.py: priority with aging, then fair
+   share between owners, then age), claims them in that order with
+   ``claim_job``, which is safe with several dispatchers, and launches each
+   in its own detached actor;
 3. writes down why the jobs at the head of the queue still wait.
 
 The dispatcher keeps nothing that matters in memory: the database and Ray's
@@ -22,16 +24,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.db.models import Job
+from server.db.models import Job, JobAttempt, utcnow
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
-from server.jobs.claims import Claim, claim_next
+from server.jobs.claims import Claim, claim_job
+from server.jobs.schemas import as_utc
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
+from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
 from workers import ray_actor
 from workers.attempt import AttemptOrder
@@ -41,6 +46,7 @@ log = logging.getLogger("silo.dispatcher")
 # A just-launched actor may not be visible by name for a moment.
 LAUNCH_GRACE_SECONDS = 10.0
 QUEUE_HEAD = 100  # queued jobs whose waiting reason is kept up to date
+CANDIDATES = 1000  # queued jobs the scheduler ranks per tick
 
 
 @dataclass
@@ -116,33 +122,60 @@ class Dispatcher:
 
     def _dispatch(self, report: TickReport) -> None:
         free = ray_actor.free_resources()
-        while True:
-            with self.sessions.begin() as session:
-                conditions = [Job.cpus <= free["CPU"], Job.gpus <= free["GPU"]]
-                quota_full = self._owners_at_quota(session)
-                if quota_full:
-                    conditions.append(Job.owner_id.not_in(quota_full))
-                claim = claim_next(session, *conditions)
-            if claim is None:
+        now = utcnow()
+        with self.sessions() as session:
+            candidates = self._candidates(session)
+            used = gpu_seconds(_usage(session), now, self.settings.fair_share_window_seconds)
+            running, held = _running_by_owner(session)
+        quota = self.settings.owner_gpu_quota
+        while candidates:
+            fitting = [
+                c
+                for c in candidates
+                if c.cpus <= free["CPU"]
+                and c.gpus <= free["GPU"]
+                and (quota is None or c.gpus == 0 or held[c.owner_id] + c.gpus <= quota)
+            ]
+            choice = next_job(
+                fitting,
+                used=used,
+                running=running,
+                now=now,
+                aging_seconds=self.settings.priority_aging_seconds,
+            )
+            if choice is None:
                 break
+            candidates.remove(choice)
+            with self.sessions.begin() as session:
+                claim = claim_job(session, choice.job_id)
+            if claim is None:
+                continue  # another dispatcher took it, or it was cancelled meanwhile
             self._launch(claim)
             report.launched.append(claim.job_id)
-            with self.sessions() as session:
-                job = session.get_one(Job, claim.job_id)
-                free["CPU"] -= job.cpus
-                free["GPU"] -= job.gpus
-        self._explain_waits(free)
+            free["CPU"] -= choice.cpus
+            free["GPU"] -= choice.gpus
+            running[choice.owner_id] += 1
+            held[choice.owner_id] += choice.gpus
+        self._explain_waits(free, held)
 
-    def _owners_at_quota(self, session: Session) -> list[int]:
-        quota = self.settings.owner_gpu_quota
-        if quota is None:
-            return []
-        held = session.execute(
-            select(Job.owner_id, func.sum(Job.gpus))
-            .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))
-            .group_by(Job.owner_id)
-        ).all()
-        return [owner for owner, gpus in held if gpus is not None and gpus >= quota]
+    def _candidates(self, session: Session) -> list[Candidate]:
+        """The head of the queue, and its oldest jobs (which aging may lift)."""
+        columns = (Job.id, Job.owner_id, Job.priority, Job.created_at, Job.cpus, Job.gpus)
+        queued = select(*columns).where(Job.status == JobStatus.QUEUED.value)
+        rows = {
+            row.id: row
+            for query in (
+                queued.order_by(*QUEUE_ORDER).limit(CANDIDATES),
+                queued.order_by(Job.created_at, Job.id).limit(CANDIDATES // 10),
+            )
+            for row in session.execute(query)
+        }
+        return [
+            Candidate(
+                row.id, row.owner_id, row.priority, as_utc(row.created_at), row.cpus, row.gpus
+            )
+            for row in rows.values()
+        ]
 
     def _launch(self, claim: Claim) -> None:
         with self.sessions() as session:
@@ -172,7 +205,8 @@ class Dispatcher:
             return
         log.info("job %s attempt %s launched", claim.job_id, claim.attempt)
 
-    def _explain_waits(self, free: dict[str, float]) -> None:
+    def _explain_waits(self, free: dict[str, float], held: Counter[int]) -> None:
+        quota = self.settings.owner_gpu_quota
         with self.sessions.begin() as session:
             head = session.scalars(
                 select(Job)
@@ -180,19 +214,47 @@ class Dispatcher:
                 .order_by(*QUEUE_ORDER)
                 .limit(QUEUE_HEAD)
             ).all()
-            quota_full = set(self._owners_at_quota(session))
             for job in head:
-                reason = _wait_reason(job, free, quota_full, self.settings.owner_gpu_quota)
+                over_quota = (
+                    quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
+                )
+                reason = _wait_reason(job, free, over_quota, quota)
                 if reason is not None and job.queue_reason != reason:
                     job.queue_reason = reason
 
 
+def _usage(session: Session) -> list[Usage]:
+    rows = session.execute(
+        select(Job.owner_id, Job.gpus, JobAttempt.started_at, JobAttempt.ended_at)
+        .join(JobAttempt, JobAttempt.job_id == Job.id)
+        .where(Job.gpus > 0)
+    )
+    return [
+        Usage(owner, gpus, as_utc(started), as_utc(ended) if ended else None)
+        for owner, gpus, started, ended in rows
+    ]
+
+
+def _running_by_owner(session: Session) -> tuple[Counter[int], Counter[int]]:
+    """Running jobs and GPUs held, per owner."""
+    running: Counter[int] = Counter()
+    held: Counter[int] = Counter()
+    rows = session.execute(
+        select(Job.owner_id, func.count(), func.sum(Job.gpus))
+        .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))
+        .group_by(Job.owner_id)
+    )
+    for owner, count, gpus in rows:
+        running[owner], held[owner] = count, gpus or 0.0
+    return running, held
+
+
 def _wait_reason(
-    job: Job, free: dict[str, float], quota_full: set[int], quota: float | None
+    job: Job, free: dict[str, float], over_quota: bool, quota: float | None
 ) -> str | None:
     if job.queue_reason and job.queue_reason.startswith("attempt "):
         return None  # keep saying why it came back, until it runs again
-    if job.owner_id in quota_full:
+    if over_quota:
         return f"the owner's GPU quota ({quota:g}) is in use"
     if job.gpus > free["GPU"]:
         return f"waiting for {job.gpus:g} GPU (free: {max(free['GPU'], 0):g})"

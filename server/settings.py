@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     owner_gpu_quota: float | None = Field(
         None, ge=0, description="GPUs one owner's running jobs may hold at once (no limit)"
     )
+    fair_share_window_seconds: float = Field(
+        86_400.0, gt=0, description="How far back an owner's GPU-time counts for fair share"
+    )
+    priority_aging_seconds: float = Field(
+        600.0, gt=0, description="A queued job gains one priority point per this many seconds"
+    )
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'silo.db'}"

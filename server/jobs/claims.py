@@ -54,6 +54,10 @@ def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | No
     )
     if job_id is None:
         return None
+    return _start(session, job_id)
+
+
+def _start(session: Session, job_id: int) -> Claim:
     attempt, token = start_attempt(session, job_id)
     job = session.get_one(Job, job_id)
     job.queue_reason = None
@@ -65,3 +69,20 @@ def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | No
         priority=job.priority,
         spec=dict(job.spec),
     )
+
+
+def claim_job(session: Session, job_id: int) -> Claim | None:
+    """Claim this job if it is still queued and nobody else is claiming it.
+
+    For a dispatcher that ranks the queue itself (fair share); the same locking
+    as ``claim_next``. The caller commits.
+    """
+    take_sqlite_write_lock(session)
+    queued = session.scalar(
+        select(Job.id)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED.value)
+        .with_for_update(skip_locked=True)
+    )
+    if queued is None:
+        return None
+    return _start(session, job_id)

@@ -253,3 +253,14 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dis
     while ray_actor.find(job_id, 1) is not None:
         assert time.monotonic() < deadline, "the actor outlived its kill"
         time.sleep(0.2)
+
+
+def test_a_job_asking_for_more_than_the_cluster_has_waits_and_says_why(live_server, dispatching):
+    with live_server.client() as client:
+        gpu_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"gpus": 1}}).json()
+        cpu_job = client.post("/v1/jobs", json={"spec": SPEC}).json()
+        done = wait_for(client, cpu_job["id"], finished)  # the CPU job is not held up
+        waiting = client.get(f"/v1/jobs/{gpu_job['id']}").json()
+        assert done["status"] == "succeeded"
+        assert waiting["status"] == "queued"
+        assert waiting["queue"] == {"position": 1, "reason": "waiting for 1 GPU (free: 0)"}

@@ -1,0 +1,81 @@
+"""Which queued job goes next: priority, then fair share between owners, then age.
+
+The order, for the jobs that fit the free resources:
+
+1. effective priority, high first: the job's priority plus one for every
+   ``aging_seconds`` it has waited, so a low-priority job is never starved;
+2. its owner's GPU-seconds over the last ``window_seconds`` (running jobs
+   included), least first: the owner who used the cluster least goes first;
+3. its owner's running jobs, fewest first (fair share among CPU-only jobs,
+   and between jobs launched in the same tick);
+4. age, oldest first; id breaks ties.
+
+Pure functions over plain values, so the policy is tested without a cluster;
+the dispatcher feeds it from the database and claims in its order.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True)
+class Candidate:
+    job_id: int
+    owner_id: int
+    priority: int
+    created_at: datetime
+    cpus: float
+    gpus: float
+
+
+@dataclass(frozen=True)
+class Usage:
+    """One attempt's hold on the cluster: whose, how many GPUs, from when to when."""
+
+    owner_id: int
+    gpus: float
+    started_at: datetime
+    ended_at: datetime | None  # None: still running
+
+
+def gpu_seconds(usage: Iterable[Usage], now: datetime, window_seconds: float) -> Counter[int]:
+    """GPU-seconds per owner inside the window ending ``now``."""
+    start = now - timedelta(seconds=window_seconds)
+    totals: Counter[int] = Counter()
+    for item in usage:
+        begin = max(item.started_at, start)
+        end = item.ended_at or now
+        if item.gpus > 0 and end > begin:
+            totals[item.owner_id] += item.gpus * (end - begin).total_seconds()
+    return totals
+
+
+def effective_priority(candidate: Candidate, now: datetime, aging_seconds: float) -> int:
+    waited = max(0.0, (now - candidate.created_at).total_seconds())
+    return candidate.priority + int(waited // aging_seconds)
+
+
+def next_job(
+    candidates: Iterable[Candidate],
+    *,
+    used: Counter[int],
+    running: Counter[int],
+    now: datetime,
+    aging_seconds: float,
+) -> Candidate | None:
+    """The candidate that goes first, or None when there is none."""
+
+    def key(candidate: Candidate) -> tuple:
+        return (
+            -effective_priority(candidate, now, aging_seconds),
+            used[candidate.owner_id],
+            running[candidate.owner_id],
+            candidate.created_at,
+            candidate.job_id,
+        )
+
+    return min(candidates, key=key, default=None)
