@@ -69,7 +69,7 @@ def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = [c.to_dict() for c in result.cycles]
     with (out / "cycles.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(CYCLE_COLUMNS))
+        writer = csv.DictWriter(handle, fieldnames=list(CYCLE_COLUMNS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
     (out / "cycles.json").write_text(json.dumps(rows, indent=2))

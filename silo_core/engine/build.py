@@ -14,6 +14,7 @@ from silo_core.spec import (
     JobSpec,
     LRRewindScheduleSpec,
     OptimizerSpec,
+    OracleScheduleSpec,
     SiloScheduleSpec,
     SLRScheduleSpec,
 )
@@ -63,7 +64,17 @@ def retraining_schedule(spec: JobSpec) -> Schedule:
             return schedules.clr(max_lr=s.max_lr or dense_peak, shape=shape)
         case ConstantScheduleSpec():
             return schedules.constant(max_lr=s.max_lr)
+        case OracleScheduleSpec():
+            # The Oracle's peak is chosen per cycle (oracle_trial_schedule); this
+            # placeholder only names the shape, with the grid's first value.
+            return oracle_trial_schedule(s, s.grid[0])
     raise TypeError(f"no schedule builder for {type(s).__name__}")
+
+
+def oracle_trial_schedule(oracle: OracleScheduleSpec, max_lr: float) -> Schedule:
+    """One Oracle trial: a constant peak ``max_lr`` with the Oracle's shape."""
+    shape = WarmupStepDecay(oracle.warmup_fraction, tuple(oracle.milestones), oracle.gamma)
+    return Schedule("oracle", ConstantMaxLR(max_lr), shape)
 
 
 def build_optimizer(spec: OptimizerSpec, model: nn.Module) -> torch.optim.Optimizer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -42,13 +42,17 @@ class CycleResult:
     final_val_accuracy: float
     final_test_accuracy: float
     seconds: float
+    # What a schedule adds to its row, e.g. the Oracle's grid and its accuracies.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CycleResult:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        values = {f.name: data[f.name] for f in fields(cls) if f.name != "extras"}
+        return cls(**values, extras=dict(data.get("extras") or {}))
 
 
-CYCLE_COLUMNS = tuple(f.name for f in fields(CycleResult))
+# The cycle table's columns (extras go to cycles.json and the API, not the CSV).
+CYCLE_COLUMNS = tuple(f.name for f in fields(CycleResult) if f.name != "extras")

@@ -23,6 +23,7 @@ from silo_core.data import Splits, load_dataset
 from silo_core.engine.build import (
     build_optimizer,
     dense_schedule,
+    oracle_trial_schedule,
     resolve_device,
     retraining_schedule,
 )
@@ -32,7 +33,7 @@ from silo_core.engine.training import evaluate, train_epoch
 from silo_core.models import build_model
 from silo_core.pruning import MaskSet, prunable_weights
 from silo_core.schedules import Schedule
-from silo_core.spec import JobSpec
+from silo_core.spec import JobSpec, OracleScheduleSpec
 
 CHECKPOINT_VERSION = 1
 
@@ -71,6 +72,7 @@ class _Progress:
     cycle_seconds: float = 0.0
     epochs: list[_EpochScores] = field(default_factory=list)
     results: list[CycleResult] = field(default_factory=list)
+    oracle_choice: dict[int, float] = field(default_factory=dict)  # cycle -> chosen max_lr
 
 
 def derived_seed(*parts: int) -> int:
@@ -140,7 +142,12 @@ class PruningEngine:
 
     # -- public -------------------------------------------------------------
     def schedule_for(self, cycle: int) -> Schedule:
-        return self.dense if cycle == 0 else self.retraining
+        if cycle == 0:
+            return self.dense
+        oracle = self.spec.schedule
+        if isinstance(oracle, OracleScheduleSpec) and cycle in self.progress.oracle_choice:
+            return oracle_trial_schedule(oracle, self.progress.oracle_choice[cycle])
+        return self.retraining
 
     def epochs_in(self, cycle: int) -> int:
         return (
@@ -158,6 +165,10 @@ class PruningEngine:
             cycle = p.cycle
             if p.epochs_done == 0 and cycle > 0:
                 self._start_cycle(cycle)
+                if isinstance(self.spec.schedule, OracleScheduleSpec):
+                    if not self._oracle_cycle(cycle, self.spec.schedule):
+                        return self._result(stopped=True)
+                    continue
             while p.cycle == cycle:  # _run_epoch moves p.cycle on after the last epoch
                 self._run_epoch()
                 if self.should_stop():
@@ -179,12 +190,12 @@ class PruningEngine:
         else:
             self.optimizer = build_optimizer(self.spec.optimizer, self.model)
 
-    def _run_epoch(self) -> None:
-        p = self.progress
+    def _train_epoch(
+        self, cycle: int, epoch: int, schedule: Schedule
+    ) -> tuple[EpochEvent, _EpochScores]:
+        """Train and score epoch ``epoch`` (0-based) of ``cycle``; no bookkeeping."""
         started = time.perf_counter()
-        cycle, epoch = p.cycle, p.epochs_done
         epochs = self.epochs_in(cycle)
-        schedule = self.schedule_for(cycle)
         batch_size = self.spec.training.batch_size
         steps_per_epoch = -(-self.data.train.num_examples // batch_size)
         total_steps = epochs * steps_per_epoch
@@ -203,12 +214,6 @@ class PruningEngine:
         )
         val_loss, val_acc = evaluate(self.model, self._eval_batches(self.data.val))
         _, test_acc = evaluate(self.model, self._eval_batches(self.data.test))
-        seconds = time.perf_counter() - started
-        p.epochs.append(_EpochScores(val_loss, val_acc, test_acc))
-        p.cycle_seconds += seconds
-        p.epochs_done += 1
-        if cycle == 0 and self._rewinds_to(p.epochs_done):
-            self.rewind_state = _cpu_copy(self.model.state_dict())
         event = EpochEvent(
             cycle=cycle,
             epoch=epoch + 1,
@@ -221,16 +226,75 @@ class PruningEngine:
             val_loss=val_loss,
             val_accuracy=val_acc,
             sparsity=self.masks.sparsity(),
-            seconds=seconds,
+            seconds=time.perf_counter() - started,
         )
+        return event, _EpochScores(val_loss, val_acc, test_acc)
+
+    def _run_epoch(self) -> None:
+        p = self.progress
+        cycle = p.cycle
+        event, scores = self._train_epoch(cycle, p.epochs_done, self.schedule_for(cycle))
+        p.epochs.append(scores)
+        p.cycle_seconds += event.seconds
+        p.epochs_done += 1
+        if cycle == 0 and self._rewinds_to(p.epochs_done):
+            self.rewind_state = _cpu_copy(self.model.state_dict())
         if self.reporter:
             self.reporter.on_epoch(event)
-        if p.epochs_done == epochs:
+        if p.epochs_done == self.epochs_in(cycle):
             self._finish_cycle()
         if self.store:
             self.store.save(self._checkpoint())
 
-    def _finish_cycle(self) -> None:
+    def _oracle_cycle(self, cycle: int, oracle: OracleScheduleSpec) -> bool:
+        """Retrain the pruned network once per max_lr of the grid, from the same
+        start, and keep the retraining with the best validation accuracy (ties:
+        the first in the grid). A cycle is one unit: checkpoints come before
+        and after it, so a resumed job searches the cycle again, the same way.
+        Returns False when a stop was asked for between trials."""
+        start = _cpu_copy(self.model.state_dict())
+        rng = torch.get_rng_state()
+        best: tuple[float, float, list[EpochEvent], list[_EpochScores], Any, Any] | None = None
+        grid_accuracy: list[float] = []
+        seconds = 0.0
+        for max_lr in oracle.grid:
+            self.model.load_state_dict(start)
+            torch.set_rng_state(rng)
+            self.optimizer = build_optimizer(self.spec.optimizer, self.model)
+            schedule = oracle_trial_schedule(oracle, max_lr)
+            trial = [self._train_epoch(cycle, e, schedule) for e in range(self.epochs_in(cycle))]
+            seconds += sum(event.seconds for event, _ in trial)
+            accuracy = max(scores.val_accuracy for _, scores in trial)
+            grid_accuracy.append(accuracy)
+            if best is None or accuracy > best[1]:
+                best = (
+                    max_lr,
+                    accuracy,
+                    [event for event, _ in trial],
+                    [scores for _, scores in trial],
+                    _cpu_copy(self.model.state_dict()),
+                    self.optimizer.state_dict(),
+                )
+            if self.should_stop():
+                return False
+        assert best is not None  # the grid has at least one value
+        max_lr, _, events, scores, model_state, optimizer_state = best
+        self.model.load_state_dict(model_state)
+        self.optimizer = build_optimizer(self.spec.optimizer, self.model)
+        self.optimizer.load_state_dict(optimizer_state)
+        p = self.progress
+        p.oracle_choice[cycle] = max_lr
+        p.epochs, p.epochs_done, p.cycle_seconds = scores, len(scores), seconds
+        if self.reporter:
+            for event in events:
+                self.reporter.on_epoch(event)
+        extras = {"oracle": {"grid": list(oracle.grid), "best_val_accuracy": grid_accuracy}}
+        self._finish_cycle(extras)
+        if self.store:
+            self.store.save(self._checkpoint())
+        return not self.should_stop()
+
+    def _finish_cycle(self, extras: dict[str, Any] | None = None) -> None:
         p = self.progress
         val = [e.val_accuracy for e in p.epochs]
         best = int(np.argmax(val))  # first best epoch: ties go to the earlier one
@@ -245,6 +309,7 @@ class PruningEngine:
             final_val_accuracy=val[-1],
             final_test_accuracy=p.epochs[-1].test_accuracy,
             seconds=p.cycle_seconds,
+            extras=extras or {},
         )
         p.results.append(result)
         if self.reporter:
@@ -296,6 +361,7 @@ class PruningEngine:
             "cycle_seconds": p.cycle_seconds,
             "epochs": [vars(e) for e in p.epochs],
             "results": [r.to_dict() for r in p.results],
+            "oracle_choice": dict(p.oracle_choice),
             "model": self.model.state_dict(),
             "masks": self.masks.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -325,4 +391,5 @@ class PruningEngine:
             cycle_seconds=state["cycle_seconds"],
             epochs=[_EpochScores(**e) for e in state["epochs"]],
             results=[CycleResult.from_dict(r) for r in state["results"]],
+            oracle_choice=dict(state.get("oracle_choice") or {}),
         )

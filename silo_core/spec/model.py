@@ -177,13 +177,35 @@ class ConstantScheduleSpec(_Spec):
     max_lr: PositiveLR
 
 
+# A log grid around the range SILO's presets move in (0.03 to 0.1 and beyond).
+ORACLE_DEFAULT_GRID = (0.003, 0.0065, 0.014, 0.03, 0.065, 0.14, 0.3)
+
+
+class OracleScheduleSpec(_StepDecayShape):
+    """The Oracle: every cycle is retrained once per max_lr of ``grid`` and the
+    retraining with the best validation accuracy is kept (SILO's comparison)."""
+
+    name: Literal["oracle"]
+    grid: Annotated[list[PositiveLR], Field(min_length=1, max_length=32)] = Field(
+        default_factory=lambda: list(ORACLE_DEFAULT_GRID),
+        description="The max_lr values tried in every cycle",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> OracleScheduleSpec:
+        if len(set(self.grid)) != len(self.grid):
+            raise ValueError(f"grid: values must be distinct, got {self.grid}")
+        return self
+
+
 ScheduleSpec = Annotated[
     SiloScheduleSpec
     | LRRewindScheduleSpec
     | FineTuneScheduleSpec
     | SLRScheduleSpec
     | CLRScheduleSpec
-    | ConstantScheduleSpec,
+    | ConstantScheduleSpec
+    | OracleScheduleSpec,
     Field(discriminator="name"),
 ]
 

@@ -181,3 +181,57 @@ def test_digits_job_reaches_a_sensible_accuracy_and_the_planned_sparsity():
     zeros = sum(int((result.model_state[n] == 0).sum()) for n in result.masks)
     removed = sum(int((~m).sum()) for m in result.masks.values())
     assert zeros >= removed
+
+
+def oracle_spec(grid, **overrides):
+    return small_spec(schedule={"name": "oracle", "grid": grid}, **overrides)
+
+
+def test_the_oracle_keeps_the_retraining_with_the_best_validation_accuracy():
+    recorder = Recorder()
+    result = PruningEngine(oracle_spec([1e-5, 0.05, 0.3]), reporter=recorder).run()
+    for row in result.cycles[1:]:
+        searched = row.extras["oracle"]
+        assert searched["grid"] == [1e-5, 0.05, 0.3]
+        accuracies = searched["best_val_accuracy"]
+        chosen = searched["grid"][accuracies.index(max(accuracies))]  # ties: first in grid
+        assert row.max_lr == chosen
+        assert row.best_val_accuracy == max(accuracies)
+        assert len(set(accuracies)) > 1  # the trials really retrained differently
+    # Only the chosen retraining is reported, once per epoch, with its max_lr.
+    keys = [(e.cycle, e.epoch) for e in recorder.events]
+    assert keys == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [e.max_lr for e in recorder.events if e.cycle == 1] == [result.cycles[1].max_lr] * 2
+
+
+def test_an_oracle_of_one_value_is_silo_with_that_constant_peak():
+    """Each trial starts from the same weights and random state, so a grid of
+    one value retrains exactly as SILO does with alpha 0 and that offset."""
+    oracle = PruningEngine(oracle_spec([0.07])).run()
+    silo = PruningEngine(small_spec(schedule={"name": "silo", "alpha": 0, "offset": 0.07})).run()
+
+    def strip(result) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "extras"} for row in table(result)]
+
+    assert strip(oracle) == strip(silo)
+    assert same_weights(oracle.model_state, silo.model_state)
+
+
+@pytest.mark.parametrize("stop_after", [3, 5, 7])
+def test_an_oracle_job_resumed_after_a_stop_ends_as_an_uninterrupted_one(tmp_path, stop_after):
+    spec = oracle_spec([0.01, 0.1])
+    reference = PruningEngine(spec).run()
+    store = LocalCheckpointStore(tmp_path)
+    stopped = PruningEngine(spec, store=store, should_stop=StopAfter(stop_after)).run()
+    assert stopped.stopped
+    resumed = PruningEngine(spec, store=store).run()
+    assert table(resumed) == table(reference)
+    assert same_weights(resumed.model_state, reference.model_state)
+
+
+def test_oracle_grid_values_are_checked():
+    from silo_core.spec import SpecError
+
+    for grid, needle in (([], "grid"), ([0.1, 0.1], "distinct"), ([-1.0], "grid")):
+        with pytest.raises(SpecError, match=needle):
+            oracle_spec(grid)

@@ -152,3 +152,18 @@ def test_a_failure_leaves_its_traceback_in_the_log_not_in_the_api(live_server, t
         job = client.get(f"/v1/jobs/{order.job_id}").json()
     assert "Traceback (most recent call last)" in text
     assert "Traceback" not in job["error_message"]
+
+
+def test_an_oracle_job_shows_its_grid_and_choice_in_the_cycle_table(live_server):
+    spec = {**SPEC, "schedule": {"name": "oracle", "grid": [0.01, 0.1]}}
+    order = submit_and_claim(live_server, spec)
+    assert run_attempt(order).status == "succeeded"
+    with live_server.client() as client:
+        cycles = client.get(f"/v1/jobs/{order.job_id}/cycles").json()["items"]
+    assert "oracle" not in cycles[0]["extras"]  # the dense cycle searches nothing
+    for row in cycles[1:]:
+        searched = row["extras"]["oracle"]
+        assert searched["grid"] == [0.01, 0.1]
+        accuracies = searched["best_val_accuracy"]
+        assert row["max_lr"] == searched["grid"][accuracies.index(max(accuracies))]
+        assert row["best_val_accuracy"] == max(accuracies)
