@@ -39,7 +39,8 @@ class MaskSet:
         return sum(m.numel() for m in self.masks)
 
     def alive(self) -> int:
-        return int(sum(m.sum() for m in self.masks).item())
+        # Counted in int64: a float32 sum stops counting exactly above 2**24 weights.
+        return int(sum(m.sum(dtype=torch.int64) for m in self.masks).item())
 
     def sparsity(self) -> float:
         """Fraction of prunable weights removed."""

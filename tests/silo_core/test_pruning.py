@@ -161,3 +161,15 @@ def test_bad_fraction_and_method_are_refused(model):
         masks.prune_(1.0)
     with pytest.raises(ValueError, match="allowed: global_magnitude, layerwise_magnitude, random"):
         masks.prune_(0.2, "movement")
+
+
+def test_alive_counts_exactly_beyond_float32_integers():
+    from torch import nn
+
+    from silo_core.pruning import MaskSet
+
+    layer = nn.Linear(4097, 4097, bias=False)  # 16,785,409 weights: more than 2**24
+    masks = MaskSet({"weight": layer.weight})
+    assert masks.alive() == 4097 * 4097
+    masks.masks[0].view(-1)[:3] = 0
+    assert masks.alive() == 4097 * 4097 - 3
