@@ -1,6 +1,11 @@
 """The prune-retrain engine, its records and its checkpoint store."""
 
-from silo_core.engine.checkpoint import CheckpointStore, LocalCheckpointStore
+from silo_core.engine.checkpoint import (
+    CheckpointStore,
+    DenseCache,
+    LocalCheckpointStore,
+    LocalDenseCache,
+)
 from silo_core.engine.records import CYCLE_COLUMNS, CycleResult, EpochEvent
 from silo_core.engine.runner import (
     CheckpointMismatchError,
@@ -15,9 +20,11 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointStore",
     "CycleResult",
+    "DenseCache",
     "EpochEvent",
     "JobResult",
     "LocalCheckpointStore",
+    "LocalDenseCache",
     "PruningEngine",
     "Reporter",
     "derived_seed",

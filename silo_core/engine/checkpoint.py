@@ -58,3 +58,30 @@ class LocalCheckpointStore:
 
     def save_cycle(self, cycle: int, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self.root / f"cycle_{cycle:03d}" / "model.pt")
+
+
+class DenseCache(Protocol):
+    """Finished dense trainings (cycle 0), by JobSpec.dense_identity()."""
+
+    def load(self, identity: str) -> dict[str, Any] | None: ...
+    def save(self, identity: str, state: dict[str, Any]) -> None: ...
+
+
+class LocalDenseCache:
+    """Dense trainings as ``<root>/<dense identity>.pt``, shared by the jobs that
+    differ only after cycle 0 (a study's schedules, for one seed)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, identity: str) -> Path:
+        return self.root / f"{identity}.pt"
+
+    def load(self, identity: str) -> dict[str, Any] | None:
+        path = self.path(identity)
+        if not path.exists():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def save(self, identity: str, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self.path(identity))

@@ -27,7 +27,7 @@ from silo_core.engine.build import (
     resolve_device,
     retraining_schedule,
 )
-from silo_core.engine.checkpoint import CheckpointStore
+from silo_core.engine.checkpoint import CheckpointStore, DenseCache
 from silo_core.engine.records import CycleResult, EpochEvent
 from silo_core.engine.training import evaluate, train_epoch
 from silo_core.models import build_model
@@ -100,10 +100,13 @@ class PruningEngine:
         store: CheckpointStore | None = None,
         should_stop: Callable[[], bool] | None = None,
         data: Splits | None = None,
+        dense_cache: DenseCache | None = None,
     ) -> None:
         self.spec = spec
         self.reporter = reporter
         self.store = store
+        self.dense_cache = dense_cache
+        self._dense_events: list[EpochEvent] | None = []  # None: incomplete (resumed)
         self.should_stop = should_stop or (lambda: False)
         self.device = resolve_device(spec.device)
         self.data = data or load_dataset(
@@ -156,8 +159,12 @@ class PruningEngine:
 
     def run(self) -> JobResult:
         saved = self.store.load() if self.store else None
+        shared = self._shared_dense() if saved is None else None
         if saved is not None:
             self._restore(saved)
+            self._dense_events = None
+        elif shared is not None:
+            self._adopt_dense(shared)
         elif self._rewinds_to(0):
             self.rewind_state = _cpu_copy(self.model.state_dict())
         p = self.progress
@@ -241,8 +248,39 @@ class PruningEngine:
             self.rewind_state = _cpu_copy(self.model.state_dict())
         if self.reporter:
             self.reporter.on_epoch(event)
+        if cycle == 0 and self._dense_events is not None:
+            self._dense_events.append(event)
         if p.epochs_done == self.epochs_in(cycle):
             self._finish_cycle()
+        checkpoint = self._checkpoint() if self.store or self.dense_cache else None
+        if self.store:
+            self.store.save(checkpoint)
+        if cycle == 0 and p.cycle == 1:
+            self._share_dense(checkpoint)
+
+    # -- the dense training, shared between jobs ------------------------------
+    def _shared_dense(self) -> dict[str, Any] | None:
+        return self.dense_cache.load(self.spec.dense_identity()) if self.dense_cache else None
+
+    def _share_dense(self, checkpoint: dict[str, Any] | None) -> None:
+        """Offer the finished dense training to jobs with the same dense identity."""
+        if self.dense_cache is None or checkpoint is None or self._dense_events is None:
+            return
+        identity = self.spec.dense_identity()
+        if self.dense_cache.load(identity) is None:
+            events = [event.to_dict() for event in self._dense_events]
+            self.dense_cache.save(identity, {**checkpoint, "identity": identity, "events": events})
+
+    def _adopt_dense(self, shared: dict[str, Any]) -> None:
+        """Start from another job's dense training, exactly where it stood after
+        cycle 0, and report its cycle 0 as this job's own."""
+        state = dict(shared)
+        events = [EpochEvent(**{**e, "cycles": self.cycles}) for e in state.pop("events")]
+        self._restore(state, identity=self.spec.dense_identity())
+        if self.reporter:
+            for event in events:
+                self.reporter.on_epoch(event)
+            self.reporter.on_cycle(self.progress.results[0])
         if self.store:
             self.store.save(self._checkpoint())
 
@@ -369,14 +407,15 @@ class PruningEngine:
             "rng": rng,
         }
 
-    def _restore(self, state: dict[str, Any]) -> None:
+    def _restore(self, state: dict[str, Any], identity: str | None = None) -> None:
         if state.get("version") != CHECKPOINT_VERSION:
             raise CheckpointMismatchError(
                 f"checkpoint format {state.get('version')} is not {CHECKPOINT_VERSION}"
             )
-        if state["identity"] != self.spec.identity():
+        expected = identity or self.spec.identity()
+        if state["identity"] != expected:
             raise CheckpointMismatchError(
-                f"checkpoint belongs to spec {state['identity']}, not {self.spec.identity()}"
+                f"checkpoint belongs to spec {state['identity']}, not {expected}"
             )
         self.model.load_state_dict(state["model"])
         self.masks.load_state_dict(state["masks"])

@@ -269,5 +269,29 @@ class JobSpec(_Spec):
         written (key order, defaults spelled out or left out).
         """
         payload = self.model_dump(mode="json", exclude_defaults=True)
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _hash(payload)
+
+    def dense_identity(self) -> str:
+        """Hash of what decides the dense training (cycle 0) and what it leaves behind.
+
+        Jobs that differ only in how they prune and retrain afterwards (their
+        schedule, the fraction, the number of cycles) hash the same, so one
+        dense training can serve them all.
+        """
+        payload = self.model_dump(
+            mode="json",
+            include={"model", "dataset", "optimizer", "seed", "device"},
+            exclude_defaults=True,
+        )
+        payload["dense"] = self.training.dense.model_dump(mode="json")
+        payload["dense_epochs"] = self.training.dense_epochs
+        payload["batch_size"] = self.training.batch_size
+        # A weight-rewinding job keeps a copy of the weights from inside the dense run.
+        payload["retraining"] = self.pruning.retraining
+        payload["rewind_epoch"] = self.pruning.rewind_epoch
+        return _hash(payload)
+
+
+def _hash(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -235,3 +235,55 @@ def test_oracle_grid_values_are_checked():
     for grid, needle in (([], "grid"), ([0.1, 0.1], "distinct"), ([-1.0], "grid")):
         with pytest.raises(SpecError, match=needle):
             oracle_spec(grid)
+
+
+def counting_epochs(engine: PruningEngine) -> list[int]:
+    """The cycles of the epochs ``engine`` really trains, as it trains them."""
+    trained: list[int] = []
+    train = engine._train_epoch
+
+    def counted(cycle, epoch, schedule):
+        trained.append(cycle)
+        return train(cycle, epoch, schedule)
+
+    engine._train_epoch = counted
+    return trained
+
+
+def test_jobs_differing_after_cycle_0_share_one_dense_training(tmp_path):
+    from silo_core.engine import LocalDenseCache
+
+    cache = LocalDenseCache(tmp_path / "dense")
+    silo, rewind = small_spec(), small_spec(schedule={"name": "lr_rewind"})
+    assert silo.dense_identity() == rewind.dense_identity() != silo.identity()
+
+    first = PruningEngine(silo, dense_cache=cache)
+    first_trained = counting_epochs(first)
+    first.run()
+    assert first_trained.count(0) == 2  # the dense training ran here
+    second_recorder = Recorder()
+    second = PruningEngine(rewind, dense_cache=cache, reporter=second_recorder)
+    second_trained = counting_epochs(second)
+    shared = second.run()
+    assert 0 not in second_trained  # ...and not again here
+    # The same result as if it had trained its own dense network, cycle 0 included.
+    alone = Recorder()
+    reference = PruningEngine(rewind, reporter=alone).run()
+    assert table(shared) == table(reference)
+    assert same_weights(shared.model_state, reference.model_state)
+    untimed = [{k: v for k, v in e.to_dict().items() if k != "seconds"} for e in alone.events]
+    assert [
+        {k: v for k, v in e.to_dict().items() if k != "seconds"} for e in second_recorder.events
+    ] == untimed
+    assert [c.cycle for c in second_recorder.cycles] == [0, 1, 2]
+
+
+def test_another_seed_does_not_share_the_dense_training(tmp_path):
+    from silo_core.engine import LocalDenseCache
+
+    cache = LocalDenseCache(tmp_path / "dense")
+    PruningEngine(small_spec(), dense_cache=cache).run()
+    other = PruningEngine(small_spec(seed=4), dense_cache=cache)
+    trained = counting_epochs(other)
+    other.run()
+    assert trained.count(0) == 2
