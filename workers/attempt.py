@@ -10,6 +10,8 @@ Layout under the artifact root, per job::
                                      so attempt n+1 resumes where attempt n stopped
     jobs/<job id>/attempts/<n>/      this attempt's report spool and its log (worker.log)
     jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
+    dense/<dense identity>.pt        finished dense trainings, shared by jobs that
+                                     differ only after cycle 0 (a study's schedules)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from silo_core.engine.checkpoint import LocalCheckpointStore
+from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
 from silo_core.engine.runner import PruningEngine
 from silo_core.local_run import write_outputs
 from silo_core.spec import parse_spec
@@ -129,10 +131,16 @@ def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> Attemp
 def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOutcome:
     spec = parse_spec(order.spec)
     reporter.status("running")
+    dense_cache = LocalDenseCache(Path(order.artifact_root) / "dense")
+    if dense_cache.path(spec.dense_identity()).exists():
+        log.info(
+            "the dense training %s is shared: cycle 0 is not trained again", spec.dense_identity()
+        )
     engine = PruningEngine(
         spec,
         reporter=reporter,
         store=LocalCheckpointStore(folder / "checkpoint"),
+        dense_cache=dense_cache,
         should_stop=reporter.should_stop,
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)

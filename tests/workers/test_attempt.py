@@ -167,3 +167,21 @@ def test_an_oracle_job_shows_its_grid_and_choice_in_the_cycle_table(live_server)
         accuracies = searched["best_val_accuracy"]
         assert row["max_lr"] == searched["grid"][accuracies.index(max(accuracies))]
         assert row["best_val_accuracy"] == max(accuracies)
+
+
+def test_a_second_job_with_the_same_dense_training_reuses_it(live_server):
+    first = submit_and_claim(live_server, SPEC)
+    assert run_attempt(first).status == "succeeded"
+    other = {**SPEC, "schedule": {"name": "lr_rewind"}}
+    second = submit_and_claim(live_server, other)
+    assert run_attempt(second).status == "succeeded"
+    with live_server.client() as client:
+        log = client.get(f"/v1/jobs/{second.job_id}/logs").text
+        first_log = client.get(f"/v1/jobs/{first.job_id}/logs").text
+        rows = [
+            client.get(f"/v1/jobs/{job.job_id}/cycles").json()["items"] for job in (first, second)
+        ]
+    assert "cycle 0 is not trained again" in log
+    assert "cycle 0 is not trained again" not in first_log
+    dense = [{k: v for k, v in r[0].items() if k not in ("seconds", "attempt")} for r in rows]
+    assert dense[0] == dense[1]  # one dense training, reported by both jobs
