@@ -26,8 +26,9 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Job, JobAttempt, utcnow
@@ -38,6 +39,7 @@ from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
+from silo_core.engine.checkpoint import LocalDenseCache
 from workers import ray_actor
 from workers.attempt import AttemptOrder
 
@@ -127,6 +129,7 @@ class Dispatcher:
             candidates = self._candidates(session)
             used = gpu_seconds(_usage(session), now, self.settings.fair_share_window_seconds)
             running, held = _running_by_owner(session)
+            training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
         while candidates:
             fitting = [
@@ -135,6 +138,7 @@ class Dispatcher:
                 if c.cpus <= free["CPU"]
                 and c.gpus <= free["GPU"]
                 and (quota is None or c.gpus == 0 or held[c.owner_id] + c.gpus <= quota)
+                and (c.dense_identity is None or c.dense_identity not in training_dense)
             ]
             choice = next_job(
                 fitting,
@@ -156,11 +160,42 @@ class Dispatcher:
             free["GPU"] -= choice.gpus
             running[choice.owner_id] += 1
             held[choice.owner_id] += choice.gpus
-        self._explain_waits(free, held)
+            if choice.dense_identity is not None and not self._dense_cached(choice.dense_identity):
+                training_dense[choice.dense_identity] = claim.job_id
+        self._explain_waits(free, held, training_dense)
+
+    def _dense_cached(self, identity: str) -> bool:
+        return (
+            LocalDenseCache(Path(self.settings.resolved_artifact_root()) / "dense")
+            .path(identity)
+            .exists()
+        )
+
+    def _dense_in_progress(self, session: Session) -> dict[str, int]:
+        """Dense identity -> the running job training it (not yet in the dense cache).
+
+        A queued job with that dense identity waits for it rather than train the
+        same dense network again (a study's members with one seed)."""
+        rows = session.execute(
+            select(Job.dense_identity, Job.id).where(
+                Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]),
+                Job.dense_identity.is_not(None),
+                or_(Job.progress_cycle.is_(None), Job.progress_cycle == 0),
+            )
+        ).all()
+        return {identity: job_id for identity, job_id in rows if not self._dense_cached(identity)}
 
     def _candidates(self, session: Session) -> list[Candidate]:
         """The head of the queue, and its oldest jobs (which aging may lift)."""
-        columns = (Job.id, Job.owner_id, Job.priority, Job.created_at, Job.cpus, Job.gpus)
+        columns = (
+            Job.id,
+            Job.owner_id,
+            Job.priority,
+            Job.created_at,
+            Job.cpus,
+            Job.gpus,
+            Job.dense_identity,
+        )
         queued = select(*columns).where(Job.status == JobStatus.QUEUED.value)
         rows = {
             row.id: row
@@ -205,7 +240,9 @@ class Dispatcher:
             return
         log.info("job %s attempt %s launched", claim.job_id, claim.attempt)
 
-    def _explain_waits(self, free: dict[str, float], held: Counter[int]) -> None:
+    def _explain_waits(
+        self, free: dict[str, float], held: Counter[int], training_dense: dict[str, int]
+    ) -> None:
         quota = self.settings.owner_gpu_quota
         with self.sessions.begin() as session:
             head = session.scalars(
@@ -218,7 +255,12 @@ class Dispatcher:
                 over_quota = (
                     quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
                 )
-                reason = _wait_reason(job, free, over_quota, quota)
+                producer = training_dense.get(job.dense_identity or "")
+                reason = _wait_reason(job, free, over_quota, quota) or (
+                    f"waiting for job {producer}'s dense training, which it shares"
+                    if producer is not None
+                    else None
+                )
                 if reason is not None and job.queue_reason != reason:
                     job.queue_reason = reason
 

@@ -30,6 +30,7 @@ class Candidate:
     created_at: datetime
     cpus: float
     gpus: float
+    dense_identity: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,5 +9,6 @@ def routers() -> list[APIRouter]:
     from server.api.intake import router as intake
     from server.api.jobs import router as jobs
     from server.api.logs import router as logs
+    from server.api.studies import router as studies
 
-    return [jobs, logs, intake]
+    return [jobs, logs, studies, intake]

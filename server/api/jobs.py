@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -62,21 +62,29 @@ def _load(session: Session, job_id: int, *, for_update: bool = False) -> Job:
     return job
 
 
-def _spec_problem(line: str) -> dict[str, str]:
+def spec_problem(line: str, field_of: Callable[[str], str] | None = None) -> dict[str, str]:
+    """A SpecError line as {field, message}; ``field_of`` maps a spec path to the
+    request's field (default: under ``spec.``)."""
     where, sep, message = line.partition(": ")
     if not sep:
         return {"field": "spec", "message": line}
-    field = where if where == "spec" or where.startswith("spec.") else f"spec.{where}"
+    if field_of is not None:
+        field = field_of(where)
+    else:
+        field = where if where == "spec" or where.startswith("spec.") else f"spec.{where}"
     return {"field": field, "message": message}
+
+
+def invalid_spec(details: list[dict[str, str]]) -> ApiError:
+    message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+    return ApiError(422, "invalid_spec", message, details)
 
 
 def _validate_spec(data: dict[str, Any]) -> JobSpec:
     try:
         return parse_spec(data)
     except SpecError as exc:
-        details = [_spec_problem(line) for line in exc.problems]
-        message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
-        raise ApiError(422, "invalid_spec", message, details) from None
+        raise invalid_spec([spec_problem(line) for line in exc.problems]) from None
 
 
 def _summary(job: JobView) -> JobSummary:
@@ -214,6 +222,7 @@ def submit_job(
             name=body.name,
             tags=body.tags,
             resources=body.resources.model_dump(),
+            dense_identity=spec.dense_identity(),
             idempotency_key=idempotency_key,
             body_hash=repo.request_hash(body.model_dump(mode="json")),
         )

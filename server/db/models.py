@@ -34,7 +34,11 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        list[Any]: JSON,
+    }
 
 
 class User(Base):
@@ -100,11 +104,33 @@ class Job(Base):
     cpus: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     gpus: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     memory_gb: Mapped[float | None] = mapped_column(Float)
+    # Jobs with the same dense identity can share one dense training (cycle 0).
+    dense_identity: Mapped[str | None] = mapped_column(String(64), index=True)
+    study_id: Mapped[int | None] = mapped_column(
+        ForeignKey("studies.id", ondelete="CASCADE", name="fk_jobs_study"), index=True
+    )
+    study_label: Mapped[str | None] = mapped_column(String(64))  # its schedule in the study
 
     owner: Mapped[User] = relationship()
     tags: Mapped[list[JobTag]] = relationship(
         cascade="all, delete-orphan", order_by="JobTag.tag", lazy="selectin"
     )
+
+
+class Study(Base):
+    """One base spec times a list of schedules times seeds; its members are jobs."""
+
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    base_spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    schedules: Mapped[list[Any]] = mapped_column(JSON)
+    seeds: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    owner: Mapped[User] = relationship()
 
 
 class JobTag(Base):

@@ -62,6 +62,7 @@ def submit_job(
     name: str | None,
     tags: Sequence[str],
     resources: dict[str, float | None],
+    dense_identity: str | None = None,
     idempotency_key: str | None,
     body_hash: str,
 ) -> tuple[Job, bool]:
@@ -87,6 +88,7 @@ def submit_job(
         request_hash=body_hash,
         tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
         **resources,
+        dense_identity=dense_identity,
     )
     session.add(job)
     try:

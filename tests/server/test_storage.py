@@ -189,3 +189,16 @@ def test_server_refuses_to_start_on_a_schema_behind(empty_database_url, tmp_path
     assert refused.returncode == 1
     assert "the database schema is at nothing" in refused.stderr
     assert "run `silo db upgrade`" in refused.stderr
+
+
+def test_the_models_match_the_migrations(database_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from server.db.models import Base
+
+    engine = make_engine(database_url)
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    engine.dispose()
+    assert differences == []

@@ -264,3 +264,31 @@ def test_a_job_asking_for_more_than_the_cluster_has_waits_and_says_why(live_serv
         assert done["status"] == "succeeded"
         assert waiting["status"] == "queued"
         assert waiting["queue"] == {"position": 1, "reason": "waiting for 1 GPU (free: 0)"}
+
+
+def test_a_study_runs_its_members_training_each_dense_network_once(live_server, dispatching):
+    body = {"spec": SPEC, "schedules": [{"name": "silo"}, {"name": "lr_rewind"}], "seeds": [0, 1]}
+    with live_server.client() as client:
+        study = client.post("/v1/studies", json=body).json()
+        for member in study["members"]:
+            job = wait_for(client, member["job_id"], finished)
+            assert job["status"] == "succeeded", job["error_message"]
+        study = client.get(f"/v1/studies/{study['id']}").json()
+        logs = {
+            (m["schedule"], m["seed"]): client.get(f"/v1/jobs/{m['job_id']}/logs").text
+            for m in study["members"]
+        }
+    assert study["status"] == {"succeeded": 4}
+    assert [row["cycle"] for row in study["comparison"]] == [0, 1, 2]
+    for row in study["comparison"]:
+        assert set(row["test_accuracy"]) == {"silo", "lr_rewind"}
+        assert all(cell["n"] == 2 for cell in row["test_accuracy"].values())
+    dense = study["comparison"][0]["test_accuracy"]
+    assert dense["silo"] == dense["lr_rewind"]  # the same dense networks
+    for seed in (0, 1):
+        trained = [
+            label
+            for (label, s), text in logs.items()
+            if s == seed and "cycle 0 is not trained again" not in text
+        ]
+        assert len(trained) == 1, f"seed {seed}: dense trained by {trained}"
