@@ -24,7 +24,6 @@ another Ray on the same machine).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import httpx
 import yaml
 from rich.console import Console
 from rich.table import Table
+from serve import silo_serve
 
 ROOT = Path(__file__).parents[1]
 PRESET = yaml.safe_load((ROOT / "silo_core" / "presets" / "digits-silo.yaml").read_text())
@@ -50,42 +50,9 @@ TINY = {
 console = Console(width=120)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(folder: Path) -> tuple[subprocess.Popen, httpx.Client]:
-    port = free_port()
-    env = {**os.environ, "SILO_DATA_DIR": str(folder), "SILO_RAY_NUM_CPUS": "2"}
-    log = (folder / "server.log").open("w")
-    silo = Path(sys.executable).with_name("silo")
-    process = subprocess.Popen(
-        [str(silo), "serve", "--port", str(port), "--no-access-log"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        if process.poll() is not None:
-            raise SystemExit((folder / "server.log").read_text())
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit("silo serve did not become ready")
-        time.sleep(0.2)
+def client_for(folder: Path, base: str) -> httpx.Client:
     token = (folder / "admin-token").read_text().strip()
-    return process, httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def submit(client: httpx.Client, spec: dict, cpus: float = 1.0) -> int:
@@ -140,17 +107,15 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,2,4,8")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="silo-bench-dispatch-"))
-    process, client = start_server(folder)
+    env = {"SILO_DATA_DIR": str(folder), "SILO_RAY_NUM_CPUS": "2"}
     try:
-        wait_all(client, [submit(client, TINY)])  # warm: Ray workers, imports
-        claimed, first_event = measure_latency(client, args.latency_jobs)
-        throughput = measure_throughput(
-            client, args.batch, [int(k) for k in args.concurrency.split(",")]
-        )
+        with silo_serve(folder, env) as base, client_for(folder, base) as client:
+            wait_all(client, [submit(client, TINY)])  # warm: Ray workers, imports
+            claimed, first_event = measure_latency(client, args.latency_jobs)
+            throughput = measure_throughput(
+                client, args.batch, [int(k) for k in args.concurrency.split(",")]
+            )
     finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=60)
         subprocess.run(
             [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
             capture_output=True,

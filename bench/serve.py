@@ -1,0 +1,56 @@
+"""`silo serve` in a subprocess for the benchmarks: a free port, wait until ready."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def silo_serve(folder: Path, env: dict[str, str], *, ready_seconds: float = 180) -> Iterator[str]:
+    """Run `silo serve --no-access-log` with ``env`` added; yield its base URL.
+
+    The server's output goes to ``folder/server.log``, shown if it exits early.
+    """
+    port = free_port()
+    silo = Path(sys.executable).with_name("silo")
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(silo), "serve", "--port", str(port), "--no-access-log"],
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_seconds
+            while True:
+                if process.poll() is not None:
+                    raise SystemExit(f"silo serve exited:\n{log_path.read_text()}")
+                try:
+                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"silo serve was not ready in {ready_seconds:.0f} s")
+                time.sleep(0.2)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
