@@ -131,6 +131,12 @@ def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> Attemp
 def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOutcome:
     spec = parse_spec(order.spec)
     reporter.status("running")
+    for earlier in range(1, order.attempt):
+        spool = folder / "attempts" / str(earlier)
+        if (spool / "reports.jsonl").exists():
+            taken = reporter.adopt(ReportSpool(spool))
+            if taken:
+                log.info("reporting %d undelivered reports of attempt %d", taken, earlier)
     dense_cache = LocalDenseCache(Path(order.artifact_root) / "dense")
     if dense_cache.path(spec.dense_identity()).exists():
         log.info(

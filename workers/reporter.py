@@ -191,6 +191,20 @@ class ApiReporter:
     def status(self, status: str, message: str | None = None) -> None:
         self._add("status", {"status": status, "message": message})
 
+    def adopt(self, earlier: ReportSpool) -> int:
+        """Take over an earlier attempt's undelivered progress (events and cycle
+        results, not its status or artifacts), to be reported as this attempt's.
+
+        A worker killed after spooling an epoch and writing its checkpoint, but
+        before delivering the epoch, would otherwise lose it: the next attempt
+        resumes after that checkpoint and never runs the epoch again.
+        """
+        taken = [r for r in earlier.pending() if r.kind in ("events", "cycle")]
+        for report in taken:
+            self._add(report.kind, report.body)
+        earlier.mark_delivered(len(earlier))
+        return len(taken)
+
     def should_stop(self) -> bool:
         """The engine's stop check: superseded, or a cancel was asked for."""
         self._heartbeat()

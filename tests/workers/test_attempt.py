@@ -185,3 +185,45 @@ def test_a_second_job_with_the_same_dense_training_reuses_it(live_server):
     assert "cycle 0 is not trained again" not in first_log
     dense = [{k: v for k, v in r[0].items() if k not in ("seconds", "attempt")} for r in rows]
     assert dense[0] == dense[1]  # one dense training, reported by both jobs
+
+
+def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_server):
+    """Attempt 1 trains three epochs with the API out of reach (its reports stay in
+    its spool), checkpoints, and dies. Attempt 2 resumes after the checkpoint, so
+    it never runs those epochs again: it must report attempt 1's spool for it."""
+    from silo_core.engine import LocalCheckpointStore, PruningEngine
+    from silo_core.spec import parse_spec
+    from workers.attempt import job_folder
+
+    first = submit_and_claim(live_server, SPEC)
+    folder = job_folder(first.artifact_root, first.job_id)
+    unreachable = IntakeClient("http://127.0.0.1:9", first.job_id, 1, first.token, timeout=0.2)
+    spool = ReportSpool(folder / "attempts" / "1")
+    dead = ApiReporter(unreachable, spool, first_backoff=10)
+    stops = iter([False, False, True])
+    PruningEngine(
+        parse_spec(SPEC),
+        reporter=dead,
+        store=LocalCheckpointStore(folder / "checkpoint"),
+        should_stop=lambda: next(stops),
+    ).run()
+    dead.close(timeout=0)
+    assert spool.delivered == 0 and len(spool) == 4  # 3 epochs and cycle 0's result
+
+    engine = make_engine(live_server.database_url)
+    from server.jobs.attempts import settle_lost_attempt
+    from server.jobs.claims import claim_job
+
+    with make_session_factory(engine).begin() as session:
+        settle_lost_attempt(session, first.job_id, 1, max_attempts=3, reason="killed")
+    with make_session_factory(engine).begin() as session:
+        claim = claim_job(session, first.job_id)
+    engine.dispose()
+    second = AttemptOrder(**{**first.__dict__, "attempt": claim.attempt, "token": claim.token})
+    assert run_attempt(second).status == "succeeded"
+    with live_server.client() as client:
+        events = client.get(f"/v1/jobs/{first.job_id}/events", params={"limit": 100}).json()
+        cycles = client.get(f"/v1/jobs/{first.job_id}/cycles").json()["items"]
+    epochs = [(e["cycle"], e["epoch"]) for e in events["items"]]
+    assert sorted(epochs) == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [row["cycle"] for row in cycles] == [0, 1, 2]
