@@ -12,6 +12,9 @@ default with SQLite) in a temporary data folder and warms it with one job.
   job's ``started_at - created_at`` as the server recorded them, from the
   POST until the dispatcher has claimed the job and asked Ray for its actor
   (the actor's own start-up follows, shown as "first event").
+* Cancel: jobs of two epoch lengths (digits MLP, resnet20 on synthetic
+  images) are cancelled after their third epoch; the time from the POST to
+  the status ``cancelled``, also in epochs of that job.
 * Throughput: for each level k of ``--concurrency``, ``--batch`` copies of the
   digits SILO preset are submitted at once, each asking for 2/k CPUs of the
   2-CPU head, so k run side by side; the table gives the wall time until all
@@ -100,11 +103,46 @@ def measure_throughput(client: httpx.Client, batch: int, levels: list[int]) -> l
     return rows
 
 
+CANCEL_SPECS = {
+    "digits mlp": {**PRESET, "device": "cpu"},
+    "synthetic resnet20": {
+        **PRESET,
+        "model": {"name": "resnet20"},
+        "dataset": {"name": "synthetic", "options": {"num_train": 1024, "num_test": 256}},
+        "device": "cpu",
+    },
+}
+
+
+def measure_cancel(client: httpx.Client, runs: int) -> list[tuple[str, float, float]]:
+    """Per spec: median seconds from POST cancel to `cancelled`, and the median epoch."""
+    rows = []
+    for label, spec in CANCEL_SPECS.items():
+        latencies, epochs = [], []
+        for _ in range(runs):
+            job_id = submit(client, spec)
+            deadline = time.monotonic() + 300
+            while (client.get(f"/v1/jobs/{job_id}").json()["progress"]["epoch"] or 0) < 3:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"{label}: job {job_id} made no progress")
+                time.sleep(0.05)
+            asked = time.perf_counter()
+            client.post(f"/v1/jobs/{job_id}/cancel").raise_for_status()
+            while client.get(f"/v1/jobs/{job_id}").json()["status"] != "cancelled":
+                time.sleep(0.01)
+            latencies.append(time.perf_counter() - asked)
+            events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()
+            epochs.extend(event["seconds"] for event in events["items"])
+        rows.append((label, statistics.median(latencies), statistics.median(epochs)))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency-jobs", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--concurrency", default="1,2,4,8")
+    parser.add_argument("--cancel-runs", type=int, default=5)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="silo-bench-dispatch-"))
     env = {"SILO_DATA_DIR": str(folder), "SILO_RAY_NUM_CPUS": "2"}
@@ -115,6 +153,7 @@ def main() -> None:
             throughput = measure_throughput(
                 client, args.batch, [int(k) for k in args.concurrency.split(",")]
             )
+            cancels = measure_cancel(client, args.cancel_runs)
     finally:
         subprocess.run(
             [str(Path(sys.executable).with_name("ray")), "stop", "--force"],
@@ -147,6 +186,12 @@ def main() -> None:
             f"{args.batch * 60 / wall:.1f}",
             f"{base / wall:.2f}x",
         )
+    console.print(table)
+    table = Table(title=f"Cancel latency, median of {args.cancel_runs} jobs each")
+    for column in ("job", "POST cancel -> cancelled s", "epoch s", "in epochs"):
+        table.add_column(column, justify="left" if column == "job" else "right")
+    for label, latency, epoch in cancels:
+        table.add_row(label, f"{latency:.2f}", f"{epoch:.2f}", f"{latency / epoch:.2f}")
     console.print(table)
 
 
