@@ -26,7 +26,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,9 +39,8 @@ from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
-from silo_core.engine.checkpoint import LocalDenseCache
 from workers import ray_actor
-from workers.attempt import AttemptOrder
+from workers.attempt import AttemptOrder, dense_cache
 
 log = logging.getLogger("silo.dispatcher")
 
@@ -127,7 +126,8 @@ class Dispatcher:
         now = utcnow()
         with self.sessions() as session:
             candidates = self._candidates(session)
-            used = gpu_seconds(_usage(session), now, self.settings.fair_share_window_seconds)
+            window = self.settings.fair_share_window_seconds
+            used = gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
             running, held = _running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
@@ -165,11 +165,7 @@ class Dispatcher:
         self._explain_waits(free, held, training_dense)
 
     def _dense_cached(self, identity: str) -> bool:
-        return (
-            LocalDenseCache(Path(self.settings.resolved_artifact_root()) / "dense")
-            .path(identity)
-            .exists()
-        )
+        return dense_cache(self.settings.resolved_artifact_root()).path(identity).exists()
 
     def _dense_in_progress(self, session: Session) -> dict[str, int]:
         """Dense identity -> the running job training it (not yet in the dense cache).
@@ -213,9 +209,6 @@ class Dispatcher:
         ]
 
     def _launch(self, claim: Claim) -> None:
-        with self.sessions() as session:
-            job = session.get_one(Job, claim.job_id)
-            cpus, gpus, memory_gb = job.cpus, job.gpus, job.memory_gb
         order = AttemptOrder(
             job_id=claim.job_id,
             attempt=claim.attempt,
@@ -226,7 +219,7 @@ class Dispatcher:
         )
         self._launched_at[(claim.job_id, claim.attempt)] = time.monotonic()
         try:
-            ray_actor.launch(order, cpus=cpus, gpus=gpus, memory_gb=memory_gb)
+            ray_actor.launch(order, cpus=claim.cpus, gpus=claim.gpus, memory_gb=claim.memory_gb)
         except Exception as exc:
             log.exception("could not launch job %s", claim.job_id)
             with self.sessions.begin() as session:
@@ -265,11 +258,12 @@ class Dispatcher:
                     job.queue_reason = reason
 
 
-def _usage(session: Session) -> list[Usage]:
+def _usage(session: Session, since: datetime) -> list[Usage]:
+    """GPU attempts still running or ended after ``since`` (older ones cannot count)."""
     rows = session.execute(
         select(Job.owner_id, Job.gpus, JobAttempt.started_at, JobAttempt.ended_at)
         .join(JobAttempt, JobAttempt.job_id == Job.id)
-        .where(Job.gpus > 0)
+        .where(Job.gpus > 0, or_(JobAttempt.ended_at.is_(None), JobAttempt.ended_at > since))
     )
     return [
         Usage(owner, gpus, as_utc(started), as_utc(ended) if ended else None)

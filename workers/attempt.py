@@ -57,6 +57,11 @@ def job_folder(artifact_root: str | Path, job_id: int) -> Path:
     return Path(artifact_root) / "jobs" / str(job_id)
 
 
+def dense_cache(artifact_root: str | Path) -> LocalDenseCache:
+    """The dense trainings shared by every job under this artifact root."""
+    return LocalDenseCache(Path(artifact_root) / "dense")
+
+
 def attempt_log(artifact_root: str | Path, job_id: int, attempt: int) -> Path:
     """Where an attempt's log lines go (the API serves them at /v1/jobs/{id}/logs)."""
     return job_folder(artifact_root, job_id) / "attempts" / str(attempt) / "worker.log"
@@ -117,7 +122,9 @@ def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> Attemp
     try:
         outcome = _run(order, folder, reporter)
     except Exception as exc:  # the job failed; the worker reports it and lives on
-        log.error("job %s attempt %s failed:\n%s", order.job_id, order.attempt, _trace())
+        log.error(
+            "job %s attempt %s failed:\n%s", order.job_id, order.attempt, traceback.format_exc()
+        )
         message = f"{type(exc).__name__}: {exc}"
         reporter.status("failed", message)
         outcome = AttemptOutcome("failed", message)
@@ -137,8 +144,8 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
             taken = reporter.adopt(ReportSpool(spool))
             if taken:
                 log.info("reporting %d undelivered reports of attempt %d", taken, earlier)
-    dense_cache = LocalDenseCache(Path(order.artifact_root) / "dense")
-    if dense_cache.path(spec.dense_identity()).exists():
+    shared = dense_cache(order.artifact_root)
+    if shared.path(spec.dense_identity()).exists():
         log.info(
             "the dense training %s is shared: cycle 0 is not trained again", spec.dense_identity()
         )
@@ -146,7 +153,7 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
         spec,
         reporter=reporter,
         store=LocalCheckpointStore(folder / "checkpoint"),
-        dense_cache=dense_cache,
+        dense_cache=shared,
         should_stop=reporter.should_stop,
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
@@ -162,7 +169,3 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
         reporter.artifact(path.name, path.stat().st_size, sha256_of(path), str(path.resolve()))
     reporter.status("succeeded")
     return AttemptOutcome("succeeded")
-
-
-def _trace() -> str:
-    return traceback.format_exc()

@@ -129,4 +129,3 @@ def stop_local_head(state_dir: Path) -> None:
     """Stop the Ray processes this machine started (``ray stop``) and forget the address."""
     subprocess.run([_ray_executable(), "stop", "--force"], capture_output=True, check=False)
     (state_dir / "address").unlink(missing_ok=True)
-    os.environ.pop("RAY_ADDRESS", None)

@@ -35,6 +35,9 @@ class Claim:
     owner_id: int
     priority: int
     spec: dict[str, Any]
+    cpus: float
+    gpus: float
+    memory_gb: float | None
 
 
 def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | None:
@@ -68,6 +71,9 @@ def _start(session: Session, job_id: int) -> Claim:
         owner_id=job.owner_id,
         priority=job.priority,
         spec=dict(job.spec),
+        cpus=job.cpus,
+        gpus=job.gpus,
+        memory_gb=job.memory_gb,
     )
 
 
