@@ -88,19 +88,7 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
 
 
 def _summary(job: JobView) -> JobSummary:
-    return JobSummary(
-        id=job.id,
-        name=job.name,
-        owner=job.owner,
-        status=job.status,
-        priority=job.priority,
-        tags=job.tags,
-        spec_hash=job.spec_hash,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        attempt=job.attempt,
-    )
+    return JobSummary.model_validate(job, from_attributes=True)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter
@@ -83,6 +84,13 @@ class StudyOut(BaseModel):
     comparison: list[ComparisonRowOut]
 
 
+def _request_field(schedule_index: int, where: str) -> str:
+    """Where in a study request a member spec's field came from."""
+    if where == "schedule" or where.startswith("schedule."):
+        return f"schedules[{schedule_index}]" + where.removeprefix("schedule")
+    return f"spec.{where}"
+
+
 def _members(data: StudySubmit) -> list[studies.Member]:
     """Every member spec, validated; all problems at once, named by request field."""
     labels = studies.labels(data.schedules)
@@ -92,12 +100,7 @@ def _members(data: StudySubmit) -> list[studies.Member]:
             try:
                 spec = parse_spec(studies.member_spec(data.spec, schedule, seed))
             except SpecError as exc:
-
-                def field_of(where: str, index: int = index) -> str:
-                    if where == "schedule" or where.startswith("schedule."):
-                        return f"schedules[{index}]" + where.removeprefix("schedule")
-                    return f"spec.{where}"
-
+                field_of = partial(_request_field, index)
                 for line in exc.problems:
                     problem = spec_problem(line, field_of)
                     if problem not in problems:

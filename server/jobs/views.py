@@ -73,8 +73,9 @@ class JobView:
     ahead: int | None = None  # queued jobs before this one; None unless queued
 
 
-def jobs_ahead(job: Any = Job) -> ColumnElement[int]:
-    """Correlated count of the queued jobs ahead of ``job`` in QUEUE_ORDER."""
+def jobs_ahead() -> ColumnElement[int]:
+    """Correlated count of the queued jobs ahead of the outer query's job in QUEUE_ORDER."""
+    job = Job
     other = aliased(Job)
     return (
         select(func.count())
