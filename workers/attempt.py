@@ -9,6 +9,7 @@ Layout under the artifact root, per job::
     jobs/<job id>/checkpoint/        the engine's checkpoints, shared by all attempts,
                                      so attempt n+1 resumes where attempt n stopped
     jobs/<job id>/attempts/<n>/      this attempt's report spool and its log (worker.log)
+    jobs/<job id>/oracle/            an Oracle cycle's Tune trials, while it is searched
     jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
     dense/<dense identity>.pt        finished dense trainings, shared by jobs that
                                      differ only after cycle 0 (a study's schedules)
@@ -19,14 +20,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
+from silo_core.engine.oracle import OracleSearch
 from silo_core.engine.runner import PruningEngine
 from silo_core.local_run import write_outputs
-from silo_core.spec import parse_spec
+from silo_core.spec import JobSpec, parse_spec
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 log = logging.getLogger("silo.workers.attempt")
@@ -80,6 +83,8 @@ class _AttemptLog:
 
     def __enter__(self) -> None:
         self.root.addHandler(self.handler)
+        # One line per HTTP request would bury the job's own lines.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         if self.root.level > logging.INFO:
             self.previous_level = self.root.level
             self.root.setLevel(logging.INFO)
@@ -99,11 +104,20 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def run_attempt(order: AttemptOrder, *, reporter: ApiReporter | None = None) -> AttemptOutcome:
-    """Run the attempt to its end and report it; never raises for a failing job."""
+def run_attempt(
+    order: AttemptOrder,
+    *,
+    reporter: ApiReporter | None = None,
+    oracle_search: Callable[[JobSpec, Path], OracleSearch | None] | None = None,
+) -> AttemptOutcome:
+    """Run the attempt to its end and report it; never raises for a failing job.
+
+    ``oracle_search`` picks where an Oracle job's trials run, given the spec and
+    a folder for them (the Ray actor passes Tune's); by default the engine runs
+    them itself."""
     with _AttemptLog(attempt_log(order.artifact_root, order.job_id, order.attempt)):
         log.info("job %s attempt %s starts", order.job_id, order.attempt)
-        outcome = _run_and_report(order, reporter)
+        outcome = _run_and_report(order, reporter, oracle_search)
         log.info(
             "job %s attempt %s ends: %s%s",
             order.job_id,
@@ -114,13 +128,17 @@ def run_attempt(order: AttemptOrder, *, reporter: ApiReporter | None = None) -> 
     return outcome
 
 
-def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> AttemptOutcome:
+def _run_and_report(
+    order: AttemptOrder,
+    reporter: ApiReporter | None,
+    oracle_search: Callable[[JobSpec, Path], OracleSearch | None] | None,
+) -> AttemptOutcome:
     folder = job_folder(order.artifact_root, order.job_id)
     if reporter is None:
         client = IntakeClient(order.api_url, order.job_id, order.attempt, order.token)
         reporter = ApiReporter(client, ReportSpool(folder / "attempts" / str(order.attempt)))
     try:
-        outcome = _run(order, folder, reporter)
+        outcome = _run(order, folder, reporter, oracle_search)
     except Exception as exc:  # the job failed; the worker reports it and lives on
         log.error(
             "job %s attempt %s failed:\n%s", order.job_id, order.attempt, traceback.format_exc()
@@ -135,7 +153,12 @@ def _run_and_report(order: AttemptOrder, reporter: ApiReporter | None) -> Attemp
     return AttemptOutcome(outcome.status, outcome.message, pending)
 
 
-def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOutcome:
+def _run(
+    order: AttemptOrder,
+    folder: Path,
+    reporter: ApiReporter,
+    oracle_search: Callable[[JobSpec, Path], OracleSearch | None] | None,
+) -> AttemptOutcome:
     spec = parse_spec(order.spec)
     reporter.status("running")
     for earlier in range(1, order.attempt):
@@ -155,6 +178,7 @@ def _run(order: AttemptOrder, folder: Path, reporter: ApiReporter) -> AttemptOut
         store=LocalCheckpointStore(folder / "checkpoint"),
         dense_cache=shared,
         should_stop=reporter.should_stop,
+        oracle_search=oracle_search(spec, folder / "oracle") if oracle_search else None,
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
     result = engine.run()

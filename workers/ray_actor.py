@@ -26,7 +26,9 @@ def actor_name(job_id: int, attempt: int) -> str:
 @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
 class AttemptActor:
     def run(self, order: dict) -> None:
-        run_attempt(AttemptOrder(**order))
+        from workers.oracle_tune import search_on_tune  # Tune loads only where jobs run
+
+        run_attempt(AttemptOrder(**order), oracle_search=search_on_tune)
         ray.actor.exit_actor()
 
     def pid(self) -> int:

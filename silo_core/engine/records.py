@@ -28,6 +28,16 @@ class EpochEvent:
 
 
 @dataclass(frozen=True)
+class EpochScores:
+    """What the engine keeps per epoch besides the event: the accuracies it
+    picks the cycle's best epoch with (the test accuracy is only read)."""
+
+    val_loss: float
+    val_accuracy: float
+    test_accuracy: float
+
+
+@dataclass(frozen=True)
 class CycleResult:
     """One row of the cycle table. Test accuracy is read at the epoch chosen on
     validation accuracy and at the cycle's end; it never picks anything."""

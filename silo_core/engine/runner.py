@@ -28,7 +28,14 @@ from silo_core.engine.build import (
     retraining_schedule,
 )
 from silo_core.engine.checkpoint import CheckpointStore, DenseCache
-from silo_core.engine.records import CycleResult, EpochEvent
+from silo_core.engine.oracle import (
+    OracleSearch,
+    SearchResult,
+    TrialOutcome,
+    TrialStart,
+    search_in_process,
+)
+from silo_core.engine.records import CycleResult, EpochEvent, EpochScores
 from silo_core.engine.training import evaluate, train_epoch
 from silo_core.models import build_model
 from silo_core.pruning import MaskSet, prunable_weights
@@ -57,20 +64,13 @@ class JobResult:
 
 
 @dataclass
-class _EpochScores:
-    val_loss: float
-    val_accuracy: float
-    test_accuracy: float
-
-
-@dataclass
 class _Progress:
     """Everything about where the job is that a checkpoint must restore."""
 
     cycle: int = 0
     epochs_done: int = 0
     cycle_seconds: float = 0.0
-    epochs: list[_EpochScores] = field(default_factory=list)
+    epochs: list[EpochScores] = field(default_factory=list)
     results: list[CycleResult] = field(default_factory=list)
     oracle_choice: dict[int, float] = field(default_factory=dict)  # cycle -> chosen max_lr
 
@@ -101,8 +101,10 @@ class PruningEngine:
         should_stop: Callable[[], bool] | None = None,
         data: Splits | None = None,
         dense_cache: DenseCache | None = None,
+        oracle_search: OracleSearch | None = None,
     ) -> None:
         self.spec = spec
+        self.oracle_search = oracle_search or search_in_process(self)
         self.reporter = reporter
         self.store = store
         self.dense_cache = dense_cache
@@ -199,7 +201,7 @@ class PruningEngine:
 
     def _train_epoch(
         self, cycle: int, epoch: int, schedule: Schedule
-    ) -> tuple[EpochEvent, _EpochScores]:
+    ) -> tuple[EpochEvent, EpochScores]:
         """Train and score epoch ``epoch`` (0-based) of ``cycle``; no bookkeeping."""
         started = time.perf_counter()
         epochs = self.epochs_in(cycle)
@@ -235,7 +237,7 @@ class PruningEngine:
             sparsity=self.masks.sparsity(),
             seconds=time.perf_counter() - started,
         )
-        return event, _EpochScores(val_loss, val_acc, test_acc)
+        return event, EpochScores(val_loss, val_acc, test_acc)
 
     def _run_epoch(self) -> None:
         p = self.progress
@@ -285,52 +287,70 @@ class PruningEngine:
             self.store.save(self._checkpoint())
 
     def _oracle_cycle(self, cycle: int, oracle: OracleScheduleSpec) -> bool:
-        """Retrain the pruned network once per max_lr of the grid, from the same
-        start, and keep the retraining with the best validation accuracy (ties:
-        the first in the grid). A cycle is one unit: checkpoints come before
-        and after it, so a resumed job searches the cycle again, the same way.
-        Returns False when a stop was asked for between trials."""
-        start = _cpu_copy(self.model.state_dict())
-        rng = torch.get_rng_state()
-        best: tuple[float, float, list[EpochEvent], list[_EpochScores], Any, Any] | None = None
-        grid_accuracy: list[float] = []
-        seconds = 0.0
-        for max_lr in oracle.grid:
-            self.model.load_state_dict(start)
-            torch.set_rng_state(rng)
-            self.optimizer = build_optimizer(self.spec.optimizer, self.model)
-            schedule = oracle_trial_schedule(oracle, max_lr)
-            trial = [self._train_epoch(cycle, e, schedule) for e in range(self.epochs_in(cycle))]
-            seconds += sum(event.seconds for event, _ in trial)
-            accuracy = max(scores.val_accuracy for _, scores in trial)
-            grid_accuracy.append(accuracy)
-            if best is None or accuracy > best[1]:
-                best = (
-                    max_lr,
-                    accuracy,
-                    [event for event, _ in trial],
-                    [scores for _, scores in trial],
-                    _cpu_copy(self.model.state_dict()),
-                    self.optimizer.state_dict(),
-                )
-            if self.should_stop():
-                return False
-        assert best is not None  # the grid has at least one value
-        max_lr, _, events, scores, model_state, optimizer_state = best
-        self.model.load_state_dict(model_state)
-        self.optimizer = build_optimizer(self.spec.optimizer, self.model)
-        self.optimizer.load_state_dict(optimizer_state)
+        """Search the cycle's max_lr (see silo_core.engine.oracle) and go on from
+        the best trial. A cycle is one unit: checkpoints come before and after
+        it, so a resumed job searches the cycle again, the same way. Returns
+        False when a stop was asked for during the search."""
+        start = TrialStart(
+            spec=self.spec,
+            cycle=cycle,
+            model=_cpu_copy(self.model.state_dict()),
+            masks=self.masks.state_dict(),
+            rng=torch.get_rng_state(),
+        )
+        began = time.perf_counter()
+        searched = self.oracle_search(start, oracle.grid, self.should_stop)
+        if searched is None:
+            return False
+        self._adopt_trial(searched.best)
         p = self.progress
-        p.oracle_choice[cycle] = max_lr
-        p.epochs, p.epochs_done, p.cycle_seconds = scores, len(scores), seconds
+        p.oracle_choice[cycle] = searched.best.max_lr
+        p.cycle_seconds = time.perf_counter() - began
         if self.reporter:
-            for event in events:
+            for event in searched.best.events:
                 self.reporter.on_epoch(event)
-        extras = {"oracle": {"grid": list(oracle.grid), "best_val_accuracy": grid_accuracy}}
-        self._finish_cycle(extras)
+        self._finish_cycle(_oracle_extras(oracle, searched))
         if self.store:
             self.store.save(self._checkpoint())
         return not self.should_stop()
+
+    def train_trial(
+        self,
+        start: TrialStart,
+        max_lr: float,
+        on_epoch: Callable[[EpochEvent, EpochScores], None] | None = None,
+    ) -> TrialOutcome:
+        """Retrain cycle ``start.cycle`` from ``start`` with a constant peak
+        ``max_lr``: one Oracle trial. Leaves the engine at the trial's end."""
+        self.model.load_state_dict(start.model)
+        self.masks.load_state_dict(start.masks)
+        torch.set_rng_state(start.rng)
+        self.optimizer = build_optimizer(self.spec.optimizer, self.model)
+        schedule = oracle_trial_schedule(self._oracle_spec(), max_lr)
+        epochs = []
+        for epoch in range(self.epochs_in(start.cycle)):
+            epochs.append(self._train_epoch(start.cycle, epoch, schedule))
+            if on_epoch:
+                on_epoch(*epochs[-1])
+        return TrialOutcome(
+            max_lr=max_lr,
+            events=[event for event, _ in epochs],
+            scores=[scores for _, scores in epochs],
+            model=_cpu_copy(self.model.state_dict()),
+            optimizer=self.optimizer.state_dict(),
+        )
+
+    def _adopt_trial(self, trial: TrialOutcome) -> None:
+        self.model.load_state_dict(trial.model)
+        self.optimizer = build_optimizer(self.spec.optimizer, self.model)
+        self.optimizer.load_state_dict(trial.optimizer)
+        p = self.progress
+        p.epochs, p.epochs_done = list(trial.scores), len(trial.scores)
+
+    def _oracle_spec(self) -> OracleScheduleSpec:
+        oracle = self.spec.schedule
+        assert isinstance(oracle, OracleScheduleSpec), "only an Oracle job has trials"
+        return oracle
 
     def _finish_cycle(self, extras: dict[str, Any] | None = None) -> None:
         p = self.progress
@@ -428,7 +448,11 @@ class PruningEngine:
             cycle=state["cycle"],
             epochs_done=state["epochs_done"],
             cycle_seconds=state["cycle_seconds"],
-            epochs=[_EpochScores(**e) for e in state["epochs"]],
+            epochs=[EpochScores(**e) for e in state["epochs"]],
             results=[CycleResult.from_dict(r) for r in state["results"]],
             oracle_choice=dict(state.get("oracle_choice") or {}),
         )
+
+
+def _oracle_extras(oracle: OracleScheduleSpec, searched: SearchResult) -> dict[str, Any]:
+    return {"oracle": {"grid": list(oracle.grid), "best_val_accuracy": searched.val_accuracy}}

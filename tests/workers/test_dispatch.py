@@ -20,7 +20,6 @@ from server.dispatch import Dispatcher
 from silo_core.engine.runner import PruningEngine
 from silo_core.spec import parse_spec
 from workers import ray_actor
-from workers.ray_cluster import connect, stop_local_head
 
 SPEC = {
     "model": {"name": "mlp"},
@@ -31,16 +30,6 @@ SPEC = {
     "seed": 5,
     "device": "cpu",
 }
-
-
-@pytest.fixture(scope="session")
-def local_ray(tmp_path_factory) -> Iterator[str]:
-    """One local Ray head for the test session, on free ports."""
-    state = tmp_path_factory.mktemp("ray")
-    address = connect(None, state, num_cpus=2)
-    yield address
-    ray.shutdown()
-    stop_local_head(state)  # `ray stop`: this machine runs no other Ray during tests
 
 
 @pytest.fixture
@@ -292,3 +281,56 @@ def test_a_study_runs_its_members_training_each_dense_network_once(live_server, 
             if s == seed and "cycle 0 is not trained again" not in text
         ]
         assert len(trained) == 1, f"seed {seed}: dense trained by {trained}"
+
+
+def trial_processes() -> list[int]:
+    """Tune trial workers alive on this machine (Ray titles them ray::ImplicitFunc)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as handle:
+                    if b"ImplicitFunc" in handle.read():
+                        found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+# The search does not touch the database: one backend (a team's) is enough.
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(
+    live_server, dispatching
+):
+    """The job holds both CPUs of the cluster; its trials need none of their own,
+    so they run, two at a time. Killed mid-search, the job's trials die with it,
+    and the retry searches the cycle again and ends as an uninterrupted run."""
+    grid = [0.01, 0.05, 0.2]
+    spec = {**SPEC, "schedule": {"name": "oracle", "grid": grid}}
+    with live_server.client() as client:
+        body = {"spec": spec, "resources": {"cpus": 2}}
+        job_id = client.post("/v1/jobs", json=body).json()["id"]
+        deadline = time.monotonic() + 120
+        while "oracle cycle 1:" not in client.get(f"/v1/jobs/{job_id}/logs").text:
+            assert time.monotonic() < deadline, "the search never started"
+            time.sleep(0.2)
+        actor = ray_actor.find(job_id, 1)
+        assert actor is not None
+        os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
+        job = wait_for(client, job_id, finished)
+        assert job["status"] == "succeeded", job["error_message"]
+        assert job["attempt"] == 2
+        cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
+        log = client.get(f"/v1/jobs/{job_id}/logs", params={"attempt": 2}).text
+    reference = PruningEngine(parse_spec(spec)).run().cycles
+    keys = ("cycle", "sparsity", "max_lr", "best_val_accuracy", "final_test_accuracy", "extras")
+    assert [{k: row[k] for k in keys} for row in cycles] == [
+        {k: getattr(result, k) for k in keys} for result in reference
+    ]
+    for row in cycles[1:]:
+        assert row["extras"]["oracle"]["grid"] == grid
+    assert log.count("3 trials, 2 at a time, 1 threads each") == 2, log
+    deadline = time.monotonic() + 30
+    while trial_processes():  # the dead attempt's trials went with their owner
+        assert time.monotonic() < deadline, f"trial workers left: {trial_processes()}"
+        time.sleep(0.5)

@@ -1,0 +1,93 @@
+"""The Oracle's per-cycle search, separated from where its trials run.
+
+An Oracle cycle retrains the freshly pruned network once per max_lr of the
+grid, every trial from the same start (weights, masks, random state), and
+keeps the trial with the best validation accuracy. The engine hands the start
+to an ``OracleSearch``: ``search_in_process`` runs the trials one after the
+other in the engine's own process; ``workers.oracle_tune`` runs them as
+parallel Ray Tune trials. Both call ``PruningEngine.train_trial``, so a trial
+trains the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+
+from silo_core.engine.records import EpochEvent, EpochScores
+
+if TYPE_CHECKING:
+    from silo_core.engine.runner import PruningEngine
+    from silo_core.spec import JobSpec
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """Where every trial of one Oracle cycle starts: the pruned network (CPU
+    tensors) and the random state, right after pruning."""
+
+    spec: JobSpec
+    cycle: int
+    model: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    rng: torch.Tensor
+
+
+@dataclass
+class TrialOutcome:
+    """One trial's retraining: its epochs and the weights it ended with."""
+
+    max_lr: float
+    events: list[EpochEvent]
+    scores: list[EpochScores]
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+
+    @property
+    def val_accuracy(self) -> float:
+        """What the Oracle ranks trials by: the best validation accuracy of any epoch."""
+        return max(s.val_accuracy for s in self.scores)
+
+
+@dataclass
+class SearchResult:
+    best: TrialOutcome
+    val_accuracy: list[float]  # per grid value, in grid order
+
+
+class OracleSearch(Protocol):
+    """Runs one cycle's trials; returns None when a stop was asked for first."""
+
+    def __call__(
+        self, start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+    ) -> SearchResult | None: ...
+
+
+def best_index(val_accuracy: Sequence[float]) -> int:
+    """The Oracle's choice: the highest validation accuracy; ties go to the
+    first in the grid, so the choice never depends on the order trials end."""
+    return max(range(len(val_accuracy)), key=lambda i: (val_accuracy[i], -i))
+
+
+def search_in_process(engine: PruningEngine) -> OracleSearch:
+    """Trials one after the other, in the engine's process, on its device."""
+
+    def search(
+        start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+    ) -> SearchResult | None:
+        best: TrialOutcome | None = None
+        accuracies: list[float] = []
+        for max_lr in grid:
+            trial = engine.train_trial(start, max_lr)
+            accuracies.append(trial.val_accuracy)
+            if best_index(accuracies) == len(accuracies) - 1:
+                best = trial  # only the leader's weights are kept in memory
+            if should_stop():
+                return None
+        assert best is not None  # the grid has at least one value
+        return SearchResult(best, accuracies)
+
+    return search
