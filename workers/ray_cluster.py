@@ -4,8 +4,10 @@ The embedded default starts a local Ray head as its own process (``ray start
 --head``), not inside the server: a restarted server joins the same head, so
 jobs running in detached actors go on while the server is away. The head's
 address is kept in ``<state folder>/address``; a later start joins it if it
-still answers. Every port is chosen free (never 6379, which Redis may hold),
-and no dashboard is started.
+still answers, and its Ray Client address (``ray://``) in
+``<state folder>/client-address``. Every port is chosen free (never 6379,
+which Redis may hold, nor Ray Client's default 10001), and no dashboard is
+started.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _answers(address: str, timeout: float = 10.0) -> bool:
 def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
     """Start a Ray head on free ports in its own session; return its address."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, client_port = free_port(), free_port()
     command = [
         _ray_executable(),
         "start",
@@ -64,6 +66,7 @@ def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
         "--include-dashboard=false",
         "--disable-usage-stats",
         f"--dashboard-agent-listen-port={free_port()}",
+        f"--ray-client-server-port={client_port}",
     ]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
@@ -90,7 +93,15 @@ def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
         )
     address = f"127.0.0.1:{port}"
     (state_dir / "address").write_text(address)
+    (state_dir / "client-address").write_text(f"ray://127.0.0.1:{client_port}")
     return address
+
+
+def client_address(state_dir: Path) -> str | None:
+    """The local head's Ray Client address (``ray://...``), for drivers on other
+    machines or in other environments, e.g. ``SILO_RAY_ADDRESS`` of a dispatcher."""
+    recorded = state_dir / "client-address"
+    return recorded.read_text().strip() if recorded.exists() else None
 
 
 def local_head_address(state_dir: Path, *, num_cpus: int | None = None) -> str:
@@ -129,3 +140,4 @@ def stop_local_head(state_dir: Path) -> None:
     """Stop the Ray processes this machine started (``ray stop``) and forget the address."""
     subprocess.run([_ray_executable(), "stop", "--force"], capture_output=True, check=False)
     (state_dir / "address").unlink(missing_ok=True)
+    (state_dir / "client-address").unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
@@ -11,10 +12,15 @@ from workers.ray_cluster import connect, stop_local_head
 
 
 @pytest.fixture(scope="session")
-def local_ray(tmp_path_factory) -> Iterator[str]:
+def local_ray_state(tmp_path_factory) -> Path:
+    """Where the session's Ray head records its addresses."""
+    return tmp_path_factory.mktemp("ray")
+
+
+@pytest.fixture(scope="session")
+def local_ray(local_ray_state: Path) -> Iterator[str]:
     """One local Ray head for the test session, on free ports."""
-    state = tmp_path_factory.mktemp("ray")
-    address = connect(None, state, num_cpus=2)
+    address = connect(None, local_ray_state, num_cpus=2)
     yield address
     ray.shutdown()
-    stop_local_head(state)  # `ray stop`: this machine runs no other Ray during tests
+    stop_local_head(local_ray_state)  # `ray stop`: this machine runs no other Ray during tests

@@ -7,9 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import ray
@@ -20,6 +22,7 @@ from server.dispatch import Dispatcher
 from silo_core.engine.runner import PruningEngine
 from silo_core.spec import parse_spec
 from workers import ray_actor
+from workers.ray_cluster import client_address
 
 SPEC = {
     "model": {"name": "mlp"},
@@ -334,3 +337,39 @@ def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(
     while trial_processes():  # the dead attempt's trials went with their owner
         assert time.monotonic() < deadline, f"trial workers left: {trial_processes()}"
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
+def test_a_dispatcher_joining_by_a_ray_client_address_runs_jobs(
+    live_server, local_ray, local_ray_state
+):
+    """`silo dispatcher` with SILO_RAY_ADDRESS=ray://...: a driver joining a
+    cluster it does not run, as a team's dispatcher joins its Ray head."""
+    address = client_address(local_ray_state)
+    assert address is not None and address.startswith("ray://")
+    settings = live_server.app.state.settings
+    env = {
+        **os.environ,
+        "SILO_DATABASE_URL": live_server.database_url,
+        "SILO_DATA_DIR": str(settings.data_dir),
+        "SILO_API_URL": live_server.base_url,
+        "SILO_RAY_ADDRESS": address,
+        "SILO_DISPATCH_INTERVAL_SECONDS": "0.2",
+    }
+    silo = Path(sys.executable).with_name("silo")
+    dispatcher = subprocess.Popen(
+        [str(silo), "dispatcher"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with live_server.client() as client:
+            job_id = client.post("/v1/jobs", json={"spec": SPEC}).json()["id"]
+            job = wait_for(client, job_id, finished)
+    finally:
+        dispatcher.terminate()
+        output = dispatcher.communicate(timeout=30)[0]
+    assert job["status"] == "succeeded", (job["error_message"], output)
+    assert f"dispatching jobs to Ray at {address}" in output
