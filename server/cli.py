@@ -7,9 +7,10 @@ import threading
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
-from server.settings import Settings, get_settings
+from server.settings import Settings, get_settings, settings_problems
 from silo_core.cli import app
 
 err = Console(stderr=True, soft_wrap=True)
@@ -21,12 +22,22 @@ app.add_typer(token_app, name="token")
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+def _settings() -> Settings:
+    """The SILO_* settings, or exit 2 naming each variable that is wrong."""
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        for problem in settings_problems(exc):
+            err.print(f"error: {problem}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration to SILO_DATABASE_URL."""
     from server.db.migrate import head_revision, upgrade
 
-    url = get_settings().resolved_database_url()
+    url = _settings().resolved_database_url()
     upgrade(url)
     typer.echo(f"database at revision {head_revision()}")
 
@@ -37,7 +48,7 @@ def db_current() -> None:
     from server.db.migrate import current_revision, head_revision
     from server.db.session import make_engine
 
-    engine = make_engine(get_settings().resolved_database_url())
+    engine = make_engine(_settings().resolved_database_url())
     current, head = current_revision(engine), head_revision()
     typer.echo(f"{current or 'empty'} (head {head}{', current' if current == head else ''})")
     if current != head:
@@ -61,7 +72,7 @@ def token_create(
             highlight=False,
         )
         raise typer.Exit(2)
-    engine = make_engine(get_settings().resolved_database_url())
+    engine = make_engine(_settings().resolved_database_url())
     try:
         check_schema(engine)
     except SchemaBehindError as exc:
@@ -108,7 +119,7 @@ def serve(
     from server.app import create_app, prepare_database
     from server.db.migrate import SchemaBehindError
 
-    settings = get_settings()
+    settings = _settings()
     try:
         prepare_database(settings)
     except SchemaBehindError as exc:
@@ -134,7 +145,7 @@ def dispatcher() -> None:
     from server.db.migrate import SchemaBehindError, check_schema
     from server.db.session import make_engine
 
-    settings = get_settings()
+    settings = _settings()
     if not settings.api_url:
         err.print(
             "error: SILO_API_URL: set it to the API's address (workers report there), "

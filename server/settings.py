@@ -6,10 +6,11 @@ artifact root, limits. The embedded default keeps all state in one data folder.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,6 +70,19 @@ class Settings(BaseSettings):
         600.0, gt=0, description="A queued job gains one priority point per this many seconds"
     )
 
+    @field_validator("artifact_root")
+    @classmethod
+    def _a_shared_path(cls, value: str | None) -> str | None:
+        # Checkpoints are renamed into place, report spools fsynced and logs
+        # followed: that takes a file system. Object storage works mounted
+        # (mountpoint-s3, gcsfuse, s3fs), not by URL.
+        if value is not None and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"must be a path every node sees (a shared or mounted file system), "
+                f"not a URL: {value}"
+            )
+        return value
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'silo.db'}"
 
@@ -82,3 +96,14 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problems(error: ValidationError) -> list[str]:
+    """One line per wrong setting, named as it is set: ``SILO_MAX_ATTEMPTS: ...``."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    problems = []
+    for item in error.errors():
+        name = prefix + "_".join(str(part) for part in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append(f"{name}: {message} (got {item.get('input')!r})")
+    return problems

@@ -191,6 +191,25 @@ def test_server_refuses_to_start_on_a_schema_behind(empty_database_url, tmp_path
     assert "run `silo db upgrade`" in refused.stderr
 
 
+@pytest.mark.parametrize(
+    ("command", "variable", "value", "says"),
+    [
+        ("serve", "SILO_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
+        ("serve", "SILO_ARTIFACT_ROOT", "s3://bucket/silo", "not a URL"),
+        ("dispatcher", "SILO_DISPATCH_INTERVAL_SECONDS", "soon", "valid number"),
+    ],
+)
+def test_a_wrong_setting_is_named_without_a_traceback(tmp_path, command, variable, value, says):
+    import os
+
+    env = {**os.environ, "SILO_DATA_DIR": str(tmp_path), variable: value}
+    refused = silo(command, env=env)
+    assert refused.returncode == 2
+    assert f"error: {variable}: " in refused.stderr
+    assert says in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_the_models_match_the_migrations(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
