@@ -34,11 +34,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.db.models import Job, JobAttempt, utcnow
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import Claim, claim_job
-from server.jobs.schemas import as_utc
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
+from silo_client.models import as_utc
 from workers import ray_actor
 from workers.attempt import AttemptOrder, dense_cache
 

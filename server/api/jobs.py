@@ -20,7 +20,9 @@ from server.api.errors import ApiError
 from server.db.models import Job, JobEvent, utcnow
 from server.jobs import repository as repo
 from server.jobs import views
-from server.jobs.schemas import (
+from server.jobs.states import IllegalTransitionError, JobStatus
+from server.jobs.views import JobView
+from silo_client.models import (
     ArtifactList,
     ArtifactOut,
     CycleList,
@@ -36,8 +38,6 @@ from server.jobs.schemas import (
     Resources,
     as_utc,
 )
-from server.jobs.states import IllegalTransitionError, JobStatus
-from server.jobs.views import JobView
 from silo_core.spec import JobSpec, SpecError, parse_spec
 
 router = APIRouter(prefix="/v1", tags=["jobs"])

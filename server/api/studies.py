@@ -4,84 +4,27 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from typing import Any
+from typing import Annotated
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi import APIRouter, Query
 
 from server.api.deps import SessionDep, UserDep
 from server.api.errors import ApiError
 from server.api.jobs import invalid_spec, spec_problem
 from server.db.models import Study
 from server.jobs import studies
-from server.jobs.schemas import MAX_TAGS, Resources, Tag, Timestamp
+from silo_client.models import (
+    CellOut,
+    ComparisonRowOut,
+    MemberOut,
+    StudyOut,
+    StudyPage,
+    StudySubmit,
+    StudySummary,
+)
 from silo_core.spec import SpecError, parse_spec
 
 router = APIRouter(prefix="/v1", tags=["studies"])
-
-MAX_SCHEDULES = 12
-MAX_SEEDS = 20
-
-
-class StudySubmit(BaseModel):
-    """A study: ``spec`` with its schedule replaced by each of ``schedules``, and its
-    seed by each of ``seeds``; every combination is one member job."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    spec: dict[str, Any] = Field(description="The base JobSpec (its schedule and seed are set)")
-    schedules: list[dict[str, Any]] = Field(
-        default_factory=lambda: [dict(s) for s in studies.DEFAULT_SCHEDULES],
-        min_length=1,
-        max_length=MAX_SCHEDULES,
-        description="Schedule specs, as in a JobSpec's `schedule`",
-    )
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
-    name: str | None = Field(None, max_length=200)
-    priority: int = Field(0, ge=-100, le=100)
-    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
-    resources: Resources = Field(default_factory=Resources)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
-        repeated = [seed for seed, count in Counter(seeds).items() if count > 1]
-        if repeated:
-            raise ValueError(f"seeds must be distinct; repeated: {repeated}")
-        return seeds
-
-
-class MemberOut(BaseModel):
-    job_id: int
-    schedule: str
-    seed: int
-    status: str
-
-
-class CellOut(BaseModel):
-    mean: float
-    std: float | None = Field(description="Sample standard deviation over seeds; null for one")
-    n: int = Field(description="Seeds that finished this cycle")
-
-
-class ComparisonRowOut(BaseModel):
-    cycle: int
-    sparsity: float
-    test_accuracy: dict[str, CellOut] = Field(
-        description="Per schedule: test accuracy at the best validation epoch"
-    )
-
-
-class StudyOut(BaseModel):
-    id: int
-    name: str | None
-    owner: str
-    created_at: Timestamp
-    schedules: list[str]
-    seeds: list[int]
-    status: dict[str, int] = Field(description="Member jobs per status")
-    members: list[MemberOut]
-    comparison: list[ComparisonRowOut]
 
 
 def _request_field(schedule_index: int, where: str) -> str:
@@ -165,6 +108,33 @@ def submit_study(body: StudySubmit, session: SessionDep, user: UserDep) -> Study
     )
     session.commit()
     return _out(session, study)
+
+
+@router.get("/studies", response_model=StudyPage)
+def list_studies(
+    session: SessionDep,
+    user: UserDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
+) -> StudyPage:
+    """Studies newest first, with their members per status; follow ``next_cursor``."""
+    found, counts = studies.list_studies(
+        session, limit=limit, before_id=int(cursor) if cursor else None
+    )
+    items = [
+        StudySummary(
+            id=study.id,
+            name=study.name,
+            owner=study.owner.name,
+            created_at=study.created_at,
+            schedules=studies.labels(study.schedules),
+            seeds=list(study.seeds),
+            status=counts[study.id],
+        )
+        for study in found
+    ]
+    more = len(found) == limit
+    return StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut)

@@ -14,21 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from server.db.models import CycleResultRow, Job, JobTag, Study
 from server.jobs.states import JobStatus
 from silo_core.spec import JobSpec
-
-DEFAULT_SCHEDULES: tuple[dict[str, Any], ...] = (
-    {"name": "silo"},
-    {"name": "lr_rewind"},
-    {"name": "slr"},
-    {"name": "clr"},
-    {"name": "fine_tune"},
-    {"name": "oracle"},
-)
 
 
 def labels(schedules: Sequence[dict[str, Any]]) -> list[str]:
@@ -142,3 +133,23 @@ def comparison(session: Session, study_id: int, order: Sequence[str]) -> list[Co
                 cells[label] = Cell(statistics.fmean(values), spread, len(values))
         table.append(ComparisonRow(cycle, statistics.fmean(sparsity[cycle]), cells))
     return table
+
+
+def list_studies(
+    session: Session, *, limit: int, before_id: int | None
+) -> tuple[list[Study], dict[int, dict[str, int]]]:
+    """Studies newest first (ids below ``before_id``), with their members per status."""
+    query = select(Study).order_by(Study.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(Study.id < before_id)
+    found = list(session.scalars(query))
+    counts: dict[int, dict[str, int]] = {study.id: {} for study in found}
+    if found:
+        rows = session.execute(
+            select(Job.study_id, Job.status, func.count())
+            .where(Job.study_id.in_(counts))
+            .group_by(Job.study_id, Job.status)
+        )
+        for study_id, status, count in rows:
+            counts[study_id][status] = count
+    return found, counts

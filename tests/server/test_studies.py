@@ -106,3 +106,23 @@ def test_the_comparison_gives_mean_and_spread_over_seeds(live_server):
     assert silo["mean"] == statistics.fmean([0.90, 0.94]) and silo["n"] == 2
     assert silo["std"] == statistics.stdev([0.90, 0.94])
     assert row["test_accuracy"]["lr_rewind"] == {"mean": 0.80, "std": None, "n": 1}
+
+
+def test_studies_are_listed_newest_first_with_their_members_per_status(live_server):
+    body = {"spec": BASE, "schedules": [{"name": "silo"}, {"name": "lr_rewind"}], "seeds": [0]}
+    with live_server.client() as client:
+        ids = [client.post("/v1/studies", json=body).json()["id"] for _ in range(3)]
+        client.post(
+            f"/v1/jobs/{client.get(f'/v1/studies/{ids[0]}').json()['members'][0]['job_id']}/cancel"
+        )
+        first = client.get("/v1/studies", params={"limit": 2}).json()
+        rest = client.get("/v1/studies", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+        bad = client.get("/v1/studies", params={"cursor": "x"})
+    assert [s["id"] for s in first["items"]] == [ids[2], ids[1]]
+    assert [s["id"] for s in rest["items"]] == [ids[0]]
+    assert rest["next_cursor"] is None
+    assert first["items"][0]["schedules"] == ["silo", "lr_rewind"]
+    assert first["items"][0]["status"] == {"queued": 2}
+    assert rest["items"][0]["status"] == {"queued": 1, "cancelled": 1}
+    assert bad.status_code == 422
+    assert "cursor" in bad.text

@@ -1,11 +1,24 @@
-"""Request and response bodies of the jobs API (they are what /docs shows)."""
+"""The API's request and response bodies, shared by the server and its clients.
+
+The server validates and answers with these models (they are what /docs
+shows); ``silo_client`` parses answers into them. Pydantic only: no server
+import, so a notebook can install the client without the service.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 MAX_TAGS = 20
@@ -145,3 +158,93 @@ class ArtifactOut(BaseModel):
 
 class ArtifactList(BaseModel):
     items: list[ArtifactOut]
+
+
+# --- studies -----------------------------------------------------------------
+
+DEFAULT_STUDY_SCHEDULES: tuple[dict[str, Any], ...] = (
+    {"name": "silo"},
+    {"name": "lr_rewind"},
+    {"name": "slr"},
+    {"name": "clr"},
+    {"name": "fine_tune"},
+    {"name": "oracle"},
+)
+MAX_SCHEDULES = 12
+MAX_SEEDS = 20
+
+
+class StudySubmit(BaseModel):
+    """A study: ``spec`` with its schedule replaced by each of ``schedules``, and its
+    seed by each of ``seeds``; every combination is one member job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(description="The base JobSpec (its schedule and seed are set)")
+    schedules: list[dict[str, Any]] = Field(
+        default_factory=lambda: [dict(s) for s in DEFAULT_STUDY_SCHEDULES],
+        min_length=1,
+        max_length=MAX_SCHEDULES,
+        description="Schedule specs, as in a JobSpec's `schedule`",
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
+    name: str | None = Field(None, max_length=200)
+    priority: int = Field(0, ge=-100, le=100)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    resources: Resources = Field(default_factory=Resources)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = [seed for seed, count in Counter(seeds).items() if count > 1]
+        if repeated:
+            raise ValueError(f"seeds must be distinct; repeated: {repeated}")
+        return seeds
+
+
+class MemberOut(BaseModel):
+    job_id: int
+    schedule: str
+    seed: int
+    status: str
+
+
+class CellOut(BaseModel):
+    mean: float
+    std: float | None = Field(description="Sample standard deviation over seeds; null for one")
+    n: int = Field(description="Seeds that finished this cycle")
+
+
+class ComparisonRowOut(BaseModel):
+    cycle: int
+    sparsity: float
+    test_accuracy: dict[str, CellOut] = Field(
+        description="Per schedule: test accuracy at the best validation epoch"
+    )
+
+
+class StudySummary(BaseModel):
+    id: int
+    name: str | None
+    owner: str
+    created_at: Timestamp
+    schedules: list[str]
+    seeds: list[int]
+    status: dict[str, int] = Field(description="Member jobs per status")
+
+
+class StudyPage(BaseModel):
+    items: list[StudySummary]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page")
+
+
+class StudyOut(BaseModel):
+    id: int
+    name: str | None
+    owner: str
+    created_at: Timestamp
+    schedules: list[str]
+    seeds: list[int]
+    status: dict[str, int] = Field(description="Member jobs per status")
+    members: list[MemberOut]
+    comparison: list[ComparisonRowOut]

@@ -1,0 +1,1 @@
+"""A Python client for the SILO pruning service (httpx; no server imports)."""
