@@ -3,7 +3,7 @@ parallel Ray Tune trials inside the same CPUs.
 
 Run as::
 
-    python bench/oracle_search.py [--cpus 2] [--epochs 40] [--cycles 2]
+    python bench/oracle_search.py [--cpus 2] [--epochs 40] [--cycles 2] [--repeats 1]
         [--grid 0.003,0.01,0.03,0.1] [--model mlp] [--dataset digits]
 
 Both runs prune and retrain the same spec on the CPU. ``in process`` is the
@@ -11,8 +11,9 @@ engine's own search with ``--cpus`` torch threads; ``Ray Tune`` is
 ``workers.oracle_tune.TuneOracleSearch`` on a local Ray head of ``--cpus``
 CPUs, ``min(grid, cpus)`` trials at a time with ``cpus // concurrent``
 threads each, as an attempt with that many CPUs runs it. Each Oracle cycle's
-search is timed (wall clock), and the table gives the ratio per cycle. The
-two runs must choose the same max_lr in every cycle, or the benchmark fails.
+search is timed (wall clock); the two runs take turns ``--repeats`` times and
+the table gives each cycle's median and the ratio. The two runs must choose
+the same max_lr in every cycle, or the benchmark fails.
 
 It starts its own Ray head and stops it with ``ray stop``: run it where no
 other Ray runs.
@@ -21,6 +22,8 @@ other Ray runs.
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -73,10 +76,14 @@ def main() -> None:
     parser.add_argument("--cpus", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=40, help="retraining epochs per cycle")
     parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1, help="turns of each run")
     parser.add_argument("--grid", default="0.003,0.01,0.03,0.1")
     parser.add_argument("--model", default="mlp")
     parser.add_argument("--dataset", default="digits")
     args = parser.parse_args()
+    # Tune's newer console output prints a banner per search whatever the
+    # verbosity; the older one honours verbose=0 and keeps the table readable.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     grid = [float(value) for value in args.grid.split(",")]
     spec = parse_spec(
         {
@@ -94,8 +101,8 @@ def main() -> None:
         }
     )
     console = Console()
-    local: list[float] = []
-    tuned: list[float] = []
+    local: list[list[float]] = []
+    tuned: list[list[float]] = []
     with tempfile.TemporaryDirectory() as folder:
         state = Path(folder) / "ray"
         connect(None, state, num_cpus=args.cpus)
@@ -106,22 +113,26 @@ def main() -> None:
                 f"per cycle, {args.cycles} cycles, {args.cpus} CPUs; Tune runs "
                 f"{slots.concurrent} at a time with {slots.threads} threads each"
             )
-            reference = run_in_process(spec, args.cpus, local)
-            searched = run_on_tune(spec, args.cpus, Path(folder) / "oracle", tuned)
+            for _ in range(args.repeats):  # turns, so that noise falls on both
+                local.append([])
+                reference = run_in_process(spec, args.cpus, local[-1])
+                tuned.append([])
+                searched = run_on_tune(spec, args.cpus, Path(folder) / "oracle", tuned[-1])
         finally:
             ray.shutdown()
             stop_local_head(state)
     chosen = [row.max_lr for row in reference.cycles[1:]]
     if chosen != [row.max_lr for row in searched.cycles[1:]]:
         raise SystemExit("the two searches chose differently: a bug, not a timing")
-    table = Table(title="Oracle search wall time per cycle (seconds)")
+    local_s = [statistics.median(turns) for turns in zip(*local, strict=True)]
+    tuned_s = [statistics.median(turns) for turns in zip(*tuned, strict=True)]
+    table = Table(title=f"Oracle search wall time per cycle, median of {args.repeats} (seconds)")
     for column in ("cycle", "chosen max_lr", "in process", "Ray Tune", "Tune vs in process"):
         table.add_column(column, justify="right")
-    for cycle, (max_lr, a, b) in enumerate(zip(chosen, local, tuned, strict=True), start=1):
+    for cycle, (max_lr, a, b) in enumerate(zip(chosen, local_s, tuned_s, strict=True), start=1):
         table.add_row(str(cycle), f"{max_lr:g}", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x")
-    table.add_row(
-        "all", "", f"{sum(local):.1f}", f"{sum(tuned):.1f}", f"{sum(local) / sum(tuned):.2f}x"
-    )
+    a, b = sum(local_s), sum(tuned_s)
+    table.add_row("all", "", f"{a:.1f}", f"{b:.1f}", f"{a / b:.2f}x")
     console.print(table)
 
 
