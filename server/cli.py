@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from server.settings import Settings, get_settings, settings_problems
+from silo_client.cli import register_client_commands
 from silo_core.cli import app
 
 err = Console(stderr=True, soft_wrap=True)
@@ -18,6 +19,7 @@ db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+register_client_commands(app)
 
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

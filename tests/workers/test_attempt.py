@@ -8,39 +8,11 @@ import time
 
 import pytest
 import torch
+from tiny_jobs import SPEC, claim_order
 
 from server.db.session import make_engine, make_session_factory
-from server.jobs.claims import claim_next
 from workers.attempt import AttemptOrder, run_attempt
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
-
-SPEC = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "pruning": {"method": "global_magnitude", "fraction": 0.5, "cycles": 2},
-    "schedule": {"name": "silo", "preset": "resnet20"},
-    "training": {"epochs_per_cycle": 2, "batch_size": 128, "dense": {"epochs": 2, "max_lr": 0.1}},
-    "seed": 3,
-    "device": "cpu",
-}
-
-
-def submit_and_claim(live_server, spec: dict) -> AttemptOrder:
-    with live_server.client() as client:
-        response = client.post("/v1/jobs", json={"spec": spec})
-        assert response.status_code == 201, response.text
-    engine = make_engine(live_server.database_url)
-    with make_session_factory(engine).begin() as session:
-        claim = claim_next(session)
-    engine.dispose()
-    return AttemptOrder(
-        job_id=claim.job_id,
-        attempt=claim.attempt,
-        token=claim.token,
-        spec=claim.spec,
-        api_url=live_server.base_url,
-        artifact_root=live_server.app.state.settings.resolved_artifact_root(),
-    )
 
 
 def quick_reporter(order: AttemptOrder, tmp_path) -> ApiReporter:
@@ -50,7 +22,7 @@ def quick_reporter(order: AttemptOrder, tmp_path) -> ApiReporter:
 
 
 def test_an_attempt_runs_the_job_and_its_results_come_back_through_the_api(live_server):
-    order = submit_and_claim(live_server, SPEC)
+    order = claim_order(live_server, SPEC)
     outcome = run_attempt(order)
     assert (outcome.status, outcome.undelivered) == ("succeeded", 0)
     with live_server.client() as client:
@@ -82,7 +54,7 @@ def test_an_attempt_runs_the_job_and_its_results_come_back_through_the_api(live_
 
 def test_cancel_stops_a_running_attempt_at_an_epoch_boundary(live_server, tmp_path):
     long = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 200}}
-    order = submit_and_claim(live_server, long)
+    order = claim_order(live_server, long)
     reporter = quick_reporter(order, tmp_path)
     outcome: list = []
     thread = threading.Thread(target=lambda: outcome.append(run_attempt(order, reporter=reporter)))
@@ -104,7 +76,7 @@ def test_cancel_stops_a_running_attempt_at_an_epoch_boundary(live_server, tmp_pa
 
 
 def test_a_failing_job_is_reported_failed_with_its_error(live_server, tmp_path):
-    order = submit_and_claim(live_server, SPEC)
+    order = claim_order(live_server, SPEC)
     broken = AttemptOrder(**{**order.__dict__, "spec": {**SPEC, "dataset": {"name": "cifar10"}}})
     outcome = run_attempt(broken, reporter=quick_reporter(order, tmp_path))
     assert outcome.status == "failed"
@@ -116,7 +88,7 @@ def test_a_failing_job_is_reported_failed_with_its_error(live_server, tmp_path):
 
 
 def test_the_log_of_each_attempt_is_served_and_can_be_followed(live_server, tmp_path):
-    order = submit_and_claim(live_server, SPEC)
+    order = claim_order(live_server, SPEC)
     lines: list[str] = []
     with live_server.client() as client:
 
@@ -144,7 +116,7 @@ def test_the_log_of_each_attempt_is_served_and_can_be_followed(live_server, tmp_
 
 
 def test_a_failure_leaves_its_traceback_in_the_log_not_in_the_api(live_server, tmp_path):
-    order = submit_and_claim(live_server, SPEC)
+    order = claim_order(live_server, SPEC)
     broken = AttemptOrder(**{**order.__dict__, "spec": {**SPEC, "dataset": {"name": "cifar10"}}})
     assert run_attempt(broken, reporter=quick_reporter(order, tmp_path)).status == "failed"
     with live_server.client() as client:
@@ -156,7 +128,7 @@ def test_a_failure_leaves_its_traceback_in_the_log_not_in_the_api(live_server, t
 
 def test_an_oracle_job_shows_its_grid_and_choice_in_the_cycle_table(live_server):
     spec = {**SPEC, "schedule": {"name": "oracle", "grid": [0.01, 0.1]}}
-    order = submit_and_claim(live_server, spec)
+    order = claim_order(live_server, spec)
     assert run_attempt(order).status == "succeeded"
     with live_server.client() as client:
         cycles = client.get(f"/v1/jobs/{order.job_id}/cycles").json()["items"]
@@ -170,10 +142,10 @@ def test_an_oracle_job_shows_its_grid_and_choice_in_the_cycle_table(live_server)
 
 
 def test_a_second_job_with_the_same_dense_training_reuses_it(live_server):
-    first = submit_and_claim(live_server, SPEC)
+    first = claim_order(live_server, SPEC)
     assert run_attempt(first).status == "succeeded"
     other = {**SPEC, "schedule": {"name": "lr_rewind"}}
-    second = submit_and_claim(live_server, other)
+    second = claim_order(live_server, other)
     assert run_attempt(second).status == "succeeded"
     with live_server.client() as client:
         log = client.get(f"/v1/jobs/{second.job_id}/logs").text
@@ -195,7 +167,7 @@ def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_se
     from silo_core.spec import parse_spec
     from workers.attempt import job_folder
 
-    first = submit_and_claim(live_server, SPEC)
+    first = claim_order(live_server, SPEC)
     folder = job_folder(first.artifact_root, first.job_id)
     unreachable = IntakeClient("http://127.0.0.1:9", first.job_id, 1, first.token, timeout=0.2)
     spool = ReportSpool(folder / "attempts" / "1")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import ray
 import torch
+from tiny_jobs import SPEC as TINY_SPEC
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
@@ -24,15 +25,7 @@ from silo_core.spec import parse_spec
 from workers import ray_actor
 from workers.ray_cluster import client_address
 
-SPEC = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "pruning": {"method": "global_magnitude", "fraction": 0.5, "cycles": 2},
-    "schedule": {"name": "silo", "preset": "resnet20"},
-    "training": {"epochs_per_cycle": 2, "batch_size": 128, "dense": {"epochs": 2, "max_lr": 0.1}},
-    "seed": 5,
-    "device": "cpu",
-}
+SPEC = {**TINY_SPEC, "seed": 5}
 
 
 @pytest.fixture

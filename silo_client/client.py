@@ -1,0 +1,366 @@
+"""``SiloClient``: the service's API from Python (notebooks, scripts, the ``silo`` CLI).
+
+Only httpx, pydantic and silo_client.models: a notebook installs the client
+without the server, the workers or PyTorch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from silo_client.errors import (
+    ChecksumMismatchError,
+    SiloApiError,
+    SiloConnectionError,
+    SiloError,
+)
+from silo_client.models import (
+    ArtifactList,
+    ArtifactOut,
+    CycleList,
+    CycleOut,
+    EventOut,
+    EventPage,
+    JobOut,
+    JobPage,
+    JobSummary,
+    Resources,
+    StudyOut,
+    StudyPage,
+    StudySummary,
+)
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+DOWNLOAD_CHUNK = 1 << 20
+
+M = TypeVar("M", bound=BaseModel)
+Item = TypeVar("Item", bound=BaseModel)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header; None for an HTTP date or garbage (backoff then)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _as_dict(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
+    """A spec or resources given as a pydantic model (a JobSpec) or a plain mapping."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    return dict(value)
+
+
+class SiloClient:
+    """A user's connection to the API, with its bearer token.
+
+    503 answers (the server's database is away) and refused connections are
+    retried ``retries`` times, waiting Retry-After (at most ``max_wait``
+    seconds) or an exponential backoff; other errors raise at once.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        timeout: float | httpx.Timeout = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_wait: float = 30.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
+        self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_config(
+        cls, server: str | None = None, token: str | None = None, **kwargs: Any
+    ) -> SiloClient:
+        """A client for the configured server (flags > SILO_* env > config file > local)."""
+        from silo_client.config import resolve
+
+        config = resolve(server=server, token=token)
+        return cls(config.server, config.token, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> SiloClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------
+
+    def _delay(self, attempt: int, response: httpx.Response | None) -> float:
+        hinted = _retry_after(response.headers.get("Retry-After")) if response else None
+        delay = hinted if hinted is not None else self.backoff * 2**attempt
+        return min(delay, self.max_wait)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        stream: bool = False,
+        timeout: httpx.Timeout | None = None,
+    ) -> httpx.Response:
+        """Send with retries; the response is a success (an error raises SiloApiError)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        request = self._http.build_request(
+            method, path, params=query, json=json, headers=headers, **extra
+        )
+        # A request that may have reached the server is sent again only when a
+        # repeat cannot do the work twice: reads, and submits with an Idempotency-Key.
+        resendable = method in ("GET", "HEAD") or "Idempotency-Key" in request.headers
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if last or not (never_sent or resendable):
+                    reason = str(exc) or type(exc).__name__
+                    raise SiloConnectionError(f"cannot reach {self.base_url}: {reason}") from None
+                time.sleep(self._delay(attempt, None))
+                continue
+            if response.status_code == 503 and not last:
+                delay = self._delay(attempt, response)
+                response.close()
+                time.sleep(delay)
+                continue
+            if response.is_error:
+                raise self._error(response)
+            return response
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    @staticmethod
+    def _error(response: httpx.Response) -> SiloApiError:
+        try:
+            response.read()
+            body = response.json()
+        except (ValueError, httpx.HTTPError):
+            body = None
+        finally:
+            response.close()
+        return SiloApiError.from_body(response.status_code, response.reason_phrase, body)
+
+    def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        content = self._send(method, path, **kwargs).content
+        try:
+            return model.model_validate_json(content)
+        except ValidationError as exc:
+            # Not the API this client knows (another service, or an incompatible version).
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise SiloError(
+                f"unexpected answer from {self.base_url}{path}: {where}: {first['msg']}"
+            ) from None
+
+    def _pages(
+        self, path: str, page: type[JobPage] | type[StudyPage], params: dict[str, Any]
+    ) -> Iterator[Any]:
+        """Every item of a cursor-paged list, one page request at a time."""
+        cursor = None
+        while True:
+            answer = self._call(page, "GET", path, params={**params, "cursor": cursor})
+            yield from answer.items
+            if not answer.next_cursor:
+                return
+            cursor = answer.next_cursor
+
+    # --- jobs ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        spec: BaseModel | Mapping[str, Any],
+        *,
+        priority: int = 0,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        resources: Resources | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> JobOut:
+        """Queue a job. A fresh Idempotency-Key per call makes a retried submit safe."""
+        body: dict[str, Any] = {"spec": _as_dict(spec), "priority": priority, "tags": list(tags)}
+        if name is not None:
+            body["name"] = name
+        if resources is not None:
+            body["resources"] = _as_dict(resources)
+        key = idempotency_key or uuid.uuid4().hex
+        return self._call(JobOut, "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
+
+    def get(self, job_id: int) -> JobOut:
+        return self._call(JobOut, "GET", f"/v1/jobs/{int(job_id)}")
+
+    def jobs(
+        self,
+        *,
+        status: str | Iterable[str] | None = None,
+        owner: str | None = None,
+        tag: str | None = None,
+        page_size: int = 50,
+    ) -> Iterator[JobSummary]:
+        """Jobs newest first, across all pages (lazily: stop iterating to stop asking)."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        params = {"status": statuses or None, "owner": owner, "tag": tag, "limit": page_size}
+        return self._pages("/v1/jobs", JobPage, params)
+
+    def cycles(self, job_id: int) -> list[CycleOut]:
+        return self._call(CycleList, "GET", f"/v1/jobs/{int(job_id)}/cycles").items
+
+    def events(self, job_id: int, after: int = 0, *, page_size: int = 500) -> Iterator[EventOut]:
+        """The job's epoch events with ``seq > after`` so far, oldest first."""
+        while True:
+            page = self._call(
+                EventPage,
+                "GET",
+                f"/v1/jobs/{int(job_id)}/events",
+                params={"after": after, "limit": page_size},
+            )
+            yield from page.items
+            if not page.items or page.next_after == after:
+                return
+            after = page.next_after
+
+    def stream(self, job_id: int, *, poll: float = 1.0, after: int = 0) -> Iterator[EventOut]:
+        """New events as they come, until the job is finished (succeeded, failed, cancelled)."""
+        while True:
+            # The status is read before the events: once it is final, every
+            # event was already written, so the read that follows gets the last.
+            status = self.get(job_id).status
+            for event in self.events(job_id, after):
+                after = event.seq
+                yield event
+            if status in TERMINAL:
+                return
+            time.sleep(poll)
+
+    def wait(self, job_id: int, *, poll: float = 1.0) -> JobOut:
+        """Block until the job is finished; the job as it ended."""
+        for _ in self.stream(job_id, poll=poll):
+            pass
+        return self.get(job_id)
+
+    def cancel(self, job_id: int) -> JobOut:
+        return self._call(JobOut, "POST", f"/v1/jobs/{int(job_id)}/cancel")
+
+    def retry(self, job_id: int) -> JobOut:
+        return self._call(JobOut, "POST", f"/v1/jobs/{int(job_id)}/retry")
+
+    def logs(
+        self, job_id: int, *, attempt: int | None = None, follow: bool = False
+    ) -> Iterator[str]:
+        """The workers' log lines, attempt by attempt; ``follow`` goes on until the job ends."""
+        # A followed log can be silent for long stretches (a slow epoch): no read timeout.
+        timeout = httpx.Timeout(self._http.timeout.connect, read=None) if follow else None
+        response = self._send(
+            "GET",
+            f"/v1/jobs/{int(job_id)}/logs",
+            params={"attempt": attempt, "follow": "true" if follow else None},
+            stream=True,
+            timeout=timeout,
+        )
+        try:
+            yield from response.iter_lines()
+        except httpx.TransportError as exc:
+            raise SiloConnectionError(f"the log stream broke off: {exc}") from None
+        finally:
+            response.close()
+
+    # --- artifacts ----------------------------------------------------------------
+
+    def artifacts(self, job_id: int) -> list[ArtifactOut]:
+        return self._call(ArtifactList, "GET", f"/v1/jobs/{int(job_id)}/artifacts").items
+
+    def download(self, job_id: int, dest_dir: str | Path) -> list[Path]:
+        """Every artifact into ``dest_dir``, each checked against its registered SHA-256."""
+        dest = Path(dest_dir)
+        dest.mkdir(parents=True, exist_ok=True)
+        return [self._download(job_id, artifact, dest) for artifact in self.artifacts(job_id)]
+
+    def _download(self, job_id: int, artifact: ArtifactOut, dest: Path) -> Path:
+        target = (dest / artifact.name).resolve()
+        if not target.is_relative_to(dest.resolve()):
+            raise SiloError(f"artifact {artifact.name!r}: its name leads outside {dest}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Written beside the target and renamed once verified: a failed or
+        # corrupted download never leaves a file that looks complete.
+        partial = target.with_name(target.name + ".part")
+        digest = hashlib.sha256()
+        path = f"/v1/jobs/{int(job_id)}/artifacts/{quote(artifact.name)}"
+        response = self._send("GET", path, stream=True)
+        try:
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise SiloConnectionError(f"download of {artifact.name!r} broke off: {exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        finally:
+            response.close()
+        expected = artifact.checksum.lower().removeprefix("sha256:")
+        if digest.hexdigest() != expected:
+            partial.unlink()
+            raise ChecksumMismatchError(artifact.name, expected, digest.hexdigest())
+        partial.replace(target)
+        return target
+
+    # --- studies ------------------------------------------------------------------
+
+    def submit_study(
+        self,
+        spec: BaseModel | Mapping[str, Any],
+        schedules: Iterable[Mapping[str, Any]] | None = None,
+        seeds: Iterable[int] | None = None,
+        *,
+        name: str | None = None,
+        priority: int = 0,
+        tags: Iterable[str] = (),
+        resources: Resources | Mapping[str, Any] | None = None,
+    ) -> StudyOut:
+        """One job per schedule and seed; None keeps the server's default schedules/seeds."""
+        body: dict[str, Any] = {"spec": _as_dict(spec), "priority": priority, "tags": list(tags)}
+        if schedules is not None:
+            body["schedules"] = [dict(s) for s in schedules]
+        if seeds is not None:
+            body["seeds"] = list(seeds)
+        if name is not None:
+            body["name"] = name
+        if resources is not None:
+            body["resources"] = _as_dict(resources)
+        return self._call(StudyOut, "POST", "/v1/studies", json=body)
+
+    def study(self, study_id: int) -> StudyOut:
+        return self._call(StudyOut, "GET", f"/v1/studies/{int(study_id)}")
+
+    def studies(self, *, page_size: int = 50) -> Iterator[StudySummary]:
+        """Studies newest first, across all pages."""
+        return self._pages("/v1/studies", StudyPage, {"limit": page_size})

@@ -1,0 +1,107 @@
+"""Live progress of a job or a study, for ``silo watch`` and ``--wait``."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+)
+
+from silo_client.client import TERMINAL, SiloClient
+from silo_client.models import JobOut, StudyOut
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:>12}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    )
+
+
+def watch_job(client: SiloClient, job_id: int, console: Console, poll: float = 1.0) -> JobOut:
+    """Two bars, cycles of the job and epochs of the current cycle, until the job ends;
+    the job as it ended."""
+    job = client.get(job_id)
+    planned = job.progress.cycles
+    with _progress(console) as progress:
+        # Cycle 0 is the dense training, so a job plans cycles + 1 of them.
+        cycles = progress.add_task(
+            "cycles", total=planned + 1 if planned is not None else None, status=job.status
+        )
+        epochs = progress.add_task("epochs", total=None, status="")
+        for event in client.stream(job_id, poll=poll):
+            progress.update(
+                epochs,
+                description=f"cycle {event.cycle}",
+                completed=event.epoch,
+                total=event.epochs,
+                status=(
+                    f"lr {event.lr:.3g}  sparsity {event.sparsity:.1%}  "
+                    f"val {event.val_accuracy:.1%}"
+                ),
+            )
+            finished = event.cycle + (1 if event.epoch >= event.epochs else 0)
+            progress.update(cycles, completed=finished, status="running")
+        job = client.get(job_id)
+        progress.update(cycles, status=job.status)
+    return job
+
+
+def _cycles_done(job: JobOut) -> tuple[float, int | None]:
+    """How many of a job's cycles are done (fractional within the current one),
+    out of how many (cycle 0, the dense training, counts)."""
+    p = job.progress
+    total = p.cycles + 1 if p.cycles is not None else None
+    if job.status == "succeeded" and total is not None:
+        return float(total), total
+    done = float(p.cycle or 0)
+    if p.epoch and p.epochs:
+        done += p.epoch / p.epochs
+    return done, total
+
+
+def _member_status(job: JobOut) -> str:
+    p = job.progress
+    if job.status != "running" or p.cycle is None:
+        return job.status
+    accuracy = f"  best {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
+    return f"cycle {p.cycle} epoch {p.epoch}/{p.epochs}  sparsity {p.sparsity or 0:.1%}{accuracy}"
+
+
+def wait_study(client: SiloClient, study_id: int, console: Console, poll: float = 1.0) -> StudyOut:
+    """A bar per member job (its cycles, live) until every member has ended; the
+    study then, with its comparison table."""
+    study = client.study(study_id)
+    ended: set[int] = set()
+    with Progress(
+        TextColumn("{task.description:>20}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    ) as progress:
+        bars = {
+            m.job_id: progress.add_task(f"{m.schedule} seed {m.seed}", total=None, status="")
+            for m in study.members
+        }
+        while True:
+            for job_id, bar in bars.items():
+                if job_id in ended:
+                    continue
+                job = client.get(job_id)
+                done, total = _cycles_done(job)
+                progress.update(bar, completed=done, total=total, status=_member_status(job))
+                if job.status in TERMINAL:
+                    ended.add(job_id)
+            if len(ended) == len(bars):
+                return client.study(study_id)
+            time.sleep(poll)
