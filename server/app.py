@@ -1,4 +1,4 @@
-"""The FastAPI application: lifespan, middleware, error shape, health and metrics."""
+"""The FastAPI application: lifespan, middleware, error shape, health, metrics, dashboard."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from server.db.session import make_engine, make_session_factory
 from server.limits import BodySizeLimit
 from server.metrics import Metrics
 from server.settings import Settings, get_settings
+from server.web import install_dashboard
 
 log = logging.getLogger("silo.server")
 
@@ -113,4 +114,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in routers():
         app.include_router(router)
+    install_dashboard(app)
     return app

@@ -1,0 +1,4 @@
+"""What the dashboard tests share: window sizes."""
+
+DESKTOP = (1280, 900)
+PHONE = (375, 812)
