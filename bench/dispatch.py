@@ -20,8 +20,8 @@ default with SQLite) in a temporary data folder and warms it with one job.
   2-CPU head, so k run side by side; the table gives the wall time until all
   have finished and jobs per minute, against k = 1.
 
-The Ray head is stopped at the end (``ray stop``: do not run this beside
-another Ray on the same machine).
+The Ray head it starts is stopped at the end (its processes only; for
+timings, run it where nothing else is busy).
 """
 
 from __future__ import annotations

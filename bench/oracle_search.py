@@ -15,8 +15,7 @@ search is timed (wall clock); the two runs take turns ``--repeats`` times and
 the table gives each cycle's median and the ratio. The two runs must choose
 the same max_lr in every cycle, or the benchmark fails.
 
-It starts its own Ray head and stops it with ``ray stop``: run it where no
-other Ray runs.
+It starts its own Ray head and stops that head's processes at the end.
 """
 
 from __future__ import annotations

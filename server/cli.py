@@ -169,5 +169,43 @@ def dispatcher() -> None:
         thread.join(timeout=10)
 
 
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port of the embedded server")] = 8000,
+) -> None:
+    """Run the service on the embedded default and a small study through it:
+    SILO against lr_rewind on digits, with live bars, the comparison table and
+    the dashboard's address. The server keeps running; `silo stop` ends it."""
+    from server.demo import DemoError, run_demo
+    from silo_client.errors import SiloError
+
+    out = Console(soft_wrap=True)
+    try:
+        succeeded = run_demo(_settings(), port, out)
+    except (DemoError, SiloError) as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if not succeeded:
+        err.print("error: not every job of the study succeeded (see `silo list`)", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the background server `silo demo` started, and this machine's local Ray head."""
+    from server.background import stop as stop_server
+    from workers.ray_cluster import stop_local_head
+
+    settings = _settings()
+    pid = stop_server(settings)
+    stop_local_head(settings.ray_state_dir())
+    err.print(
+        f"stopped the server (pid {pid}) and the local Ray head"
+        if pid
+        else "no background server was running; stopped the local Ray head if there was one",
+        markup=False,
+    )
+
+
 def main() -> None:
     app()

@@ -12,9 +12,11 @@ started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -76,19 +78,21 @@ def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
     # which a library cannot promise. A team cluster chooses its own setting.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     with log_path.open("w") as log_file:
-        # Its own session: stopping the server (even with Ctrl-C) leaves the head running.
-        done = subprocess.run(
-            command,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=env,
-            timeout=START_SECONDS,
-            check=False,
+        # Its own session: stopping the server (even with Ctrl-C) leaves the head
+        # running, and every process of this head (workers too) carries the
+        # session id, which is how stop_local_head finds them and only them.
+        starter = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
-    if done.returncode != 0:
+        (state_dir / "session").write_text(str(starter.pid))
+        try:
+            returncode = starter.wait(timeout=START_SECONDS)
+        except subprocess.TimeoutExpired:
+            starter.kill()
+            returncode = -1
+    if returncode != 0:
         raise RayUnavailableError(
-            f"`ray start --head` failed ({done.returncode}); see {log_path}:\n"
+            f"`ray start --head` failed ({returncode}); see {log_path}:\n"
             + log_path.read_text()[-2000:]
         )
     address = f"127.0.0.1:{port}"
@@ -136,8 +140,38 @@ def connect(address: str | None, state_dir: Path, *, num_cpus: int | None = None
             time.sleep(1.0)
 
 
-def stop_local_head(state_dir: Path) -> None:
-    """Stop the Ray processes this machine started (``ray stop``) and forget the address."""
-    subprocess.run([_ray_executable(), "stop", "--force"], capture_output=True, check=False)
-    (state_dir / "address").unlink(missing_ok=True)
-    (state_dir / "client-address").unlink(missing_ok=True)
+def _session_members(session: int) -> list[int]:
+    """The processes in ``session`` (Linux /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # Fields after the parenthesised command: state ppid pgrp session ...
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[3]) == session:
+                members.append(int(entry.name))
+    return members
+
+
+def stop_local_head(state_dir: Path, timeout: float = 15.0) -> None:
+    """Stop the Ray head started with ``state_dir`` (its whole session: GCS, raylet,
+    workers) and forget its addresses. Another Ray on this machine is left alone;
+    without /proc (not Linux) this falls back to ``ray stop``, which stops all."""
+    recorded = state_dir / "session"
+    if recorded.exists() and Path("/proc/self/stat").exists():
+        session = int(recorded.read_text())
+        for signal_number in (signal.SIGTERM, signal.SIGKILL):
+            for pid in _session_members(session):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+            deadline = time.monotonic() + timeout
+            while _session_members(session) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not _session_members(session):
+                break
+    elif recorded.exists():
+        subprocess.run([_ray_executable(), "stop", "--force"], capture_output=True, check=False)
+    for name in ("address", "client-address", "session"):
+        (state_dir / name).unlink(missing_ok=True)

@@ -23,4 +23,4 @@ def local_ray(local_ray_state: Path) -> Iterator[str]:
     address = connect(None, local_ray_state, num_cpus=2)
     yield address
     ray.shutdown()
-    stop_local_head(local_ray_state)  # `ray stop`: this machine runs no other Ray during tests
+    stop_local_head(local_ray_state)  # this head's processes only
