@@ -273,7 +273,10 @@ def run_config(command: list[str], *files: Path) -> subprocess.CompletedProcess:
 def test_compose_config_accepts_the_files(tmp_path):
     command = compose_command()
     if command is None:
-        pytest.skip("no docker-compose or `docker compose` executable: `config` not checked")
+        pytest.skip(
+            "no docker-compose or `docker compose` executable: `config` not checked "
+            "(scripts/ensure-test-tools installs Debian's docker-compose)"
+        )
     done = run_config(command, COMPOSE_FILE)
     assert done.returncode == 0, done.stderr
     for index, block in enumerate(doc_compose_overrides()):

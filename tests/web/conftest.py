@@ -1,6 +1,6 @@
 """A headless Chromium for the dashboard's browser tests.
 
-Chromium and chromedriver come from the system (scripts/ensure-chromium
+Chromium and chromedriver come from the system (scripts/ensure-test-tools
 installs Debian's); without them the browser tests skip, saying so.
 """
 
@@ -22,7 +22,7 @@ def _chromium() -> tuple[str, str]:
     if not binary or not driver:
         pytest.skip(
             "SKIPPED BROWSER TESTS: chromium/chromedriver not found; "
-            "run scripts/ensure-chromium (as root it installs Debian's chromium and "
+            "run scripts/ensure-test-tools (as root it installs Debian's chromium and "
             "chromium-driver)"
         )
     return binary, driver

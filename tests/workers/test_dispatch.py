@@ -64,6 +64,17 @@ def finished(job: dict) -> bool:
     return job["status"] in ("succeeded", "failed", "cancelled")
 
 
+def kill_first_attempt_and_wait(client, job_id: int) -> None:
+    """SIGKILL the worker process of the job's first attempt and wait until the
+    retry has ended the job: a success, in a second attempt."""
+    actor = ray_actor.find(job_id, 1)
+    assert actor is not None
+    os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
+    job = wait_for(client, job_id, finished)
+    assert job["status"] == "succeeded", job["error_message"]
+    assert job["attempt"] == 2
+
+
 def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_server, dispatching):
     with live_server.client() as client:
         job_id = client.post("/v1/jobs", json={"spec": SPEC}).json()["id"]
@@ -88,12 +99,7 @@ def test_a_worker_killed_mid_job_is_retried_and_ends_as_an_uninterrupted_run(
     with live_server.client() as client:
         job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
         wait_for(client, job_id, lambda job: (job["progress"]["cycle"] or 0) >= 1)
-        actor = ray_actor.find(job_id, 1)
-        assert actor is not None
-        os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
-        job = wait_for(client, job_id, finished)
-        assert job["status"] == "succeeded", job["error_message"]
-        assert job["attempt"] == 2
+        kill_first_attempt_and_wait(client, job_id)
         cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
         events = client.get(f"/v1/jobs/{job_id}/events", params={"limit": 1000}).json()["items"]
     reference = PruningEngine(parse_spec(spec)).run().cycles
@@ -310,12 +316,7 @@ def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(
         while "oracle cycle 1:" not in client.get(f"/v1/jobs/{job_id}/logs").text:
             assert time.monotonic() < deadline, "the search never started"
             time.sleep(0.2)
-        actor = ray_actor.find(job_id, 1)
-        assert actor is not None
-        os.kill(ray.get(actor.pid.remote(), timeout=30), signal.SIGKILL)
-        job = wait_for(client, job_id, finished)
-        assert job["status"] == "succeeded", job["error_message"]
-        assert job["attempt"] == 2
+        kill_first_attempt_and_wait(client, job_id)
         cycles = client.get(f"/v1/jobs/{job_id}/cycles").json()["items"]
         log = client.get(f"/v1/jobs/{job_id}/logs", params={"attempt": 2}).text
     reference = PruningEngine(parse_spec(spec)).run().cycles
