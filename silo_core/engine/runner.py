@@ -28,6 +28,7 @@ from silo_core.engine.build import (
     retraining_schedule,
 )
 from silo_core.engine.checkpoint import CheckpointStore, DenseCache
+from silo_core.engine.device_plan import plan_for
 from silo_core.engine.oracle import (
     OracleSearch,
     SearchResult,
@@ -141,6 +142,7 @@ class PruningEngine:
                 keep_last_linear_dense=spec.pruning.keep_last_linear_dense,
             )
         )
+        self.plan = plan_for(spec.training, self.device, self.model)
         self.optimizer = build_optimizer(spec.optimizer, self.model)
         self.rewind_state: dict[str, torch.Tensor] | None = None
         self.progress = _Progress()
@@ -220,9 +222,10 @@ class PruningEngine:
             self.optimizer,
             self.masks,
             lambda step: schedule.lr(cycle, epoch * steps_per_epoch + step, total_steps),
+            self.plan,
         )
-        val_loss, val_acc = evaluate(self.model, self._eval_batches(self.data.val))
-        _, test_acc = evaluate(self.model, self._eval_batches(self.data.test))
+        val_loss, val_acc = evaluate(self.model, self._eval_batches(self.data.val), self.plan)
+        _, test_acc = evaluate(self.model, self._eval_batches(self.data.test), self.plan)
         event = EpochEvent(
             cycle=cycle,
             epoch=epoch + 1,

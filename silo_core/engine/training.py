@@ -1,7 +1,8 @@
 """One epoch of masked training and a no-grad evaluation.
 
 Losses and correct counts accumulate on the device and are read once per
-epoch, so the loop never waits for the host between steps.
+epoch, so the loop never waits for the host between steps. The device plan
+(precision, memory format, compilation) is applied to every forward pass.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from silo_core.engine.device_plan import DevicePlan
 from silo_core.pruning import MaskSet
+
+EAGER_FP32 = DevicePlan()
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -26,6 +30,7 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     masks: MaskSet,
     lr_at: Callable[[int], float],
+    plan: DevicePlan = EAGER_FP32,
 ) -> tuple[float, float, float]:
     """Train one epoch; ``lr_at(i)`` gives the LR of the epoch's i-th step.
 
@@ -40,8 +45,9 @@ def train_epoch(
     for step, (inputs, labels) in enumerate(batches):
         lr = lr_at(step)
         set_lr(optimizer, lr)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels)
+        with plan.precision(device):
+            logits = plan.forward(model, inputs)
+            loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -56,7 +62,9 @@ def train_epoch(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    plan: DevicePlan = EAGER_FP32,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) over the batches, in eval mode."""
     model.eval()
@@ -64,7 +72,8 @@ def evaluate(
     correct: torch.Tensor | int = 0
     seen = 0
     for inputs, labels in batches:
-        logits = model(inputs)
+        with plan.precision(inputs.device):
+            logits = plan.forward(model, inputs).float()
         loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
         correct = correct + (logits.argmax(dim=1) == labels).sum()
         seen += labels.shape[0]

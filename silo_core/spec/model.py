@@ -220,10 +220,21 @@ class DenseTrainingSpec(_StepDecayShape):
     max_lr: PositiveLR = 0.1
 
 
+CompileBackend = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class TrainingSpec(_Spec):
     epochs_per_cycle: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
     dense: DenseTrainingSpec = DenseTrainingSpec()
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on a GPU, fp32 (deterministic) elsewhere"
+    )
+    compile: bool | CompileBackend = Field(
+        False,
+        description="torch.compile the model: true (inductor) or a backend name; "
+        "a model that does not compile trains eagerly",
+    )
 
     @property
     def dense_epochs(self) -> int:
