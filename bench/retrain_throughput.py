@@ -47,9 +47,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from silo_core.data import load_dataset
+from silo_core.engine.device_plan import DevicePlan, plan_for
 from silo_core.engine.training import set_lr, train_epoch
 from silo_core.models import MODEL_NAMES, build_model
 from silo_core.pruning import MaskSet, is_exactly_zero, prunable_weights
+from silo_core.spec import TrainingSpec
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -105,13 +107,23 @@ def make_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 # only in how pruned weights are kept at zero.
 
 
+def forward_loss(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, plan: DevicePlan
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and loss as train_epoch computes them under ``plan``."""
+    with plan.precision(inputs.device):
+        logits = plan.forward(model, inputs)
+        return logits, F.cross_entropy(logits.float(), labels)
+
+
 def run_masked(
     model: nn.Module,
     batches: Sequence[Batch],
     optimizer: torch.optim.Optimizer,
     masks: MaskSet,
+    plan: DevicePlan,
 ) -> tuple[float, float]:
-    loss, accuracy, _ = train_epoch(model, batches, optimizer, masks, constant_lr)
+    loss, accuracy, _ = train_epoch(model, batches, optimizer, masks, constant_lr, plan)
     return loss, accuracy
 
 
@@ -120,6 +132,7 @@ def run_dense(
     batches: Sequence[Batch],
     optimizer: torch.optim.Optimizer,
     masks: MaskSet,
+    plan: DevicePlan,
 ) -> tuple[float, float]:
     """Forward, loss, backward, SGD step; the MaskSet is ignored."""
     del masks
@@ -130,8 +143,7 @@ def run_dense(
     seen = 0
     for step, (inputs, labels) in enumerate(batches):
         set_lr(optimizer, constant_lr(step))
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels)
+        logits, loss = forward_loss(model, inputs, labels, plan)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -155,6 +167,7 @@ def run_numpy_copy(
     batches: Sequence[Batch],
     optimizer: torch.optim.Optimizer,
     masks: MaskSet,
+    plan: DevicePlan,
 ) -> tuple[float, float]:
     """The published loop: freeze pruned weights by zeroing their gradients in NumPy.
 
@@ -172,8 +185,7 @@ def run_numpy_copy(
     seen = 0
     for step, (inputs, labels) in enumerate(batches):
         set_lr(optimizer, constant_lr(step))
-        logits = model(inputs)
-        loss = F.cross_entropy(logits, labels)
+        logits, loss = forward_loss(model, inputs, labels, plan)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         freeze_pruned_numpy(weights, device)
@@ -184,7 +196,9 @@ def run_numpy_copy(
     return float(loss_sum) / seen, int(correct) / seen
 
 
-LoopFn = Callable[[nn.Module, Sequence[Batch], torch.optim.Optimizer, MaskSet], tuple[float, float]]
+LoopFn = Callable[
+    [nn.Module, Sequence[Batch], torch.optim.Optimizer, MaskSet, DevicePlan], tuple[float, float]
+]
 LOOPS: dict[str, LoopFn] = {MASKED: run_masked, DENSE: run_dense, NUMPY_COPY: run_numpy_copy}
 
 
@@ -210,9 +224,10 @@ class Contender:
     model: nn.Module
     masks: MaskSet
     optimizer: torch.optim.Optimizer
+    plan: DevicePlan
 
     def run(self, batches: Sequence[Batch]) -> None:
-        LOOPS[self.name](self.model, batches, self.optimizer, self.masks)
+        LOOPS[self.name](self.model, batches, self.optimizer, self.masks, self.plan)
 
 
 def make_batches(device: torch.device, batch_size: int, count: int) -> list[Batch]:
@@ -244,12 +259,16 @@ def pruned_model(name: str, device: torch.device) -> tuple[nn.Module, MaskSet]:
     return model, masks
 
 
-def make_contender(name: str, model: nn.Module, masks: MaskSet) -> Contender:
-    """A private copy of the pruned ``model`` (same weights, same masks) for one loop."""
+def make_contender(
+    name: str, model: nn.Module, masks: MaskSet, training: TrainingSpec, device: torch.device
+) -> Contender:
+    """A private copy of the pruned ``model`` (same weights, same masks) for one loop,
+    driven as a job with ``training``'s precision and compile settings would be."""
     own = copy.deepcopy(model)
+    plan = plan_for(training, device, own)  # before the masks: it may change the layout
     own_masks = MaskSet(prunable_weights(own))
     own_masks.load_state_dict(masks.state_dict())
-    return Contender(name, own, own_masks, make_optimizer(own))
+    return Contender(name, own, own_masks, make_optimizer(own), plan)
 
 
 def time_loop(contender: Contender, timed: Sequence[Batch], device: torch.device) -> float:
@@ -301,6 +320,7 @@ def measure_loops(
     steps: int,
     warmup_steps: int,
     repeats: int,
+    training: TrainingSpec,
 ) -> tuple[list[LoopResult], float, dict[str, float]]:
     """Interleaved throughput of the three loops, the sparsity, and upkeep times.
 
@@ -311,7 +331,7 @@ def measure_loops(
     """
     model, masks = pruned_model(model_name, device)
     sparsity = masks.sparsity()
-    contenders = [make_contender(name, model, masks) for name in LOOP_NAMES]
+    contenders = [make_contender(name, model, masks, training, device) for name in LOOP_NAMES]
     del model, masks
 
     batches = make_batches(device, batch_size, warmup_steps + steps)
@@ -454,6 +474,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per loop")
     parser.add_argument("--repeats", type=int, default=9, help="interleaved rounds")
     parser.add_argument("--prune-repeats", type=int, default=3, help="timed prune_ calls")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="as training.precision: auto is bf16 autocast on cuda, fp32 on cpu",
+    )
+    parser.add_argument("--compile", help="a torch.compile backend (e.g. inductor); default off")
     args = parser.parse_args(argv)
     for flag in ("batch_size", "steps", "repeats", "prune_repeats"):
         if getattr(args, flag) < 1:
@@ -478,8 +505,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.steps} timed steps per loop"
     )
 
+    training = TrainingSpec(precision=args.precision, compile=args.compile or False)
+    console.print(
+        f"every loop runs as a job with training.precision {args.precision} "
+        f"and training.compile {args.compile or 'off'} would (silo_core.engine.device_plan)"
+    )
     loops, sparsity, upkeep = measure_loops(
-        args.model, device, args.batch_size, args.steps, args.warmup, args.repeats
+        args.model, device, args.batch_size, args.steps, args.warmup, args.repeats, training
     )
     console.print(loop_table(loops, args.batch_size, args.model, sparsity))
     for line in target_lines(loops):
