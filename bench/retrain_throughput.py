@@ -2,12 +2,13 @@
 
 Run as::
 
-    python bench/retrain_throughput.py [--device cpu|cuda] [--model resnet20]
+    python bench/retrain_throughput.py [--device cpu|cuda] [--models resnet20,vgg19,resnet50]
+        [--precision auto|fp32|bf16] [--compile BACKEND] [--paper-job 50]
         [--batch-size 128] [--steps N] [--warmup N] [--repeats N] [--prune-repeats N]
 
-Part 1 prunes one model to 80% sparsity (global magnitude, ``MaskSet.prune_``) and
-retrains it on synthetic CIFAR-shaped data (3x32x32, 10 classes, generated on the
-device) with three loops that share the optimizer (SGD, momentum 0.9, weight decay
+Part 1 prunes each of ``--models`` to 80% sparsity (global magnitude, ``MaskSet.prune_``)
+and retrains it on synthetic CIFAR-shaped data (3x32x32, resnet50 3x64x64, 10 classes,
+generated on the device) with three loops that share the optimizer (SGD, momentum 0.9, weight decay
 5e-4), the batches and the step count:
 
 * ``masked (ours)``: :func:`silo_core.engine.training.train_epoch` with the
@@ -48,10 +49,11 @@ from torch.nn import functional as F
 
 from silo_core.data import load_dataset
 from silo_core.engine.device_plan import DevicePlan, plan_for
+from silo_core.engine.runner import PruningEngine
 from silo_core.engine.training import set_lr, train_epoch
 from silo_core.models import MODEL_NAMES, build_model
 from silo_core.pruning import MaskSet, is_exactly_zero, prunable_weights
-from silo_core.spec import TrainingSpec
+from silo_core.spec import TrainingSpec, parse_spec
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -63,6 +65,10 @@ PRUNE_FRACTION = 0.2
 UPKEEP_CALLS = 50
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
+#: Input size per model where CIFAR's 32x32 is not the one to measure at.
+MODEL_IMAGE_SIZE = {"resnet50": 64}
+#: The authors' job shape: 160 dense epochs, then 25 cycles of 50 epochs.
+PAPER_DENSE_EPOCHS, PAPER_CYCLES, PAPER_EPOCHS = 160, 25, 50
 CHANNELS = 3
 
 #: Targets: masked training within 10% of dense, and at least 3x the NumPy-copy
@@ -230,7 +236,9 @@ class Contender:
         LOOPS[self.name](self.model, batches, self.optimizer, self.masks, self.plan)
 
 
-def make_batches(device: torch.device, batch_size: int, count: int) -> list[Batch]:
+def make_batches(
+    device: torch.device, batch_size: int, count: int, image_size: int = IMAGE_SIZE
+) -> list[Batch]:
     """``count`` normalised synthetic batches, prepared up front on the device."""
     splits = load_dataset(
         "synthetic",
@@ -240,7 +248,7 @@ def make_batches(device: torch.device, batch_size: int, count: int) -> list[Batc
             "num_train": batch_size * count,
             "num_test": NUM_CLASSES,
             "channels": CHANNELS,
-            "image_size": IMAGE_SIZE,
+            "image_size": image_size,
             "num_classes": NUM_CLASSES,
         },
     )
@@ -248,11 +256,13 @@ def make_batches(device: torch.device, batch_size: int, count: int) -> list[Batc
     return batches[:count]
 
 
-def pruned_model(name: str, device: torch.device) -> tuple[nn.Module, MaskSet]:
+def pruned_model(
+    name: str, device: torch.device, image_size: int = IMAGE_SIZE
+) -> tuple[nn.Module, MaskSet]:
     """``name`` built from seed 0 and pruned to SPARSITY by global magnitude."""
     torch.manual_seed(0)
     model = build_model(
-        name, in_channels=CHANNELS, num_classes=NUM_CLASSES, image_size=IMAGE_SIZE
+        name, in_channels=CHANNELS, num_classes=NUM_CLASSES, image_size=image_size
     ).to(device)
     masks = MaskSet(prunable_weights(model))
     masks.prune_(SPARSITY, "global_magnitude")
@@ -329,12 +339,13 @@ def measure_loops(
     batches, ``repeats`` rounds of (masked, dense, numpy-copy). Throughput does not
     depend on the weights' values, so each loop simply keeps training its own copy.
     """
-    model, masks = pruned_model(model_name, device)
+    image_size = MODEL_IMAGE_SIZE.get(model_name, IMAGE_SIZE)
+    model, masks = pruned_model(model_name, device, image_size)
     sparsity = masks.sparsity()
     contenders = [make_contender(name, model, masks, training, device) for name in LOOP_NAMES]
     del model, masks
 
-    batches = make_batches(device, batch_size, warmup_steps + steps)
+    batches = make_batches(device, batch_size, warmup_steps + steps, image_size)
     warmup, timed = batches[:warmup_steps], batches[warmup_steps:]
     for contender in contenders:
         if warmup:
@@ -345,6 +356,40 @@ def measure_loops(
             rates[contender.name].append(time_loop(contender, timed, device))
     results = [LoopResult(c.name, rates[c.name], keeps_pruned_zero(c.masks)) for c in contenders]
     return results, sparsity, upkeep_ms(contenders, device, UPKEEP_CALLS)
+
+
+# -- the paper's job, extrapolated from one real cycle ----------------------------
+
+
+def paper_job_line(device: torch.device, epochs: int, training: TrainingSpec) -> str:
+    """One SILO cycle of ``epochs`` epochs through the real engine (evaluation and
+    checkpoint-free bookkeeping included) on CIFAR-10-sized synthetic data, and
+    what the paper's whole job would take at that pace."""
+    spec = parse_spec(
+        {
+            "model": {"name": "resnet20"},
+            "dataset": {
+                "name": "synthetic",
+                "options": {"num_train": 50_000, "num_test": 10_000, "image_size": IMAGE_SIZE},
+            },
+            "pruning": {"method": "global_magnitude", "fraction": 0.2, "cycles": 1},
+            "schedule": {"name": "silo", "preset": "resnet20"},
+            "training": {
+                **training.model_dump(mode="json"),
+                "epochs_per_cycle": epochs,
+                "dense": {"epochs": 1},
+            },
+            "device": str(device),
+        }
+    )
+    per_epoch = PruningEngine(spec).run().cycles[1].seconds / epochs
+    total = per_epoch * (PAPER_DENSE_EPOCHS + PAPER_CYCLES * PAPER_EPOCHS)
+    return (
+        f"one SILO job of the paper's shape (resnet20, CIFAR-10-sized, {PAPER_DENSE_EPOCHS} "
+        f"dense epochs + {PAPER_CYCLES} cycles x {PAPER_EPOCHS} epochs): {total / 3600:.2f} h, "
+        f"from one real cycle of {epochs} epochs at {per_epoch:.1f} s per epoch "
+        "(training and evaluation)"
+    )
 
 
 # -- part 2: pruning-step time -------------------------------------------------
@@ -406,8 +451,9 @@ def loop_table(
 ) -> Table:
     by_name = {r.name: r for r in results}
     dense = by_name[DENSE].median
+    size = MODEL_IMAGE_SIZE.get(model_name, IMAGE_SIZE)
     table = Table(
-        title=f"Retraining throughput: {model_name}, batch {batch_size}, "
+        title=f"Retraining throughput: {model_name} ({size}x{size}), batch {batch_size}, "
         f"{sparsity:.1%} sparse (median of {len(results[0].images_per_s)} repeats)"
     )
     table.add_column("loop")
@@ -468,7 +514,18 @@ def target_lines(results: Sequence[LoopResult]) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--model", choices=MODEL_NAMES, default="resnet20")
+    parser.add_argument(
+        "--models",
+        default="resnet20",
+        help="comma-separated, e.g. resnet20,vgg19,resnet50 (resnet50 at 64x64)",
+    )
+    parser.add_argument(
+        "--paper-job",
+        type=int,
+        metavar="EPOCHS",
+        help="also time one real SILO cycle of EPOCHS epochs (the paper: 50) of resnet20 on "
+        "CIFAR-10-sized synthetic data and extrapolate to the paper's whole job",
+    )
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per loop")
@@ -482,6 +539,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--compile", help="a torch.compile backend (e.g. inductor); default off")
     args = parser.parse_args(argv)
+    args.models = [name.strip() for name in args.models.split(",") if name.strip()]
+    unknown = [name for name in args.models if name not in MODEL_NAMES]
+    if unknown or not args.models:
+        parser.error(f"--models: unknown {unknown}; allowed: {', '.join(MODEL_NAMES)}")
     for flag in ("batch_size", "steps", "repeats", "prune_repeats"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
@@ -510,19 +571,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"every loop runs as a job with training.precision {args.precision} "
         f"and training.compile {args.compile or 'off'} would (silo_core.engine.device_plan)"
     )
-    loops, sparsity, upkeep = measure_loops(
-        args.model, device, args.batch_size, args.steps, args.warmup, args.repeats, training
-    )
-    console.print(loop_table(loops, args.batch_size, args.model, sparsity))
-    for line in target_lines(loops):
-        console.print(line, markup=False, highlight=False)
-    console.print(
-        f"mask upkeep per step, timed alone (median of {UPKEEP_CALLS}): "
-        f"masked apply_ {upkeep[MASKED]:.3f} ms, "
-        f"numpy-copy round trip {upkeep[NUMPY_COPY]:.3f} ms",
-        markup=False,
-        highlight=False,
-    )
+    for model_name in args.models:
+        loops, sparsity, upkeep = measure_loops(
+            model_name, device, args.batch_size, args.steps, args.warmup, args.repeats, training
+        )
+        console.print(loop_table(loops, args.batch_size, model_name, sparsity))
+        for line in target_lines(loops):
+            console.print(line, markup=False, highlight=False)
+        console.print(
+            f"mask upkeep per step, timed alone (median of {UPKEEP_CALLS}): "
+            f"masked apply_ {upkeep[MASKED]:.3f} ms, "
+            f"numpy-copy round trip {upkeep[NUMPY_COPY]:.3f} ms",
+            markup=False,
+            highlight=False,
+        )
+    if args.paper_job:
+        console.print(paper_job_line(device, args.paper_job, training), highlight=False)
 
     pruning = [
         time_prune_step(name, size, classes, device, args.prune_repeats)
