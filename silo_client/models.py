@@ -238,13 +238,6 @@ class StudyPage(BaseModel):
     next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page")
 
 
-class StudyOut(BaseModel):
-    id: int
-    name: str | None
-    owner: str
-    created_at: Timestamp
-    schedules: list[str]
-    seeds: list[int]
-    status: dict[str, int] = Field(description="Member jobs per status")
+class StudyOut(StudySummary):
     members: list[MemberOut]
     comparison: list[ComparisonRowOut]

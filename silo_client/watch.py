@@ -9,6 +9,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskProgressColumn,
     TextColumn,
 )
@@ -17,11 +18,14 @@ from silo_client.client import TERMINAL, SiloClient
 from silo_client.models import JobOut, StudyOut
 
 
-def _progress(console: Console) -> Progress:
+def _progress(
+    console: Console, done: ProgressColumn | None = None, label_width: int = 12
+) -> Progress:
+    """Bars with a label, how much is done (``done``; default n/m) and a status text."""
     return Progress(
-        TextColumn("{task.description:>12}"),
+        TextColumn(f"{{task.description:>{label_width}}}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        done or MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
     )
@@ -82,13 +86,8 @@ def wait_study(client: SiloClient, study_id: int, console: Console, poll: float 
     study then, with its comparison table."""
     study = client.study(study_id)
     ended: set[int] = set()
-    with Progress(
-        TextColumn("{task.description:>20}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[status]}"),
-        console=console,
-    ) as progress:
+    # A member's cycles are done in fractions (the epochs of the current one): a percentage.
+    with _progress(console, TaskProgressColumn(), label_width=20) as progress:
         bars = {
             m.job_id: progress.add_task(f"{m.schedule} seed {m.seed}", total=None, status="")
             for m in study.members

@@ -55,18 +55,24 @@ def _members(data: StudySubmit) -> list[studies.Member]:
     return members
 
 
+def _summary(study: Study, status: dict[str, int]) -> StudySummary:
+    return StudySummary(
+        id=study.id,
+        name=study.name,
+        owner=study.owner.name,
+        created_at=study.created_at,
+        schedules=studies.labels(study.schedules),
+        seeds=list(study.seeds),
+        status=status,
+    )
+
+
 def _out(session: SessionDep, study: Study) -> StudyOut:
     jobs = studies.study_members(session, study.id)
     order = studies.labels(study.schedules)
     table = studies.comparison(session, study.id, order)
     return StudyOut(
-        id=study.id,
-        name=study.name,
-        owner=study.owner.name,
-        created_at=study.created_at,
-        schedules=order,
-        seeds=list(study.seeds),
-        status=dict(Counter(job.status for job in jobs)),
+        **_summary(study, dict(Counter(job.status for job in jobs))).model_dump(),
         members=[
             MemberOut(
                 job_id=job.id,
@@ -121,18 +127,7 @@ def list_studies(
     found, counts = studies.list_studies(
         session, limit=limit, before_id=int(cursor) if cursor else None
     )
-    items = [
-        StudySummary(
-            id=study.id,
-            name=study.name,
-            owner=study.owner.name,
-            created_at=study.created_at,
-            schedules=studies.labels(study.schedules),
-            seeds=list(study.seeds),
-            status=counts[study.id],
-        )
-        for study in found
-    ]
+    items = [_summary(study, counts[study.id]) for study in found]
     more = len(found) == limit
     return StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
 
