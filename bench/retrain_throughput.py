@@ -71,10 +71,12 @@ MODEL_IMAGE_SIZE = {"resnet50": 64}
 PAPER_DENSE_EPOCHS, PAPER_CYCLES, PAPER_EPOCHS = 160, 25, 50
 CHANNELS = 3
 
-#: Targets: masked training within 10% of dense, and at least 3x the NumPy-copy
-#: loop (the second one is about a GPU, where that loop pays host transfers).
+#: Targets: masked training within 10% of dense, at least 10x the NumPy-copy loop
+#: (a GPU target: there that loop pays host transfers), and on a GPU ResNet-20's
+#: masked retraining at 30,000 images/s or more.
 DENSE_TARGET = 0.9
-NUMPY_TARGET = 3.0
+NUMPY_TARGET = 10.0
+GPU_RATE_TARGET = {"resnet20": 30_000}
 
 #: (model, image size, classes) for the pruning-step timings.
 PRUNE_MODELS: tuple[tuple[str, int, int], ...] = (
@@ -499,16 +501,25 @@ def prune_table(results: Sequence[PruneResult]) -> Table:
     return table
 
 
-def target_lines(results: Sequence[LoopResult]) -> list[str]:
+def target_lines(results: Sequence[LoopResult], model_name: str, device: torch.device) -> list[str]:
     by_name = {r.name: r.median for r in results}
     vs_dense = by_name[MASKED] / by_name[DENSE]
     vs_numpy = by_name[MASKED] / by_name[NUMPY_COPY]
-    return [
+    on_gpu = device.type == "cuda"
+    lines = [
         f"masked within 10% of dense: {'yes' if vs_dense >= DENSE_TARGET else 'no'} "
         f"({vs_dense:.2f}x)",
-        f"masked >= 3x numpy-copy: {'yes' if vs_numpy >= NUMPY_TARGET else 'no'} "
-        f"({vs_numpy:.2f}x) [target applies on a GPU]",
+        f"masked >= {NUMPY_TARGET:g}x numpy-copy: {'yes' if vs_numpy >= NUMPY_TARGET else 'no'} "
+        f"({vs_numpy:.2f}x)" + ("" if on_gpu else " [target applies on a GPU]"),
     ]
+    rate_target = GPU_RATE_TARGET.get(model_name)
+    if on_gpu and rate_target:
+        rate = by_name[MASKED]
+        lines.append(
+            f"masked >= {rate_target:,} images/s: {'yes' if rate >= rate_target else 'no'} "
+            f"({rate:,.0f})"
+        )
+    return lines
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -576,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             model_name, device, args.batch_size, args.steps, args.warmup, args.repeats, training
         )
         console.print(loop_table(loops, args.batch_size, model_name, sparsity))
-        for line in target_lines(loops):
+        for line in target_lines(loops, model_name, device):
             console.print(line, markup=False, highlight=False)
         console.print(
             f"mask upkeep per step, timed alone (median of {UPKEEP_CALLS}): "

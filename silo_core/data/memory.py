@@ -102,6 +102,11 @@ class InMemorySource:
         self._crop_padding = crop_padding
         self._flip = flip
 
+    @property
+    def stored_dtype(self) -> torch.dtype:
+        """The dtype the split is kept in on its device (uint8 for CIFAR's raw pixels)."""
+        return self._images.dtype
+
     def batches(
         self, batch_size: int, *, shuffle: bool, augment: bool, seed: int
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
