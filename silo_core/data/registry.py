@@ -7,13 +7,13 @@ from typing import Any
 
 import torch
 
+from silo_core.names import DATASET_NAMES
+
 from .base import Splits, UnknownDatasetError
 from .cifar import load_cifar_splits
 from .digits import load_digits_splits
 from .imagefolder import load_imagefolder_splits
 from .synthetic import load_synthetic_splits
-
-DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "digits", "imagefolder", "synthetic")
 
 
 def load_dataset(

@@ -3,8 +3,8 @@
 ``build_model(name, in_channels=..., num_classes=..., image_size=...)`` returns a
 freshly initialised ``torch.nn.Module`` mapping ``(N, C, H, W)`` images with
 ``H == W == image_size`` to ``(N, num_classes)`` logits. Importing this package
-imports the architecture modules, whose decorators fill the registry, so
-``MODEL_NAMES`` is complete as soon as the package is imported.
+imports the architecture modules, whose decorators fill the registry; the
+registry must hold exactly ``silo_core.names.MODEL_NAMES``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from silo_core.models.registry import (
     register_model,
     registered_names,
 )
+from silo_core.names import MODEL_NAMES, require_names
 
-MODEL_NAMES: tuple[str, ...] = registered_names()
+require_names("model", MODEL_NAMES, registered_names())
 
 __all__ = [
     "MODEL_NAMES",

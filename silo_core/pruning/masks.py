@@ -17,9 +17,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from silo_core.names import PRUNING_METHODS
 from silo_core.pruning.selection import removal_count, smallest_k
-
-PRUNING_METHODS = ("global_magnitude", "layerwise_magnitude", "random")
 
 
 class MaskSet:

@@ -21,9 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from silo_core.data import DATASET_NAMES
-from silo_core.models import MODEL_NAMES
-from silo_core.pruning import PRUNING_METHODS
+from silo_core.names import DATASET_NAMES, MODEL_NAMES, PRUNING_METHODS
 from silo_core.schedules import SILO_PRESETS
 
 

@@ -14,6 +14,8 @@ from silo_core.models import (
     register_model,
 )
 from silo_core.models.cifar_resnet import OptionAShortcut
+from silo_core.models.registry import registered_names
+from silo_core.names import require_names
 
 # Natural input for each model: (in_channels, image_size, num_classes).
 NATURAL_INPUT = {
@@ -45,6 +47,13 @@ def logits(model: nn.Module, in_channels: int, image_size: int, batch: int = 2) 
 def test_model_names_are_sorted_and_complete():
     assert tuple(sorted(MODEL_NAMES)) == MODEL_NAMES
     assert set(MODEL_NAMES) == set(NATURAL_INPUT)
+    assert set(registered_names()) == set(MODEL_NAMES)
+
+
+def test_a_registry_out_of_step_with_the_declared_names_stops_the_import():
+    require_names("model", ("mlp", "lenet5"), ("mlp", "lenet5"))  # in step: nothing happens
+    with pytest.raises(ImportError, match=r"declared but not provided \['lenet5'\].*\['vgg7'\]"):
+        require_names("model", ("mlp", "lenet5"), ("mlp", "vgg7"))
 
 
 @pytest.mark.parametrize("name", sorted(NATURAL_INPUT))

@@ -1,6 +1,8 @@
 """The JobSpec: precise errors for each kind of mistake, YAML/JSON loading, identity."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -169,3 +171,14 @@ def test_json_schema_lists_allowed_values():
     assert "resnet20" in model_name["enum"]
     assert schema["properties"]["schedule"]["discriminator"]["propertyName"] == "name"
     assert schema["$defs"]["PruningSpec"]["properties"]["fraction"]["exclusiveMaximum"] == 1.0
+
+
+def test_reading_a_spec_and_starting_the_cli_do_not_load_torch():
+    # torch takes seconds to import and a GB of memory; the CLI and the API read specs only.
+    code = (
+        "import sys, server.app, server.cli, silo_core.spec as s; "
+        f"s.parse_spec({BASE!r}); "
+        "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
