@@ -197,7 +197,7 @@ def list_jobs(
     if as_json:
         _print_json(jobs)
     else:
-        out.print(job_table(jobs))
+        out.print(job_table(jobs, out.width))
 
 
 def status(

@@ -80,17 +80,20 @@ class JobSummary(BaseModel):
     priority: int
     tags: list[str]
     spec_hash: str
+    model: str | None = Field(None, description="The spec's model name")
+    dataset: str | None = Field(None, description="The spec's data set name")
+    schedule: str | None = Field(None, description="The spec's schedule name")
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
     attempt: int
+    progress: Progress
 
 
 class JobOut(JobSummary):
     spec: dict[str, Any]
     resources: Resources
     error_message: str | None
-    progress: Progress
     queue: QueueInfo
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 
 from rich.table import Table
 
@@ -12,6 +12,7 @@ from silo_client.models import (
     CycleOut,
     JobOut,
     JobSummary,
+    Progress,
     StudyOut,
     StudySummary,
 )
@@ -21,8 +22,8 @@ def _time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _pct(value: float | None) -> str:
-    return f"{value:.2%}" if value is not None else "-"
+def _pct(value: float | None, digits: int = 2) -> str:
+    return f"{value:.{digits}%}" if value is not None else "-"
 
 
 def _duration(seconds: float | None) -> str:
@@ -38,21 +39,77 @@ def counts(status: Mapping[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(status.items())) or "-"
 
 
-def job_table(jobs: Iterable[JobSummary]) -> Table:
-    table = Table()
-    for header in ("id", "name", "owner", "status", "prio", "tags", "created", "attempt"):
-        table.add_column(header, justify="right" if header in ("id", "prio") else "left")
-    for job in jobs:
-        table.add_row(
-            str(job.id),
-            job.name or "",
-            job.owner,
-            job.status,
-            str(job.priority),
-            ",".join(job.tags),
-            _time(job.created_at),
-            str(job.attempt),
-        )
+def _cycle(progress: Progress) -> str:
+    """``3/10`` while cycle 3 of 10 runs (0 is the dense training), ``-`` before."""
+    if progress.cycle is None:
+        return "-"
+    return f"{progress.cycle}/{progress.cycles if progress.cycles is not None else '?'}"
+
+
+def age(value: datetime, now: datetime | None = None) -> str:
+    """How long ago, in its largest unit: ``45s``, ``12m``, ``5h``, ``3d``."""
+    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# (header, right-aligned); "name" shrinks to fit, "owner" and "tags" are left out
+# when the terminal has no room for them (`silo status` shows everything).
+_JOB_COLUMNS = (
+    ("id", True), ("name", False), ("status", False), ("model", False), ("schedule", False),
+    ("cycle", True), ("sparsity", True), ("best", True), ("age", True),
+    ("owner", False), ("tags", False),
+)  # fmt: skip
+_OPTIONAL = ("owner", "tags")
+_GAP = 2  # spaces between columns
+_NAME_MIN = 8
+_NAME_KEPT = 24
+
+
+def job_table(jobs: Iterable[JobSummary], width: int = 80) -> Table:
+    """Jobs one per line, laid out for a terminal ``width`` columns wide."""
+    rows = [
+        {
+            "id": str(job.id),
+            "name": job.name or "",
+            "status": job.status,
+            "model": job.model or "?",
+            "schedule": job.schedule or "?",
+            "cycle": _cycle(job.progress),
+            "sparsity": _pct(job.progress.sparsity, 1),
+            "best": _pct(job.progress.best_accuracy, 1),
+            "age": age(job.created_at),
+            "owner": job.owner,
+            "tags": ",".join(job.tags),
+        }
+        for job in jobs
+    ]
+    widths = {h: max([len(h), *(len(row[h]) for row in rows)]) for h, _ in _JOB_COLUMNS}
+    shown = [h for h, _ in _JOB_COLUMNS if h not in _OPTIONAL]
+    # The line's last column needs no gap after it; count one anyway, for the cursor.
+    used = sum(widths[h] + _GAP for h in shown if h != "name") + _GAP
+    # Owner and tags only where the name still gets up to _NAME_KEPT characters.
+    name_kept = min(widths["name"], _NAME_KEPT)
+    for optional in _OPTIONAL:
+        if used + name_kept + widths[optional] + _GAP <= width:
+            shown.append(optional)
+            used += widths[optional] + _GAP
+    widths["name"] = max(_NAME_MIN, min(widths["name"], width - used))
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header, right in _JOB_COLUMNS:
+        if header in shown:
+            table.add_column(
+                header,
+                justify="right" if right else "left",
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=widths[header],
+                max_width=widths[header],
+            )
+    for row in rows:
+        table.add_row(*(row[h] for h, _ in _JOB_COLUMNS if h in shown))
     return table
 
 
@@ -62,12 +119,10 @@ def job_detail(job: JobOut) -> Table:
     table.add_column(style="bold")
     table.add_column()
     p = job.progress
-    schedule = job.spec.get("schedule", {}).get("name", "?")
-    model = job.spec.get("model", {}).get("name", "?")
     rows = [
         ("status", job.status),
         ("owner", job.owner),
-        ("spec", f"{model}, schedule {schedule} ({job.spec_hash})"),
+        ("spec", f"{job.model}/{job.dataset}, schedule {job.schedule} ({job.spec_hash})"),
         ("priority", str(job.priority)),
         ("tags", ", ".join(job.tags) or "-"),
         ("resources", f"{job.resources.cpus:g} CPU, {job.resources.gpus:g} GPU"),

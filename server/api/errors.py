@@ -36,6 +36,11 @@ class ApiError(Exception):
         self.details, self.headers = details, headers
 
 
+def not_found(what: str) -> ApiError:
+    """404 for a missing (or, to a non-owner, invisible) ``what``: "no such job"."""
+    return ApiError(404, "not_found", f"no such {what}")
+
+
 def error_response(
     status: int,
     code: str,

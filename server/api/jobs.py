@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,13 +14,13 @@ from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from server.api import job_out
 from server.api.deps import SessionDep, UserDep, require_owner_or_admin
-from server.api.errors import ApiError
-from server.db.models import Job, JobEvent, utcnow
+from server.api.errors import ApiError, not_found
+from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
 from server.jobs.states import IllegalTransitionError, JobStatus
-from server.jobs.views import JobView
 from silo_client.models import (
     ArtifactList,
     ArtifactOut,
@@ -32,11 +31,6 @@ from silo_client.models import (
     JobOut,
     JobPage,
     JobSubmit,
-    JobSummary,
-    Progress,
-    QueueInfo,
-    Resources,
-    as_utc,
 )
 from silo_core.spec import JobSpec, SpecError, parse_spec
 
@@ -51,14 +45,10 @@ MAX_IDEMPOTENCY_KEY = 200
 # --- helpers ----------------------------------------------------------------
 
 
-def _not_found(what: str = "job") -> ApiError:
-    return ApiError(404, "not_found", f"no such {what}")
-
-
 def _load(session: Session, job_id: int, *, for_update: bool = False) -> Job:
     job = repo.get_job(session, job_id, for_update=for_update)
     if job is None:
-        raise _not_found()
+        raise not_found("job")
     return job
 
 
@@ -85,98 +75,6 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
         return parse_spec(data)
     except SpecError as exc:
         raise invalid_spec([spec_problem(line) for line in exc.problems]) from None
-
-
-def _summary(job: JobView) -> JobSummary:
-    return JobSummary.model_validate(job, from_attributes=True)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What progress needs from a spec: the planned cycles and epochs."""
-
-    cycles: int
-    dense_epochs: int
-    epochs_per_cycle: int
-
-
-_PLANS: dict[str, _Plan | None] = {}
-_MAX_PLANS = 4096
-
-
-def _plan(job: JobView) -> _Plan | None:
-    """The job's plan, parsed once per distinct spec: every status poll needs it, and
-    equal spec hashes mean equal specs. None for a spec this version cannot read."""
-    if job.spec_hash in _PLANS:
-        return _PLANS[job.spec_hash]
-    try:
-        spec = parse_spec(job.spec)
-        plan = _Plan(
-            spec.pruning.planned_cycles(),
-            spec.training.dense_epochs,
-            spec.training.epochs_per_cycle,
-        )
-    except SpecError:
-        plan = None
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    _PLANS[job.spec_hash] = plan
-    return plan
-
-
-def _progress(job: JobView) -> Progress:
-    plan = _plan(job)
-    cycles = plan.cycles if plan else None
-    cycle, epoch = job.progress_cycle, job.progress_epoch
-    epochs = None
-    if plan is not None and cycle is not None:
-        epochs = plan.dense_epochs if cycle == 0 else plan.epochs_per_cycle
-    elapsed = None
-    if job.started_at is not None:
-        end = as_utc(job.finished_at) if job.finished_at else utcnow()
-        elapsed = max(0.0, (end - as_utc(job.started_at)).total_seconds())
-    eta = None
-    running = job.status in (JobStatus.RUNNING, JobStatus.CANCELLING)
-    if running and plan is not None and cycle is not None and elapsed:
-        total = plan.dense_epochs + plan.cycles * plan.epochs_per_cycle
-        done = (epoch or 0) if cycle == 0 else plan.dense_epochs
-        if cycle > 0:
-            done += (cycle - 1) * plan.epochs_per_cycle + (epoch or 0)
-        if 0 < done <= total:
-            eta = elapsed * (total - done) / done
-    return Progress(
-        cycle=cycle,
-        cycles=cycles,
-        epoch=epoch,
-        epochs=epochs,
-        sparsity=job.progress_sparsity,
-        best_accuracy=job.best_accuracy,
-        elapsed_seconds=elapsed,
-        eta_seconds=eta,
-    )
-
-
-def _queue(job: JobView) -> QueueInfo:
-    if job.ahead is None:
-        return QueueInfo(position=None, reason=job.queue_reason)
-    ahead = job.ahead
-    default = "next to run" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead"
-    return QueueInfo(position=ahead + 1, reason=job.queue_reason or default)
-
-
-def _detail(session: Session, job_id: int) -> JobOut:
-    """The job as GET /v1/jobs/{id} shows it, read in one statement."""
-    job = views.job_view(session, job_id)
-    if job is None:
-        raise _not_found()
-    return JobOut(
-        **_summary(job).model_dump(),
-        spec=job.spec,
-        resources=Resources(cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb),
-        error_message=job.error_message,
-        progress=_progress(job),
-        queue=_queue(job),
-    )
 
 
 # --- submit and list ----------------------------------------------------------
@@ -218,7 +116,7 @@ def submit_job(
         raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job.id}) from None
     if not created:
         response.status_code = 200
-    return _detail(session, job.id)
+    return job_out.detail(session, job.id)
 
 
 @router.get("/jobs", response_model=JobPage)
@@ -259,7 +157,7 @@ def list_jobs(
         raise ApiError(
             422, "invalid_request", str(exc), [{"field": "cursor", "message": "malformed cursor"}]
         ) from None
-    return JobPage(items=[_summary(job) for job in jobs], next_cursor=next_cursor)
+    return JobPage(items=job_out.summaries(session, jobs), next_cursor=next_cursor)
 
 
 # --- one job --------------------------------------------------------------------
@@ -271,7 +169,9 @@ def get_job(job_id: int, session: SessionDep, user: UserDep) -> Response:
     # The status poll is the hottest request: the JobOut built here is already
     # valid, so it is serialised once, skipping FastAPI's second validation of
     # the return value (an eighth of the poll's time). /docs still shows JobOut.
-    return Response(_detail(session, job_id).model_dump_json(), media_type="application/json")
+    return Response(
+        job_out.detail(session, job_id).model_dump_json(), media_type="application/json"
+    )
 
 
 @router.get("/jobs/{job_id}/cycles", response_model=CycleList)
@@ -294,7 +194,7 @@ def cancel_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
         raise ApiError(409, "illegal_transition", str(exc)) from None
     if changed:
         session.commit()
-    return _detail(session, job.id)
+    return job_out.detail(session, job.id)
 
 
 @router.post("/jobs/{job_id}/retry", response_model=JobOut)
@@ -308,7 +208,7 @@ def retry_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
         session.rollback()
         raise ApiError(409, "illegal_transition", str(exc)) from None
     session.commit()
-    return _detail(session, job.id)
+    return job_out.detail(session, job.id)
 
 
 # --- events -----------------------------------------------------------------------
@@ -427,7 +327,7 @@ def download_artifact(
     _load(session, job_id)
     artifact = repo.get_artifact(session, job_id, name)
     if artifact is None:
-        raise _not_found("artifact")
+        raise not_found("artifact")
     path = repo.artifact_path(artifact)
     # Only files under the artifact root are served: a worker registers the
     # location, and a location elsewhere must not turn into a file download.

@@ -18,7 +18,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.api.deps import SessionDep, UserDep
-from server.api.errors import ApiError
+from server.api.errors import ApiError, not_found
 from server.jobs import repository as repo
 from workers.attempt import attempt_log
 
@@ -95,7 +95,7 @@ def job_logs(
     """The job's log lines, attempt by attempt (tracebacks of failures included)."""
     job = repo.get_job(session, job_id)
     if job is None:
-        raise ApiError(404, "not_found", "no such job")
+        raise not_found("job")
     if attempt is not None and attempt > job.attempt:
         raise ApiError(
             404,

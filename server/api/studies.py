@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from server.api.deps import SessionDep, UserDep
-from server.api.errors import ApiError
+from server.api.errors import not_found
 from server.api.jobs import invalid_spec, spec_problem
 from server.db.models import Study
 from server.jobs import studies
@@ -137,5 +137,5 @@ def get_study(study_id: int, session: SessionDep, user: UserDep) -> StudyOut:
     """The study, its members' states and the comparison table so far."""
     study = session.get(Study, study_id)
     if study is None:
-        raise ApiError(404, "not_found", "no such study")
+        raise not_found("study")
     return _out(session, study)

@@ -1,6 +1,6 @@
 // #/jobs: the job table with filters, live every 2 s, paged by next_cursor.
 
-import { api, TERMINAL } from "./api.js";
+import { api } from "./api.js";
 import { badge, fill, fmt, h, poll, table } from "./dom.js";
 
 const PAGE = 25;
@@ -29,8 +29,8 @@ const COLUMNS = [
   { label: "Name", cell: (j) => j.name ?? "" },
   { label: "Status", cell: (j) => badge(j.status) },
   { label: "Owner", cell: (j) => j.owner },
-  { label: "Model / data set", cell: (j) => (j.spec ? `${j.spec.model.name} / ${j.spec.dataset.name}` : "…") },
-  { label: "Schedule", cell: (j) => (j.spec ? j.spec.schedule.name : "…") },
+  { label: "Model / data set", cell: (j) => (j.model ? `${j.model} / ${j.dataset}` : "–") },
+  { label: "Schedule", cell: (j) => j.schedule ?? "–" },
   { label: "Progress", cell: progressCell },
   { label: "Best accuracy", cell: (j) => fmt.pct(j.progress?.best_accuracy, 2) },
   { label: "Sparsity", cell: (j) => fmt.pct(j.progress?.sparsity) },
@@ -72,27 +72,16 @@ export function jobsView(main, ctx) {
   const older = h("button", { type: "button", "aria-label": "Older jobs", disabled: true }, "Older →");
 
   let latest = 0;
-  // The list gives summaries only; progress, spec and best accuracy come from
-  // each job's own GET (the API's ~1 ms status poll). A finished job is read
-  // once while the page is open; a live one on every refresh.
-  const details = new Map();
-  const needsDetail = (job) => {
-    const known = details.get(job.id);
-    return !known || known.status !== job.status || !TERMINAL.has(job.status);
-  };
 
   async function refresh() {
     const asked = ++latest;
     const params = { limit: PAGE, cursor: cursors[page], ...filters };
+    // One request a refresh: each summary carries its job's progress and spec names.
     const list = await api("/v1/jobs", { params });
-    await Promise.all(
-      list.items.filter(needsDetail).map(async (j) => details.set(j.id, await api(`/v1/jobs/${j.id}`))),
-    );
     // A filter or page change while this was on its way: its answer is stale.
     if (asked !== latest) return;
     nextCursor = list.next_cursor;
-    // The summary is newer than a kept detail when the status just changed.
-    jobs.render(list.items.map((j) => ({ ...details.get(j.id), ...j })));
+    jobs.render(list.items);
     fill(updated, list.items.length ? `updated ${new Date().toLocaleTimeString()}` : "no jobs match");
     newer.disabled = page === 0;
     older.disabled = !nextCursor;

@@ -1,0 +1,144 @@
+"""A job as the API answers it: the summary a list shows, the detail a poll shows.
+
+Both carry the job's progress, and progress needs the spec's plan (cycles and
+epochs) while a list page reads no specs. Plans are therefore parsed once per
+distinct spec hash and kept; a list page reads the specs only of hashes not
+seen before, in one extra statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from server.api.errors import not_found
+from server.db.models import utcnow
+from server.jobs import views
+from server.jobs.states import JobStatus
+from server.jobs.views import JobView
+from silo_client.models import (
+    JobOut,
+    JobSummary,
+    Progress,
+    QueueInfo,
+    Resources,
+    as_utc,
+)
+from silo_core.spec import SpecError, parse_spec
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a summary needs from a spec: its names and the planned cycles and epochs."""
+
+    model: str
+    dataset: str
+    schedule: str
+    cycles: int
+    dense_epochs: int
+    epochs_per_cycle: int
+
+
+_PLANS: dict[str, Plan | None] = {}
+_MAX_PLANS = 4096
+# The summary fields read straight off the view; the rest come from the plan.
+_VIEW_FIELDS = tuple(
+    name for name in JobSummary.model_fields if name not in {*Plan.__dataclass_fields__, "progress"}
+)
+
+
+def _parse_plan(spec_hash: str, spec: dict) -> Plan | None:
+    """The plan of ``spec``, kept under its hash (equal hashes mean equal specs).
+    None for a spec this version cannot read."""
+    if spec_hash in _PLANS:
+        return _PLANS[spec_hash]
+    try:
+        parsed = parse_spec(spec)
+        plan = Plan(
+            model=parsed.model.name,
+            dataset=parsed.dataset.name,
+            schedule=parsed.schedule.name,
+            cycles=parsed.pruning.planned_cycles(),
+            dense_epochs=parsed.training.dense_epochs,
+            epochs_per_cycle=parsed.training.epochs_per_cycle,
+        )
+    except SpecError:
+        plan = None
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[spec_hash] = plan
+    return plan
+
+
+def _progress(job: JobView, plan: Plan | None) -> Progress:
+    cycle, epoch = job.progress_cycle, job.progress_epoch
+    epochs = None
+    if plan is not None and cycle is not None:
+        epochs = plan.dense_epochs if cycle == 0 else plan.epochs_per_cycle
+    elapsed = None
+    if job.started_at is not None:
+        end = as_utc(job.finished_at) if job.finished_at else utcnow()
+        elapsed = max(0.0, (end - as_utc(job.started_at)).total_seconds())
+    eta = None
+    running = job.status in (JobStatus.RUNNING, JobStatus.CANCELLING)
+    if running and plan is not None and cycle is not None and elapsed:
+        total = plan.dense_epochs + plan.cycles * plan.epochs_per_cycle
+        done = (epoch or 0) if cycle == 0 else plan.dense_epochs
+        if cycle > 0:
+            done += (cycle - 1) * plan.epochs_per_cycle + (epoch or 0)
+        if 0 < done <= total:
+            eta = elapsed * (total - done) / done
+    return Progress(
+        cycle=cycle,
+        cycles=plan.cycles if plan else None,
+        epoch=epoch,
+        epochs=epochs,
+        sparsity=job.progress_sparsity,
+        best_accuracy=job.best_accuracy,
+        elapsed_seconds=elapsed,
+        eta_seconds=eta,
+    )
+
+
+def _summary_fields(job: JobView, plan: Plan | None) -> dict:
+    return {
+        **{name: getattr(job, name) for name in _VIEW_FIELDS},
+        "model": plan.model if plan else None,
+        "dataset": plan.dataset if plan else None,
+        "schedule": plan.schedule if plan else None,
+        "progress": _progress(job, plan),
+    }
+
+
+def summaries(session: Session, jobs: list[JobView]) -> list[JobSummary]:
+    """The list page's items; specs are read only for hashes not seen before."""
+    plans = {job.spec_hash: _PLANS[job.spec_hash] for job in jobs if job.spec_hash in _PLANS}
+    unseen = {job.spec_hash for job in jobs} - plans.keys()
+    if unseen:
+        for spec_hash, spec in views.specs_by_hash(session, unseen).items():
+            plans[spec_hash] = _parse_plan(spec_hash, spec)
+    return [JobSummary(**_summary_fields(job, plans.get(job.spec_hash))) for job in jobs]
+
+
+def _queue(job: JobView) -> QueueInfo:
+    if job.ahead is None:
+        return QueueInfo(position=None, reason=job.queue_reason)
+    ahead = job.ahead
+    default = "next to run" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead"
+    return QueueInfo(position=ahead + 1, reason=job.queue_reason or default)
+
+
+def detail(session: Session, job_id: int) -> JobOut:
+    """The job as GET /v1/jobs/{id} shows it, read in one statement."""
+    job = views.job_view(session, job_id)
+    if job is None:
+        raise not_found("job")
+    assert job.spec is not None  # the detail view reads the spec
+    return JobOut(
+        **_summary_fields(job, _parse_plan(job.spec_hash, job.spec)),
+        spec=job.spec,
+        resources=Resources(cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb),
+        error_message=job.error_message,
+        queue=_queue(job),
+    )

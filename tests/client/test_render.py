@@ -1,0 +1,65 @@
+"""The CLI's job list fits the terminal: the name gives way first, then owner and tags."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from rich.console import Console
+
+from silo_client.models import JobSummary, Progress
+from silo_client.render import age, job_table
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+LONG_NAME = "resnet20-cifar10-silo-alpha0.08-seed3"
+
+
+def job(job_id: int, **changes) -> JobSummary:
+    values = {
+        "id": job_id,
+        "name": LONG_NAME,
+        "owner": "alice",
+        "status": "running",
+        "priority": 0,
+        "tags": ["study-7", "seed-3"],
+        "spec_hash": "0" * 16,
+        "model": "resnet20",
+        "dataset": "cifar10",
+        "schedule": "silo",
+        "created_at": datetime.now(UTC) - timedelta(hours=3, minutes=1),
+        "started_at": None,
+        "finished_at": None,
+        "attempt": 1,
+        "progress": Progress(cycle=4, cycles=25, sparsity=0.5904, best_accuracy=0.9172),
+    }
+    return JobSummary(**(values | changes))
+
+
+def lines(width: int, jobs: list[JobSummary]) -> list[str]:
+    console = Console(width=width, record=True)
+    console.print(job_table(jobs, width))
+    return [line.rstrip() for line in console.export_text().splitlines()]
+
+
+def test_a_narrow_terminal_cuts_the_name_and_leaves_out_owner_and_tags():
+    narrow = lines(80, [job(7), job(12, name=None, progress=Progress())])
+    assert all(len(line) <= 80 for line in narrow)
+    assert narrow[0].split() == [
+        "id", "name", "status", "model", "schedule", "cycle", "sparsity", "best", "age",
+    ]  # fmt: skip
+    cells = narrow[1].split()
+    assert cells[0] == "7" and cells[1].endswith("…") and LONG_NAME.startswith(cells[1][:-1])
+    assert cells[2:] == ["running", "resnet20", "silo", "4/25", "59.0%", "91.7%", "3h"]
+    assert narrow[2].split() == ["12", "running", "resnet20", "silo", "-", "-", "-", "3h"]
+
+
+def test_a_wide_terminal_shows_every_column_uncut():
+    wide = lines(160, [job(7)])
+    assert wide[0].split()[-2:] == ["owner", "tags"]
+    assert LONG_NAME in wide[1] and wide[1].endswith("alice  study-7,seed-3")
+
+
+def test_age_is_given_in_its_largest_unit():
+    spans = (5, 61, 7200, 3 * 86400)
+    ago = {seconds: age(NOW - timedelta(seconds=seconds), NOW) for seconds in spans}
+    assert ago == {5: "5s", 61: "1m", 7200: "2h", 3 * 86400: "3d"}
+    assert age(NOW + timedelta(seconds=3), NOW) == "0s"  # a clock a little ahead
