@@ -33,7 +33,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from silo_core.engine.oracle import OracleSearch, SearchResult, TrialStart, search_in_process
+from silo_core.engine.oracle import (
+    OracleSearch,
+    SearchProgress,
+    SearchResult,
+    TrialStart,
+    search_in_process,
+)
 from silo_core.engine.runner import JobResult, PruningEngine
 from silo_core.spec import JobSpec, parse_spec
 from workers.oracle_tune import TrialSlots, TuneOracleSearch
@@ -44,11 +50,14 @@ def timed(search: OracleSearch, seconds: list[float]) -> OracleSearch:
     """``search``, appending each call's wall time to ``seconds``."""
 
     def run(
-        start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+        start: TrialStart,
+        grid: Sequence[float],
+        should_stop: Callable[[], bool],
+        progress: SearchProgress | None = None,
     ) -> SearchResult | None:
         began = time.perf_counter()
         try:
-            return search(start, grid, should_stop)
+            return search(start, grid, should_stop, progress)
         finally:
             seconds.append(time.perf_counter() - began)
 

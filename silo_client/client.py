@@ -246,18 +246,26 @@ class SiloClient:
                 return
             after = page.next_after
 
-    def stream(self, job_id: int, *, poll: float = 1.0, after: int = 0) -> Iterator[EventOut]:
-        """New events as they come, until the job is finished (succeeded, failed, cancelled)."""
+    def follow(
+        self, job_id: int, *, poll: float = 1.0, after: int = 0
+    ) -> Iterator[tuple[JobOut, list[EventOut]]]:
+        """The job and its new events at every poll, until the job is finished."""
         while True:
-            # The status is read before the events: once it is final, every
+            # The job is read before the events: once it is final, every
             # event was already written, so the read that follows gets the last.
-            status = self.get(job_id).status
-            for event in self.events(job_id, after):
-                after = event.seq
-                yield event
-            if status in TERMINAL:
+            job = self.get(job_id)
+            events = list(self.events(job_id, after))
+            if events:
+                after = events[-1].seq
+            yield job, events
+            if job.status in TERMINAL:
                 return
             time.sleep(poll)
+
+    def stream(self, job_id: int, *, poll: float = 1.0, after: int = 0) -> Iterator[EventOut]:
+        """New events as they come, until the job is finished (succeeded, failed, cancelled)."""
+        for _, events in self.follow(job_id, poll=poll, after=after):
+            yield from events
 
     def wait(self, job_id: int, *, poll: float = 1.0) -> JobOut:
         """Block until the job is finished; the job as it ended."""

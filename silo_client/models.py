@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+NOTE_LENGTH = 200  # a job's progress note, as stored and as a worker may send it
 MAX_TAGS = 20
 
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
@@ -65,6 +66,11 @@ class Progress(BaseModel):
     best_accuracy: float | None = None
     elapsed_seconds: float | None = None
     eta_seconds: float | None = Field(None, description="Estimate; null when unknown")
+    note: str | None = Field(
+        None,
+        max_length=NOTE_LENGTH,
+        description="What a running job does while no epoch ends (the Oracle's search)",
+    )
 
 
 class QueueInfo(BaseModel):

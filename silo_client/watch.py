@@ -42,21 +42,23 @@ def watch_job(client: SiloClient, job_id: int, console: Console, poll: float = 1
             "cycles", total=planned + 1 if planned is not None else None, status=job.status
         )
         epochs = progress.add_task("epochs", total=None, status="")
-        for event in client.stream(job_id, poll=poll):
-            progress.update(
-                epochs,
-                description=f"cycle {event.cycle}",
-                completed=event.epoch,
-                total=event.epochs,
-                status=(
-                    f"lr {event.lr:.3g}  sparsity {event.sparsity:.1%}  "
-                    f"val {event.val_accuracy:.1%}"
-                ),
-            )
-            finished = event.cycle + (1 if event.epoch >= event.epochs else 0)
-            progress.update(cycles, completed=finished, status="running")
-        job = client.get(job_id)
-        progress.update(cycles, status=job.status)
+        for job, events in client.follow(job_id, poll=poll):
+            for event in events:
+                progress.update(
+                    epochs,
+                    description=f"cycle {event.cycle}",
+                    completed=event.epoch,
+                    total=event.epochs,
+                    status=(
+                        f"lr {event.lr:.3g}  sparsity {event.sparsity:.1%}  "
+                        f"val {event.val_accuracy:.1%}"
+                    ),
+                )
+                finished = event.cycle + (1 if event.epoch >= event.epochs else 0)
+                progress.update(cycles, completed=finished, status="running")
+            if job.progress.note and not events:  # epochs stand still: say why
+                progress.update(epochs, status=job.progress.note)
+        progress.update(cycles, status=job.status)  # the last read: the job as it ended
     return job
 
 
@@ -77,6 +79,8 @@ def _member_status(job: JobOut) -> str:
     p = job.progress
     if job.status != "running" or p.cycle is None:
         return job.status
+    if p.note:
+        return p.note
     accuracy = f"  best {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
     return f"cycle {p.cycle} epoch {p.epoch}/{p.epochs}  sparsity {p.sparsity or 0:.1%}{accuracy}"
 

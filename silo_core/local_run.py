@@ -45,6 +45,11 @@ class ProgressReporter:
     def on_cycle(self, result: CycleResult) -> None:
         self.progress.update(self.cycle_task, completed=result.cycle + 1)
 
+    def on_note(self, note: str | None) -> None:
+        """The Oracle's search: shown on the epoch bar until its epochs come."""
+        if note:
+            self.progress.update(self.epoch_task, status=note)
+
 
 def cycle_table(cycles: list[CycleResult], title: str) -> Table:
     table = Table(title=title)

@@ -32,7 +32,13 @@ import ray
 import torch
 from ray import tune
 
-from silo_core.engine.oracle import SearchResult, TrialOutcome, TrialStart, best_index
+from silo_core.engine.oracle import (
+    SearchProgress,
+    SearchResult,
+    TrialOutcome,
+    TrialStart,
+    best_index,
+)
 from silo_core.engine.records import EpochEvent, EpochScores
 from silo_core.engine.runner import PruningEngine
 from silo_core.spec import JobSpec, OracleScheduleSpec
@@ -94,7 +100,11 @@ class TuneOracleSearch:
     last_trials: list[TrialRun] = field(default_factory=list)
 
     def __call__(
-        self, start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+        self,
+        start: TrialStart,
+        grid: Sequence[float],
+        should_stop: Callable[[], bool],
+        progress: SearchProgress | None = None,
     ) -> SearchResult | None:
         name = f"cycle-{start.cycle}"
         folder = self.storage.resolve() / name
@@ -115,6 +125,7 @@ class TuneOracleSearch:
                 name=name,
                 storage_path=str(folder.parent),
                 stop=stopper,
+                callbacks=[_TellProgress(progress)] if progress else [],
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0),
             ),
@@ -197,6 +208,28 @@ class _StopWhenAsked(tune.Stopper):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.asked, self._checked = state["asked"], -math.inf
         self.should_stop = lambda: self.asked
+
+
+class _TellProgress(tune.Callback):
+    """Passes every epoch a trial reports on to the search's progress note."""
+
+    def __init__(self, progress: SearchProgress | None) -> None:
+        self.progress = progress
+
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
+        if self.progress is not None:
+            max_lr = trial.config["max_lr"]
+            self.progress.epoch_done(max_lr, result["epoch"], result["best_val_accuracy"])
+
+    # Pickled into the experiment's state like the stopper; the note's path
+    # (the engine's reporter) stays behind.
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.progress = None
 
 
 def _run_trial(

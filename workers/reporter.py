@@ -16,10 +16,11 @@ A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
 newer attempt owns the job: the reporter stops delivering and raises its
 ``superseded`` flag, which the engine's stop check reads.
 
-A heartbeat (``running``, not spooled) answers whether a user asked to
-cancel the job. The engine asks at every epoch boundary (``should_stop``,
-synchronously, at most every ``heartbeat_seconds``), so a cancel is obeyed at
-the first boundary after it; the delivery thread also sends one while idle.
+A heartbeat (``running``, not spooled) carries the job's progress note and
+answers whether a user asked to cancel the job. The engine asks at every
+epoch boundary (``should_stop``, synchronously, at most every
+``heartbeat_seconds``), so a cancel is obeyed at the first boundary after
+it; the delivery thread also sends one while idle.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from silo_client.models import NOTE_LENGTH
 from silo_core.engine.records import CycleResult, EpochEvent
 
 log = logging.getLogger("silo.workers.reporter")
@@ -157,6 +159,7 @@ class ApiReporter:
         self.first_backoff, self.max_backoff = first_backoff, max_backoff
         self.heartbeat_seconds = heartbeat_seconds
         self._last_heartbeat = 0.0
+        self._note: str | None = None
         self.superseded = False
         self.cancel_requested = False
         self.dropped: list[tuple[Report, str]] = []  # refused as invalid (4xx): kept for the log
@@ -182,6 +185,11 @@ class ApiReporter:
             result.seconds,
         )
         self._add("cycle", result.to_dict())
+
+    def on_note(self, note: str | None) -> None:
+        """What the job does while no epoch is reported; the next heartbeat
+        carries it (not spooled: only the latest note matters)."""
+        self._note = note[:NOTE_LENGTH] if note else None
 
     def artifact(self, name: str, size: int, checksum: str, location: str) -> None:
         self._add(
@@ -267,7 +275,7 @@ class ApiReporter:
             return
         self._last_heartbeat = time.monotonic()
         try:
-            response = self.client.post("status", {"status": "running"})
+            response = self.client.post("status", {"status": "running", "note": self._note})
         except httpx.TransportError:
             return  # the spooled reports' retries say when the API is back
         if response.is_success:

@@ -29,6 +29,7 @@ from server.jobs.attempts import (
     report_status,
 )
 from server.jobs.states import IllegalTransitionError
+from silo_client.models import NOTE_LENGTH
 
 router = APIRouter(prefix="/v1", tags=["intake"])
 
@@ -118,6 +119,11 @@ class StatusIn(BaseModel):
 
     status: Literal["running", "succeeded", "failed", "cancelled"]
     message: str | None = Field(default=None, max_length=10_000)
+    note: str | None = Field(
+        default=None,
+        max_length=NOTE_LENGTH,
+        description="With running: what the job does while no epoch is reported; null clears",
+    )
 
 
 def current_attempt(
@@ -203,6 +209,8 @@ def post_artifact(body: ArtifactIn, current: AttemptDep, session: SessionDep) ->
 def post_status(body: StatusIn, current: AttemptDep, session: SessionDep) -> dict[str, Any]:
     """Heartbeat (``running``) or finish the job; a final status ends the attempt."""
     outcome = _write(
-        session, current, lambda a: report_status(session, a, body.status, body.message)
+        session,
+        current,
+        lambda a: report_status(session, a, body.status, body.message, body.note),
     )
     return {"status": outcome.status, "changed": outcome.changed}

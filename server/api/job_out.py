@@ -98,6 +98,7 @@ def _progress(job: JobView, plan: Plan | None) -> Progress:
         best_accuracy=job.best_accuracy,
         elapsed_seconds=elapsed,
         eta_seconds=eta,
+        note=job.progress_note if running else None,  # a lost attempt's note is stale
     )
 
 

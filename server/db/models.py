@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from silo_client.models import NOTE_LENGTH
+
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -100,6 +102,8 @@ class Job(Base):
     progress_epoch: Mapped[int | None] = mapped_column(Integer)
     progress_sparsity: Mapped[float | None] = mapped_column(Float)
     best_accuracy: Mapped[float | None] = mapped_column(Float)
+    # What a running job does while no epoch is reported (the Oracle's search).
+    progress_note: Mapped[str | None] = mapped_column(String(NOTE_LENGTH))
     # What the job asks of the cluster (Ray resources; fractional GPUs share a card).
     cpus: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
     gpus: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")

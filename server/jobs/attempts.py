@@ -336,13 +336,18 @@ class StatusOutcome:
 
 
 def report_status(
-    session: Session, attempt: JobAttempt, status: str, message: str | None = None
+    session: Session,
+    attempt: JobAttempt,
+    status: str,
+    message: str | None = None,
+    note: str | None = None,
 ) -> StatusOutcome:
     """Apply a worker's status report through the state machine.
 
-    ``running`` is a heartbeat that changes nothing (the answer tells a worker
-    whether the job is being cancelled). A final status ends the job and the
-    attempt; replaying it from the same attempt changes nothing.
+    ``running`` is a heartbeat: it changes no status (the answer tells a worker
+    whether the job is being cancelled) and carries the job's progress note
+    (None clears it). A final status ends the job and the attempt; replaying
+    it from the same attempt changes nothing.
     """
     job = lock_job(session, attempt.job_id)
     attempt = _reload_attempt(session, attempt)
@@ -363,8 +368,12 @@ def report_status(
                 f"a {job.status} job cannot be resumed by a heartbeat; "
                 "only the dispatcher starts attempts"
             )
+        if job.progress_note != note:
+            job.progress_note = note
+            session.flush()
         return StatusOutcome(job.status, changed=False)
     job.status = transition(job.status, status)  # IllegalTransitionError
+    job.progress_note = None
     now = _now()
     job.finished_at = now
     if status == JobStatus.FAILED:

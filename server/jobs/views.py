@@ -66,6 +66,7 @@ class JobView:
     progress_epoch: int | None
     progress_sparsity: float | None
     best_accuracy: float | None
+    progress_note: str | None
     spec: dict[str, Any] | None = None
     cpus: float | None = None
     gpus: float | None = None
@@ -121,6 +122,7 @@ _SUMMARY_COLUMNS = (
     Job.progress_epoch,
     Job.progress_sparsity,
     Job.best_accuracy,
+    Job.progress_note,
 )
 _AHEAD = case((Job.status == JobStatus.QUEUED.value, jobs_ahead()), else_=None)
 

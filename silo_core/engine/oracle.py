@@ -58,11 +58,52 @@ class SearchResult:
     val_accuracy: list[float]  # per grid value, in grid order
 
 
+class SearchProgress:
+    """How far one cycle's search has come, for the job's progress note.
+
+    A search trains grid x epochs epochs before the cycle's first event is
+    reported, minutes to hours on a real network, so without this note the
+    job's progress would stand still. Trials may finish epochs in any order
+    (they run side by side on Tune); each finished epoch updates the note:
+    ``Oracle search: 37/150 trial epochs, best so far max_lr 0.1 (94.2% val)``.
+    """
+
+    def __init__(self, grid: Sequence[float], epochs: int, notify: Callable[[str], None]) -> None:
+        self.total = len(grid) * epochs
+        self.notify = notify
+        self._epochs_of: dict[float, int] = {}
+        self._leader: tuple[float, float] | None = None  # (val accuracy, max_lr)
+
+    @property
+    def done(self) -> int:
+        return sum(self._epochs_of.values())
+
+    def epoch_done(self, max_lr: float, epoch: int, val_accuracy: float) -> None:
+        """Trial ``max_lr`` finished its ``epoch``-th epoch (1-based) at
+        ``val_accuracy`` (or at its best so far: the leader is the same)."""
+        self._epochs_of[max_lr] = max(epoch, self._epochs_of.get(max_lr, 0))
+        if self._leader is None or val_accuracy > self._leader[0]:
+            self._leader = (val_accuracy, max_lr)
+        self.notify(self.note())
+
+    def note(self) -> str:
+        text = f"Oracle search: {self.done}/{self.total} trial epochs"
+        if self._leader is not None:
+            accuracy, max_lr = self._leader
+            text += f", best so far max_lr {max_lr:g} ({accuracy:.1%} val)"
+        return text
+
+
 class OracleSearch(Protocol):
-    """Runs one cycle's trials; returns None when a stop was asked for first."""
+    """Runs one cycle's trials; returns None when a stop was asked for first.
+    Each finished trial epoch is told to ``progress`` when one is given."""
 
     def __call__(
-        self, start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+        self,
+        start: TrialStart,
+        grid: Sequence[float],
+        should_stop: Callable[[], bool],
+        progress: SearchProgress | None = None,
     ) -> SearchResult | None: ...
 
 
@@ -76,12 +117,21 @@ def search_in_process(engine: PruningEngine) -> OracleSearch:
     """Trials one after the other, in the engine's process, on its device."""
 
     def search(
-        start: TrialStart, grid: Sequence[float], should_stop: Callable[[], bool]
+        start: TrialStart,
+        grid: Sequence[float],
+        should_stop: Callable[[], bool],
+        progress: SearchProgress | None = None,
     ) -> SearchResult | None:
         best: TrialOutcome | None = None
         accuracies: list[float] = []
         for max_lr in grid:
-            trial = engine.train_trial(start, max_lr)
+            on_epoch = None
+            if progress is not None:
+
+                def on_epoch(event: EpochEvent, scores: EpochScores, lr: float = max_lr) -> None:
+                    progress.epoch_done(lr, event.epoch, scores.val_accuracy)
+
+            trial = engine.train_trial(start, max_lr, on_epoch)
             accuracies.append(trial.val_accuracy)
             if best_index(accuracies) == len(accuracies) - 1:
                 best = trial  # only the leader's weights are kept in memory

@@ -31,6 +31,7 @@ from silo_core.engine.checkpoint import CheckpointStore, DenseCache
 from silo_core.engine.device_plan import plan_for
 from silo_core.engine.oracle import (
     OracleSearch,
+    SearchProgress,
     SearchResult,
     TrialOutcome,
     TrialStart,
@@ -47,6 +48,10 @@ CHECKPOINT_VERSION = 1
 
 
 class Reporter(Protocol):
+    """Where a job's progress goes. A reporter may also have ``on_note(text |
+    None)``: what the job is doing while no epoch is reported (the Oracle's
+    search); None clears it."""
+
     def on_epoch(self, event: EpochEvent) -> None: ...
     def on_cycle(self, result: CycleResult) -> None: ...
 
@@ -302,7 +307,11 @@ class PruningEngine:
             rng=torch.get_rng_state(),
         )
         began = time.perf_counter()
-        searched = self.oracle_search(start, oracle.grid, self.should_stop)
+        progress = SearchProgress(oracle.grid, self.epochs_in(cycle), self._note)
+        try:
+            searched = self.oracle_search(start, oracle.grid, self.should_stop, progress)
+        finally:
+            self._note(None)
         if searched is None:
             return False
         self._adopt_trial(searched.best)
@@ -316,6 +325,11 @@ class PruningEngine:
         if self.store:
             self.store.save(self._checkpoint())
         return not self.should_stop()
+
+    def _note(self, text: str | None) -> None:
+        on_note = getattr(self.reporter, "on_note", None)
+        if on_note is not None:
+            on_note(text)
 
     def train_trial(
         self,

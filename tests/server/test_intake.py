@@ -255,6 +255,39 @@ def test_a_final_status_ends_the_attempt(live_server, db):
         assert attempt.status == "failed" and attempt.ended_at is not None
 
 
+def test_a_heartbeat_carries_the_progress_note_until_the_job_ends(live_server, db):
+    job_id = make_job(db)
+    _, token = start(db, job_id)
+    note = "Oracle search: 12/40 trial epochs, best so far max_lr 0.1 (93.0% val)"
+    with (
+        worker(live_server, token) as client,
+        live_server.client("alice") as alice,
+    ):
+
+        def shown() -> str | None:
+            return alice.get(f"/v1/jobs/{job_id}").json()["progress"]["note"]
+
+        beat = client.post(url(job_id, 1, "status"), json={"status": "running", "note": note})
+        assert beat.json() == {"status": "running", "changed": False}
+        assert load_job(db, job_id).progress_note == note
+        assert shown() == note
+        listed = alice.get("/v1/jobs").json()["items"]
+        assert [item["progress"]["note"] for item in listed if item["id"] == job_id] == [note]
+
+        long_note = {"status": "running", "note": "x" * 201}
+        too_long = client.post(url(job_id, 1, "status"), json=long_note)
+        assert too_long.status_code == 422
+        assert too_long.json()["error"]["details"][0]["field"] == "note"
+        assert shown() == note  # the refused heartbeat wrote nothing
+
+        client.post(url(job_id, 1, "status"), json={"status": "running"})
+        assert shown() is None  # a heartbeat without a note clears it
+        client.post(url(job_id, 1, "status"), json={"status": "running", "note": note})
+        done = client.post(url(job_id, 1, "status"), json={"status": "succeeded"})
+        assert done.json()["status"] == "succeeded"
+    assert load_job(db, job_id).progress_note is None  # the end clears it too
+
+
 def test_illegal_status_reports_get_409(live_server, db):
     job_id = make_job(db)
     _, token = start(db, job_id)

@@ -277,6 +277,7 @@ def test_a_listed_job_carries_its_spec_names_and_progress(live_server, monkeypat
             "best_accuracy": 0.91,
             "elapsed_seconds": None,
             "eta_seconds": None,
+            "note": None,
         }
         assert items[running]["progress"]["eta_seconds"] > 0
         assert items[waiting]["progress"]["cycle"] is None

@@ -1,5 +1,7 @@
 """The prune-retrain engine on the embedded digits data: end to end, resume, modes."""
 
+import re
+
 import pytest
 import torch
 
@@ -202,6 +204,41 @@ def test_the_oracle_keeps_the_retraining_with_the_best_validation_accuracy():
     keys = [(e.cycle, e.epoch) for e in recorder.events]
     assert keys == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
     assert [e.max_lr for e in recorder.events if e.cycle == 1] == [result.cycles[1].max_lr] * 2
+
+
+class NoteRecorder(Recorder):
+    """A reporter that also takes progress notes, and the events seen before each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: list[tuple[str | None, int]] = []
+
+    def on_note(self, note: str | None) -> None:
+        self.notes.append((note, len(self.events)))
+
+
+def test_the_oracle_search_says_how_far_it_is_while_its_epochs_stand_still():
+    grid = [1e-5, 0.05, 0.3]
+    recorder = NoteRecorder()
+    result = PruningEngine(oracle_spec(grid), reporter=recorder).run()
+    # Per cycle: one note per trial epoch (3 trials x 2 epochs), then a clear,
+    # all before the chosen trial's epochs are reported.
+    per_cycle = [recorder.notes[i : i + 7] for i in (0, 7)]
+    assert len(recorder.notes) == 14
+    note = re.compile(r"Oracle search: (\d)/6 trial epochs, best so far max_lr (\S+) \((.+) val\)")
+    for cycle, notes in enumerate(per_cycle, start=1):
+        texts = [text for text, _ in notes]
+        assert texts[-1] is None
+        parsed = [note.fullmatch(text).groups() for text in texts[:-1]]
+        assert [int(done) for done, _, _ in parsed] == [1, 2, 3, 4, 5, 6]
+        leader = result.cycles[cycle]
+        assert parsed[-1][1:] == (f"{leader.max_lr:g}", f"{leader.best_val_accuracy:.1%}")
+        # No event of this cycle went out during the search.
+        assert {seen for _, seen in notes} == {2 * cycle}
+    # A job without a search sends no notes.
+    plain = NoteRecorder()
+    PruningEngine(small_spec(), reporter=plain).run()
+    assert plain.notes == []
 
 
 def test_an_oracle_of_one_value_is_silo_with_that_constant_peak():

@@ -201,6 +201,25 @@ def test_cancel_on_a_running_job_changes_the_status_on_the_page(live_server, bro
     assert script_errors(browser) == []
 
 
+def test_the_jobs_page_shows_a_running_job_s_note_from_its_heartbeat(live_server, browser):
+    import httpx
+
+    order = claim_order(live_server, SPEC)
+    note = "Oracle search: 7/40 trial epochs, best so far max_lr 0.1 (91.0% val)"
+    beat = httpx.post(
+        f"{live_server.base_url}/v1/jobs/{order.job_id}/attempts/{order.attempt}/status",
+        json={"status": "running", "note": note},
+        headers={"Authorization": f"Bearer {order.token}"},
+    )
+    assert beat.status_code == 200, beat.text
+    open_page(browser, live_server, "#/jobs")
+    shown = wait_for(browser, lambda b: css(b, ".progress-note"), "the progress note")
+    assert shown[0].text == note
+    row = css(browser, "#main table tbody tr")[0]
+    assert f"#{order.job_id}" in row.text and "running" in row.text
+    assert script_errors(browser) == []
+
+
 def test_a_study_page_compares_schedules_over_seeds(live_server, browser, tmp_path):
     body = {"spec": SPEC, "schedules": [{"name": "silo"}, {"name": "fine_tune"}], "seeds": [0, 1]}
     with live_server.client() as client:

@@ -36,6 +36,22 @@ def tune_search(tmp_path) -> TuneOracleSearch:
     return TuneOracleSearch(tmp_path / "oracle", slots)
 
 
+class NoteTaker:
+    """A reporter that keeps the progress notes only."""
+
+    def __init__(self) -> None:
+        self.notes: list[str | None] = []
+
+    def on_epoch(self, event) -> None:
+        pass
+
+    def on_cycle(self, result) -> None:
+        pass
+
+    def on_note(self, note: str | None) -> None:
+        self.notes.append(note)
+
+
 def rows(result) -> list[dict]:
     return [{k: v for k, v in row.to_dict().items() if k != "seconds"} for row in result.cycles]
 
@@ -57,7 +73,8 @@ def test_tune_trials_run_side_by_side_and_choose_as_the_in_process_search(
     )
     reference = PruningEngine(spec).run()
     search = tune_search(tmp_path)
-    result = PruningEngine(spec, oracle_search=search).run()
+    notes = NoteTaker()
+    result = PruningEngine(spec, oracle_search=search, reporter=notes).run()
 
     assert rows(result) == rows(reference)  # same choices, same accuracies, same weights
     for name, tensor in reference.model_state.items():
@@ -71,6 +88,11 @@ def test_tune_trials_run_side_by_side_and_choose_as_the_in_process_search(
     assert first.pid != second.pid
     assert first.started < second.ended and second.started < first.ended
     assert not any((tmp_path / "oracle").iterdir())  # the trials' files are gone
+    # Every epoch of every trial moved the job's progress note, then it was cleared.
+    total = 60 * len(GRID)
+    counted = [int(note.split(": ")[1].split("/")[0]) for note in notes.notes[:-1]]
+    assert counted == list(range(1, total + 1)) and notes.notes[-1] is None
+    assert notes.notes[-2].startswith(f"Oracle search: {total}/{total} trial epochs, best so far")
 
 
 class StopOnCall:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from sqlalchemy import select
 
@@ -117,6 +119,32 @@ def test_reports_arrive_in_order_and_finish_the_job(live_server, db, tmp_path):
     assert state["artifacts"] == ["model.pt"]
     assert state["status"] == "succeeded"
     assert not reporter.dropped
+
+
+def test_a_note_reaches_the_job_with_the_next_heartbeat_and_is_cleared_the_same_way(
+    live_server, db, tmp_path
+):
+    job_id, number, token = new_attempt(db)
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token)
+
+    def note_becomes(expected: str | None) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with db() as session:
+                if session.get(Job, job_id).progress_note == expected:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        reporter.on_note("Oracle search: 3/40 trial epochs")
+        assert note_becomes("Oracle search: 3/40 trial epochs")  # the idle thread's heartbeat
+        reporter.on_note("x" * 500)  # cut to what the API takes, not refused
+        assert note_becomes("x" * 200)
+        reporter.on_note(None)
+        assert note_becomes(None)
+    finally:
+        reporter.close(timeout=10)
 
 
 def test_api_away_reports_wait_on_disk_and_go_out_in_order_when_it_returns(

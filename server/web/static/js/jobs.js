@@ -21,6 +21,8 @@ export function progressCell(job) {
     { class: "progress" },
     h("progress", { max: String(parts), value: String(Math.min(done, parts)), "aria-label": text }),
     h("span", { class: "progress-text" }, text),
+    // While the epochs stand still (the Oracle's search), the note says why.
+    p.note ? h("span", { class: "progress-note muted" }, p.note) : null,
   );
 }
 
