@@ -29,12 +29,12 @@ from silo_client.models import JobOut
 from silo_client.render import (
     comparison_table,
     counts,
-    cycle_table,
     job_detail,
     job_table,
     study_table,
 )
 from silo_client.watch import wait_study, watch_job
+from silo_core.tables import cycle_table
 
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 

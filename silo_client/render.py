@@ -9,7 +9,6 @@ from rich.table import Table
 
 from silo_client.models import (
     CellOut,
-    CycleOut,
     JobOut,
     JobSummary,
     Progress,
@@ -143,25 +142,6 @@ def job_detail(job: JobOut) -> Table:
         rows.append(("error", job.error_message))
     for label, value in rows:
         table.add_row(label, value)
-    return table
-
-
-def cycle_table(cycles: Iterable[CycleOut], title: str) -> Table:
-    """The cycle table as ``silo run`` prints it."""
-    table = Table(title=title)
-    for header in ("cycle", "sparsity", "max_lr", "best ep", "val", "test@best", "test end", "sec"):
-        table.add_column(header, justify="right")
-    for c in cycles:
-        table.add_row(
-            str(c.cycle),
-            _pct(c.sparsity),
-            f"{c.max_lr:.5f}",
-            str(c.best_epoch),
-            _pct(c.best_val_accuracy),
-            _pct(c.test_accuracy_at_best_val),
-            _pct(c.final_test_accuracy),
-            f"{c.seconds:.1f}",
-        )
     return table
 
 

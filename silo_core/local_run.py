@@ -10,7 +10,6 @@ import torch
 import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
 from silo_core.engine import (
     CYCLE_COLUMNS,
@@ -21,6 +20,7 @@ from silo_core.engine import (
     PruningEngine,
 )
 from silo_core.spec import JobSpec
+from silo_core.tables import cycle_table
 
 
 class ProgressReporter:
@@ -49,24 +49,6 @@ class ProgressReporter:
         """The Oracle's search: shown on the epoch bar until its epochs come."""
         if note:
             self.progress.update(self.epoch_task, status=note)
-
-
-def cycle_table(cycles: list[CycleResult], title: str) -> Table:
-    table = Table(title=title)
-    for header in ("cycle", "sparsity", "max_lr", "best ep", "val", "test@best", "test end", "sec"):
-        table.add_column(header, justify="right")
-    for c in cycles:
-        table.add_row(
-            str(c.cycle),
-            f"{c.sparsity:.2%}",
-            f"{c.max_lr:.5f}",
-            str(c.best_epoch),
-            f"{c.best_val_accuracy:.2%}",
-            f"{c.test_accuracy_at_best_val:.2%}",
-            f"{c.final_test_accuracy:.2%}",
-            f"{c.seconds:.1f}",
-        )
-    return table
 
 
 def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> None:
