@@ -39,8 +39,8 @@ from silo_core.engine.oracle import (
     TrialStart,
     best_index,
 )
-from silo_core.engine.records import EpochEvent, EpochScores
 from silo_core.engine.runner import PruningEngine
+from silo_core.records import EpochEvent, EpochScores
 from silo_core.spec import JobSpec, OracleScheduleSpec
 
 log = logging.getLogger("silo.workers.oracle")

@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 
 from silo_client.models import NOTE_LENGTH
-from silo_core.engine.records import CycleResult, EpochEvent
+from silo_core.records import CycleResult, EpochEvent
 
 log = logging.getLogger("silo.workers.reporter")
 

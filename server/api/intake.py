@@ -60,7 +60,7 @@ class _Report(BaseModel):
 
 
 class EpochEventIn(_Report):
-    """One epoch's progress, as ``silo_core.engine.records.EpochEvent`` writes it."""
+    """One epoch's progress, as ``silo_core.records.EpochEvent`` writes it."""
 
     cycle: int = Field(ge=0)
     epoch: int = Field(ge=1)
@@ -91,7 +91,7 @@ class EventBatchIn(BaseModel):
 
 
 class CycleResultIn(_Report):
-    """One cycle-table row, as ``silo_core.engine.records.CycleResult`` writes it."""
+    """One cycle-table row, as ``silo_core.records.CycleResult`` writes it."""
 
     cycle: int = Field(ge=0)
     sparsity: float

@@ -12,7 +12,7 @@ Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,34 +22,15 @@ from sqlalchemy.orm import Session
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
 from server.db.models import Artifact, CycleResultRow, Job, JobAttempt, JobEvent
 from server.jobs.states import TERMINAL, JobStatus, transition
+from silo_core.records import CYCLE_COLUMNS, EpochEvent
 
 LIVE = "running"
 SUPERSEDED = "superseded"
 
-EVENT_COLUMNS = (
-    "cycle",
-    "epoch",
-    "epochs",
-    "lr",
-    "max_lr",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "sparsity",
-    "seconds",
-)
-CYCLE_VALUE_COLUMNS = (
-    "sparsity",
-    "alive_weights",
-    "max_lr",
-    "best_epoch",
-    "best_val_accuracy",
-    "test_accuracy_at_best_val",
-    "final_val_accuracy",
-    "final_test_accuracy",
-    "seconds",
-)
+# A job_events row holds an EpochEvent's fields (its planned cycle count goes to
+# extras); a cycle_results row holds a CycleResult's values beside its key.
+EVENT_COLUMNS = tuple(f.name for f in fields(EpochEvent) if f.name != "cycles")
+CYCLE_VALUE_COLUMNS = tuple(name for name in CYCLE_COLUMNS if name != "cycle")
 
 
 class JobNotFoundError(LookupError):

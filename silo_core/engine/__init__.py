@@ -6,7 +6,6 @@ from silo_core.engine.checkpoint import (
     LocalCheckpointStore,
     LocalDenseCache,
 )
-from silo_core.engine.records import CYCLE_COLUMNS, CycleResult, EpochEvent
 from silo_core.engine.runner import (
     CheckpointMismatchError,
     JobResult,
@@ -14,6 +13,7 @@ from silo_core.engine.runner import (
     Reporter,
     derived_seed,
 )
+from silo_core.records import CYCLE_COLUMNS, CycleResult, EpochEvent
 
 __all__ = [
     "CYCLE_COLUMNS",

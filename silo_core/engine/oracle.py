@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from silo_core.engine.records import EpochEvent, EpochScores
+from silo_core.records import EpochEvent, EpochScores
 
 if TYPE_CHECKING:
     from silo_core.engine.runner import PruningEngine

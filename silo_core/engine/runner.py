@@ -37,10 +37,10 @@ from silo_core.engine.oracle import (
     TrialStart,
     search_in_process,
 )
-from silo_core.engine.records import CycleResult, EpochEvent, EpochScores
 from silo_core.engine.training import evaluate, train_epoch
 from silo_core.models import build_model
 from silo_core.pruning import MaskSet, prunable_weights
+from silo_core.records import CycleResult, EpochEvent, EpochScores
 from silo_core.schedules import Schedule
 from silo_core.spec import JobSpec, OracleScheduleSpec
 

@@ -15,7 +15,7 @@ from server.db.models import Artifact, CycleResultRow, Job, JobAttempt, JobEvent
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import start_attempt
 from server.jobs.states import transition
-from silo_core.engine.records import CycleResult, EpochEvent
+from silo_core.records import CycleResult, EpochEvent
 
 CHECKSUM = "ab" * 32
 

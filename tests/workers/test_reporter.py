@@ -11,7 +11,7 @@ from server.db.models import Artifact, CycleResultRow, Job, JobEvent, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import start_attempt
 from server.jobs.states import transition
-from silo_core.engine.records import CycleResult, EpochEvent
+from silo_core.records import CycleResult, EpochEvent
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 CHECKSUM = "cd" * 32
