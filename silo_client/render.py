@@ -136,6 +136,8 @@ def job_detail(job: JobOut) -> Table:
         ("elapsed", _duration(p.elapsed_seconds)),
         ("eta", _duration(p.eta_seconds)),
     ]
+    if p.note:
+        rows.append(("doing", p.note))
     if job.queue.position is not None or job.queue.reason:
         rows.append(("queue", f"#{job.queue.position or '-'}: {job.queue.reason or ''}"))
     if job.error_message:

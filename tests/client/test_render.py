@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from silo_client.models import JobSummary, Progress
-from silo_client.render import age, job_table
+from silo_client.models import JobOut, JobSummary, Progress, QueueInfo, Resources
+from silo_client.render import age, job_detail, job_table
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LONG_NAME = "resnet20-cifar10-silo-alpha0.08-seed3"
@@ -63,3 +63,20 @@ def test_age_is_given_in_its_largest_unit():
     ago = {seconds: age(NOW - timedelta(seconds=seconds), NOW) for seconds in spans}
     assert ago == {5: "5s", 61: "1m", 7200: "2h", 3 * 86400: "3d"}
     assert age(NOW + timedelta(seconds=3), NOW) == "0s"  # a clock a little ahead
+
+
+def test_job_status_shows_the_progress_note_while_there_is_one():
+    def detail_lines(progress: Progress) -> list[str]:
+        running = job(7, progress=progress).model_dump()
+        out = JobOut(
+            **running, spec={}, resources=Resources(), error_message=None, queue=QueueInfo()
+        )
+        console = Console(width=120, record=True)
+        console.print(job_detail(out))
+        rows = [line.split("│") for line in console.export_text().splitlines()]
+        return [" ".join(cell.strip() for cell in row if cell.strip()) for row in rows]
+
+    note = "Oracle search: 12/40 trial epochs, best so far max_lr 0.1 (93.0% val)"
+    searching = detail_lines(Progress(cycle=2, cycles=5, note=note))
+    assert f"doing {note}" in searching
+    assert not any(line.startswith("doing") for line in detail_lines(Progress(cycle=2)))
