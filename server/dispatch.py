@@ -27,8 +27,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Job, JobAttempt, utcnow
@@ -236,26 +237,42 @@ class Dispatcher:
     def _explain_waits(
         self, free: dict[str, float], held: Counter[int], training_dense: dict[str, int]
     ) -> None:
+        """Say why the head of the queue waits. Read as plain rows (no specs), and
+        written only where a reason changed, so an unchanged queue costs one read."""
         quota = self.settings.owner_gpu_quota
-        with self.sessions.begin() as session:
-            head = session.scalars(
-                select(Job)
-                .where(Job.status == JobStatus.QUEUED.value)
-                .order_by(*QUEUE_ORDER)
-                .limit(QUEUE_HEAD)
-            ).all()
-            for job in head:
-                over_quota = (
-                    quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
-                )
-                producer = training_dense.get(job.dense_identity or "")
-                reason = _wait_reason(job, free, over_quota, quota) or (
-                    f"waiting for job {producer}'s dense training, which it shares"
-                    if producer is not None
-                    else None
-                )
-                if reason is not None and job.queue_reason != reason:
-                    job.queue_reason = reason
+        with self.sessions() as session:
+            head = session.execute(_QUEUE_HEAD).all()
+        changed = []
+        for job in head:
+            over_quota = (
+                quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
+            )
+            producer = training_dense.get(job.dense_identity or "")
+            reason = _wait_reason(job, free, over_quota, quota) or (
+                f"waiting for job {producer}'s dense training, which it shares"
+                if producer is not None
+                else None
+            )
+            if reason is not None and job.queue_reason != reason:
+                changed.append({"job": job.id, "reason": reason})
+        if changed:
+            with self.sessions.begin() as session:
+                session.connection().execute(_SET_QUEUE_REASON, changed)
+
+
+_QUEUE_HEAD = (
+    select(Job.id, Job.owner_id, Job.cpus, Job.gpus, Job.dense_identity, Job.queue_reason)
+    .where(Job.status == JobStatus.QUEUED.value)
+    .order_by(*QUEUE_ORDER)
+    .limit(QUEUE_HEAD)
+)
+# Still queued: a job claimed since the read keeps the claim's state.
+_JOBS = Job.__table__
+_SET_QUEUE_REASON = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job"), _JOBS.c.status == JobStatus.QUEUED.value)
+    .values(queue_reason=bindparam("reason"))
+)
 
 
 def _usage(session: Session, since: datetime) -> list[Usage]:
@@ -286,8 +303,9 @@ def _running_by_owner(session: Session) -> tuple[Counter[int], Counter[int]]:
 
 
 def _wait_reason(
-    job: Job, free: dict[str, float], over_quota: bool, quota: float | None
+    job: Any, free: dict[str, float], over_quota: bool, quota: float | None
 ) -> str | None:
+    """Why a queued job (a row of _QUEUE_HEAD) cannot start now; None if it could."""
     if job.queue_reason and job.queue_reason.startswith("attempt "):
         return None  # keep saying why it came back, until it runs again
     if over_quota:

@@ -1,0 +1,72 @@
+"""The dispatcher's account of why queued jobs wait, on SQLite and PostgreSQL: each
+reason, the reason a requeued job keeps, and no write when nothing changed."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import event, select
+
+from server.db.models import Job, User
+from server.db.session import make_engine, make_session_factory
+from server.dispatch import Dispatcher
+from server.settings import Settings
+
+REQUEUED = "attempt 1 lost (the worker stopped); it will resume from its checkpoint"
+
+
+@pytest.fixture
+def sessions(database_url):
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+def add_job(session, owner: User, **values) -> int:
+    job = Job(owner_id=owner.id, spec={}, spec_hash="h", status="queued", **values)
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def reasons(sessions) -> dict[int, str | None]:
+    with sessions() as session:
+        return dict(session.execute(select(Job.id, Job.queue_reason)).all())
+
+
+def test_each_waiting_job_gets_its_reason_and_an_unchanged_queue_costs_no_write(
+    sessions, database_url, tmp_path
+):
+    with sessions.begin() as session:
+        alice, bob = User(name="alice"), User(name="bob")
+        session.add_all([alice, bob])
+        session.flush()
+        ids = {
+            "gpu": add_job(session, bob, gpus=1),
+            "quota": add_job(session, alice, gpus=1),
+            "cpus": add_job(session, bob, cpus=8),
+            "dense": add_job(session, bob, dense_identity="d1"),
+            "requeued": add_job(session, bob, cpus=8, queue_reason=REQUEUED),
+            "fits": add_job(session, bob),
+        }
+    settings = Settings(database_url=database_url, data_dir=tmp_path, owner_gpu_quota=1)
+    dispatcher = Dispatcher(settings, sessions, api_url="http://127.0.0.1:1")
+    free = {"CPU": 2.0, "GPU": 0.5}
+    held = Counter({alice.id: 1.0})  # alice already holds her one GPU
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99})
+
+    assert reasons(sessions) == {
+        ids["gpu"]: "waiting for 1 GPU (free: 0.5)",
+        ids["quota"]: "the owner's GPU quota (1) is in use",
+        ids["cpus"]: "waiting for 8 CPU (free: 2)",
+        ids["dense"]: "waiting for job 99's dense training, which it shares",
+        ids["requeued"]: REQUEUED,  # says why it came back until it runs again
+        ids["fits"]: None,
+    }
+
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+    event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99})
+    assert statements and not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
