@@ -216,6 +216,7 @@ class MemberOut(BaseModel):
     schedule: str
     seed: int
     status: str
+    progress: Progress
 
 
 class CellOut(BaseModel):

@@ -15,7 +15,7 @@ from rich.progress import (
 )
 
 from silo_client.client import TERMINAL, SiloClient
-from silo_client.models import JobOut, StudyOut
+from silo_client.models import JobOut, MemberOut, StudyOut
 
 
 def _progress(
@@ -62,12 +62,12 @@ def watch_job(client: SiloClient, job_id: int, console: Console, poll: float = 1
     return job
 
 
-def _cycles_done(job: JobOut) -> tuple[float, int | None]:
-    """How many of a job's cycles are done (fractional within the current one),
-    out of how many (cycle 0, the dense training, counts)."""
-    p = job.progress
+def _cycles_done(member: MemberOut) -> tuple[float, int | None]:
+    """How many of a member job's cycles are done (fractional within the current
+    one), out of how many (cycle 0, the dense training, counts)."""
+    p = member.progress
     total = p.cycles + 1 if p.cycles is not None else None
-    if job.status == "succeeded" and total is not None:
+    if member.status == "succeeded" and total is not None:
         return float(total), total
     done = float(p.cycle or 0)
     if p.epoch and p.epochs:
@@ -75,10 +75,10 @@ def _cycles_done(job: JobOut) -> tuple[float, int | None]:
     return done, total
 
 
-def _member_status(job: JobOut) -> str:
-    p = job.progress
-    if job.status != "running" or p.cycle is None:
-        return job.status
+def _member_status(member: MemberOut) -> str:
+    p = member.progress
+    if member.status != "running" or p.cycle is None:
+        return member.status
     if p.note:
         return p.note
     accuracy = f"  best {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
@@ -87,9 +87,9 @@ def _member_status(job: JobOut) -> str:
 
 def wait_study(client: SiloClient, study_id: int, console: Console, poll: float = 1.0) -> StudyOut:
     """A bar per member job (its cycles, live) until every member has ended; the
-    study then, with its comparison table."""
+    study then, with its comparison table. One request per poll: the study
+    carries its members' progress."""
     study = client.study(study_id)
-    ended: set[int] = set()
     # A member's cycles are done in fractions (the epochs of the current one): a percentage.
     with _progress(console, TaskProgressColumn(), label_width=20) as progress:
         bars = {
@@ -97,14 +97,12 @@ def wait_study(client: SiloClient, study_id: int, console: Console, poll: float 
             for m in study.members
         }
         while True:
-            for job_id, bar in bars.items():
-                if job_id in ended:
-                    continue
-                job = client.get(job_id)
-                done, total = _cycles_done(job)
-                progress.update(bar, completed=done, total=total, status=_member_status(job))
-                if job.status in TERMINAL:
-                    ended.add(job_id)
-            if len(ended) == len(bars):
-                return client.study(study_id)
+            for member in study.members:
+                done, total = _cycles_done(member)
+                progress.update(
+                    bars[member.job_id], completed=done, total=total, status=_member_status(member)
+                )
+            if all(m.status in TERMINAL for m in study.members):
+                return study
             time.sleep(poll)
+            study = client.study(study_id)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from server.api.errors import not_found
-from server.db.models import utcnow
+from server.db.models import Job, utcnow
 from server.jobs import views
 from server.jobs.states import JobStatus
 from server.jobs.views import JobView
@@ -71,7 +71,7 @@ def _parse_plan(spec_hash: str, spec: dict) -> Plan | None:
     return plan
 
 
-def _progress(job: JobView, plan: Plan | None) -> Progress:
+def _progress(job: JobView | Job, plan: Plan | None) -> Progress:
     cycle, epoch = job.progress_cycle, job.progress_epoch
     epochs = None
     if plan is not None and cycle is not None:
@@ -100,6 +100,12 @@ def _progress(job: JobView, plan: Plan | None) -> Progress:
         eta_seconds=eta,
         note=job.progress_note if running else None,  # a lost attempt's note is stale
     )
+
+
+def progress_of(job: JobView | Job) -> Progress:
+    """The progress of a job read with its spec (a JobView's detail, or a Job row)."""
+    assert job.spec is not None
+    return _progress(job, _parse_plan(job.spec_hash, job.spec))
 
 
 def _summary_fields(job: JobView, plan: Plan | None) -> dict:

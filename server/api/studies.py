@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from server.api import job_out
 from server.api.deps import SessionDep, UserDep
 from server.api.errors import not_found
 from server.api.jobs import invalid_spec, spec_problem
@@ -79,6 +80,7 @@ def _out(session: SessionDep, study: Study) -> StudyOut:
                 schedule=job.study_label or "",
                 seed=int(job.spec.get("seed", 0)),
                 status=job.status,
+                progress=job_out.progress_of(job),
             )
             for job in jobs
         ],

@@ -37,6 +37,9 @@ def test_a_study_queues_one_job_per_schedule_and_seed(live_server):
         assert [(m["schedule"], m["seed"]) for m in study["members"]] == [
             (label, seed) for label in ("silo#1", "lr_rewind", "silo#2") for seed in (0, 1)
         ]
+        for member in study["members"]:  # each member carries its job's progress
+            read = client.get(f"/v1/jobs/{member['job_id']}").json()["progress"]
+            assert member["progress"] == read and read["cycles"] == BASE["pruning"]["cycles"]
         job = client.get(f"/v1/jobs/{study['members'][5]['job_id']}").json()
         assert job["spec"]["schedule"]["alpha"] == 0.1 and job["spec"]["seed"] == 1
         assert job["tags"] == ["study"] and job["resources"]["cpus"] == 0.5

@@ -257,6 +257,11 @@ def test_a_study_page_compares_schedules_over_seeds(live_server, browser, tmp_pa
     assert [a.get_attribute("href").split("#")[1] for a in links] == [
         f"/jobs/{m['job_id']}" for m in study["members"]
     ]
+    # Each member's progress bar comes with the study: full for the three that ran.
+    bars = css(browser, "[aria-label='Member jobs'] progress")
+    full = [bar.get_attribute("value") == bar.get_attribute("max") for bar in bars]
+    assert full == [m["status"] == "succeeded" for m in study["members"]]
+    assert sum(full) == 3
     screenshots(browser, tmp_path / "output", "study")
     assert script_errors(browser) == []
 

@@ -4,6 +4,7 @@
 import { api } from "./api.js";
 import { AXIS, chart, COLORS } from "./charts.js";
 import { badge, fill, fmt, h, poll, table } from "./dom.js";
+import { progressCell } from "./jobs.js";
 
 const statusCounts = (status) =>
   Object.entries(status).map(([name, n]) => h("span", { class: "count" }, badge(name), ` ${n}`));
@@ -107,6 +108,8 @@ const MEMBER_COLUMNS = [
   { label: "Schedule", cell: (m) => m.schedule },
   { label: "Seed", cell: (m) => String(m.seed) },
   { label: "Status", cell: (m) => badge(m.status) },
+  { label: "Progress", cell: progressCell },
+  { label: "Best accuracy", cell: (m) => fmt.pct(m.progress.best_accuracy, 2) },
 ];
 
 export function studyView(main, ctx, id) {
