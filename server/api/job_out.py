@@ -102,9 +102,8 @@ def _progress(job: JobView | Job, plan: Plan | None) -> Progress:
     )
 
 
-def progress_of(job: JobView | Job) -> Progress:
-    """The progress of a job read with its spec (a JobView's detail, or a Job row)."""
-    assert job.spec is not None
+def progress_of(job: Job) -> Progress:
+    """A job row's progress (a study reads its members as rows)."""
     return _progress(job, _parse_plan(job.spec_hash, job.spec))
 
 
