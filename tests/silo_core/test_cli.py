@@ -1,6 +1,7 @@
 """``silo run``/``validate``: bad specs give precise errors and exit 2; runs write outputs."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,34 @@ def test_installed_silo_runs_a_job_and_writes_its_outputs(tmp_path):
     assert sum(int((~m).sum()) for m in masks.values()) / sum(
         m.numel() for m in masks.values()
     ) == pytest.approx(0.75, abs=1e-3)
+
+
+def test_silo_run_shows_an_oracle_search_on_the_epoch_bar(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from silo_core import local_run
+    from silo_core.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "model": {"name": "mlp"},
+            "dataset": {"name": "digits"},
+            "pruning": {"fraction": 0.5, "cycles": 1},
+            "schedule": {"name": "oracle", "grid": [0.01, 0.1]},
+            "training": {"epochs_per_cycle": 2, "dense": {"epochs": 1}},
+            "device": "cpu",
+        }
+    )
+    shown: list[str] = []  # the epoch bar's status right after each note
+    take_note = local_run.ProgressReporter.on_note
+
+    def spy(self, note):
+        take_note(self, note)
+        if note:
+            shown.append(self.progress.tasks[1].fields["status"])
+
+    monkeypatch.setattr(local_run.ProgressReporter, "on_note", spy)
+    with open(os.devnull, "w") as quiet:
+        local_run.run_locally(spec, tmp_path / "out", console=Console(file=quiet))
+    assert len(shown) == 4  # 2 trials x 2 epochs
+    assert shown[-1].startswith("Oracle search: 4/4 trial epochs, best so far max_lr")
