@@ -386,6 +386,7 @@ def settle_lost_attempt(
     ):
         return None
     end_attempt(session, job_id, number, LOST)
+    job.progress_note = None  # the lost worker's; the next attempt reports its own
     now = _now()
     if job.status == JobStatus.CANCELLING:
         job.status = transition(job.status, JobStatus.CANCELLED)

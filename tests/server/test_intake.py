@@ -13,7 +13,7 @@ from sqlalchemy.orm import sessionmaker
 
 from server.db.models import Artifact, CycleResultRow, Job, JobAttempt, JobEvent, User
 from server.db.session import make_engine, make_session_factory
-from server.jobs.attempts import start_attempt
+from server.jobs.attempts import settle_lost_attempt, start_attempt
 from server.jobs.states import transition
 from silo_core.records import CycleResult, EpochEvent
 
@@ -286,6 +286,15 @@ def test_a_heartbeat_carries_the_progress_note_until_the_job_ends(live_server, d
         done = client.post(url(job_id, 1, "status"), json={"status": "succeeded"})
         assert done.json()["status"] == "succeeded"
     assert load_job(db, job_id).progress_note is None  # the end clears it too
+
+    lost = make_job(db)
+    _, token = start(db, lost)
+    with worker(live_server, token) as client:
+        client.post(url(lost, 1, "status"), json={"status": "running", "note": note})
+    with db.begin() as session:
+        settle_lost_attempt(session, lost, 1, max_attempts=3, reason="killed")
+    job = load_job(db, lost)
+    assert (job.status, job.progress_note) == ("queued", None)  # not shown by its next attempt
 
 
 def test_illegal_status_reports_get_409(live_server, db):
