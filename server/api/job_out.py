@@ -8,6 +8,7 @@ seen before, in one extra statement.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -40,6 +41,8 @@ class Plan:
     epochs_per_cycle: int
 
 
+# Read and written by the request threads at once, so a read is one lookup
+# (never "check, then read": another thread's clear may come between).
 _PLANS: dict[str, Plan | None] = {}
 _MAX_PLANS = 4096
 # The summary fields read straight off the view; the rest come from the plan.
@@ -51,7 +54,7 @@ _VIEW_FIELDS = tuple(
 def _parse_plan(spec_hash: str, spec: dict) -> Plan | None:
     """The plan of ``spec``, kept under its hash (equal hashes mean equal specs).
     None for a spec this version cannot read."""
-    if spec_hash in _PLANS:
+    with contextlib.suppress(KeyError):
         return _PLANS[spec_hash]
     try:
         parsed = parse_spec(spec)
@@ -119,7 +122,10 @@ def _summary_fields(job: JobView, plan: Plan | None) -> dict:
 
 def summaries(session: Session, jobs: list[JobView]) -> list[JobSummary]:
     """The list page's items; specs are read only for hashes not seen before."""
-    plans = {job.spec_hash: _PLANS[job.spec_hash] for job in jobs if job.spec_hash in _PLANS}
+    plans: dict[str, Plan | None] = {}
+    for job in jobs:
+        with contextlib.suppress(KeyError):
+            plans[job.spec_hash] = _PLANS[job.spec_hash]
     unseen = {job.spec_hash for job in jobs} - plans.keys()
     if unseen:
         for spec_hash, spec in views.specs_by_hash(session, unseen).items():

@@ -283,6 +283,33 @@ def test_a_listed_job_carries_its_spec_names_and_progress(live_server, monkeypat
         assert items[waiting]["progress"]["cycle"] is None
 
 
+class ClearedByOthers(dict):
+    """A plan cache that another request thread empties around every read."""
+
+    def __contains__(self, key) -> bool:
+        found = super().__contains__(key)
+        self.clear()
+        return found
+
+    def __getitem__(self, key):
+        self.clear()
+        return super().__getitem__(key)
+
+
+def test_pages_and_polls_answer_while_other_requests_empty_the_plan_cache(live_server, monkeypatch):
+    from server.api import job_out
+
+    with live_server.client("alice") as alice:
+        job_id = submit(alice)["id"]
+        monkeypatch.setattr(job_out, "_PLANS", ClearedByOthers())
+        for _ in range(3):
+            listed = alice.get("/v1/jobs")
+            assert listed.status_code == 200, listed.text
+            assert listed.json()["items"][0]["schedule"] == "silo"
+            read = alice.get(f"/v1/jobs/{job_id}")
+            assert read.status_code == 200 and read.json()["progress"]["cycles"] == 3
+
+
 def test_cancel_retry_and_queue_position(live_server):
     with (
         live_server.client("alice") as alice,
