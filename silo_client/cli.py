@@ -102,6 +102,14 @@ def _print_json(value: BaseModel | list[Any]) -> None:
     typer.echo(json.dumps(items, indent=2))
 
 
+def _print_job(job: JobOut, as_json: bool) -> None:
+    """A job just changed (submitted, cancelled, retried): its JSON, or ``job N status``."""
+    if as_json:
+        _print_json(job)
+    else:
+        out.print(f"job {job.id} {job.status}", highlight=False)
+
+
 def _read_spec(path: Path) -> dict[str, Any]:
     """A spec file as a mapping; the server checks its fields. Exit 2 naming the problem."""
     try:
@@ -169,10 +177,7 @@ def submit(
             spec, priority=priority, name=name, tags=tag or [], resources=_resources(cpus, gpus)
         )
         if not wait:
-            if as_json:
-                _print_json(job)
-            else:
-                out.print(f"job {job.id} {job.status}", highlight=False)
+            _print_job(job, as_json)
             return
         if not as_json:
             err.print(f"job {job.id} {job.status}; watching (Ctrl-C stops watching, not the job)")
@@ -227,10 +232,7 @@ def watch(
 def _change(verb: str, job_id: int, server: str | None, token: str | None, as_json: bool) -> None:
     with _connect(server, token) as client:
         job = client.cancel(job_id) if verb == "cancel" else client.retry(job_id)
-    if as_json:
-        _print_json(job)
-    else:
-        out.print(f"job {job.id} {job.status}", highlight=False)
+    _print_job(job, as_json)
 
 
 def cancel(

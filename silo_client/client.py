@@ -62,6 +62,22 @@ def _as_dict(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
     return dict(value)
 
 
+def _submission(
+    spec: BaseModel | Mapping[str, Any],
+    priority: int,
+    name: str | None,
+    tags: Iterable[str],
+    resources: Resources | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The fields a job and a study are submitted with; unset ones are left to the server."""
+    body: dict[str, Any] = {"spec": _as_dict(spec), "priority": priority, "tags": list(tags)}
+    if name is not None:
+        body["name"] = name
+    if resources is not None:
+        body["resources"] = _as_dict(resources)
+    return body
+
+
 class SiloClient:
     """A user's connection to the API, with its bearer token.
 
@@ -205,11 +221,7 @@ class SiloClient:
         idempotency_key: str | None = None,
     ) -> JobOut:
         """Queue a job. A fresh Idempotency-Key per call makes a retried submit safe."""
-        body: dict[str, Any] = {"spec": _as_dict(spec), "priority": priority, "tags": list(tags)}
-        if name is not None:
-            body["name"] = name
-        if resources is not None:
-            body["resources"] = _as_dict(resources)
+        body = _submission(spec, priority, name, tags, resources)
         key = idempotency_key or uuid.uuid4().hex
         return self._call(JobOut, "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
 
@@ -268,10 +280,11 @@ class SiloClient:
             yield from events
 
     def wait(self, job_id: int, *, poll: float = 1.0) -> JobOut:
-        """Block until the job is finished; the job as it ended."""
-        for _ in self.stream(job_id, poll=poll):
-            pass
-        return self.get(job_id)
+        """Block until the job is finished; the job as it ended (its status only is
+        polled: the events are not read)."""
+        while (job := self.get(job_id)).status not in TERMINAL:
+            time.sleep(poll)
+        return job
 
     def cancel(self, job_id: int) -> JobOut:
         return self._call(JobOut, "POST", f"/v1/jobs/{int(job_id)}/cancel")
@@ -355,15 +368,11 @@ class SiloClient:
         resources: Resources | Mapping[str, Any] | None = None,
     ) -> StudyOut:
         """One job per schedule and seed; None keeps the server's default schedules/seeds."""
-        body: dict[str, Any] = {"spec": _as_dict(spec), "priority": priority, "tags": list(tags)}
+        body = _submission(spec, priority, name, tags, resources)
         if schedules is not None:
             body["schedules"] = [dict(s) for s in schedules]
         if seeds is not None:
             body["seeds"] = list(seeds)
-        if name is not None:
-            body["name"] = name
-        if resources is not None:
-            body["resources"] = _as_dict(resources)
         return self._call(StudyOut, "POST", "/v1/studies", json=body)
 
     def study(self, study_id: int) -> StudyOut:

@@ -136,6 +136,9 @@ def test_watch_on_a_finished_job_prints_the_cycle_table(silo, finished_job, tmp_
     assert f"job {finished_job}: succeeded" in watched.stdout
     rows = [line for line in watched.stdout.splitlines() if "75.00%" in line]
     assert len(rows) == 1 and rows[0].split()[1] == "2"  # cycle 2 at 75% sparsity
+    as_json = silo("watch", str(finished_job), "--json")  # waits on the status alone
+    assert as_json.exit_code == 0, as_json.output
+    assert JobOut.model_validate_json(as_json.stdout).status == "succeeded"
 
     logged = silo("logs", str(finished_job))
     assert logged.stdout.splitlines()[0] == "=== attempt 1 ==="
@@ -152,6 +155,9 @@ def test_watch_exits_1_when_the_job_was_cancelled(silo, api):
     watched = silo("watch", str(job.id))
     assert watched.exit_code == 1
     assert f"job {job.id}: cancelled" in watched.stdout
+    as_json = silo("watch", str(job.id), "--json")
+    assert as_json.exit_code == 1
+    assert JobOut.model_validate_json(as_json.stdout).status == "cancelled"
 
 
 def test_study_submit_show_and_list(silo, live_server, tmp_path):
