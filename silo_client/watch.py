@@ -34,15 +34,14 @@ def _progress(
 def watch_job(client: SiloClient, job_id: int, console: Console, poll: float = 1.0) -> JobOut:
     """Two bars, cycles of the job and epochs of the current cycle, until the job ends;
     the job as it ended."""
-    job = client.get(job_id)
-    planned = job.progress.cycles
     with _progress(console) as progress:
-        # Cycle 0 is the dense training, so a job plans cycles + 1 of them.
-        cycles = progress.add_task(
-            "cycles", total=planned + 1 if planned is not None else None, status=job.status
-        )
+        cycles = progress.add_task("cycles", total=None, status="")
         epochs = progress.add_task("epochs", total=None, status="")
         for job, events in client.follow(job_id, poll=poll):
+            planned = job.progress.cycles
+            # Cycle 0 is the dense training, so a job plans cycles + 1 of them.
+            total = planned + 1 if planned is not None else None
+            progress.update(cycles, total=total, status=job.status)
             for event in events:
                 progress.update(
                     epochs,
@@ -55,11 +54,10 @@ def watch_job(client: SiloClient, job_id: int, console: Console, poll: float = 1
                     ),
                 )
                 finished = event.cycle + (1 if event.epoch >= event.epochs else 0)
-                progress.update(cycles, completed=finished, status="running")
+                progress.update(cycles, completed=finished)
             if job.progress.note and not events:  # epochs stand still: say why
                 progress.update(epochs, status=job.progress.note)
-        progress.update(cycles, status=job.status)  # the last read: the job as it ended
-    return job
+    return job  # the last read: the job as it ended
 
 
 def _cycles_done(member: MemberOut) -> tuple[float, int | None]:
