@@ -9,23 +9,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
+from starlette.concurrency import run_in_threadpool
 
-from server.api.deps import SessionDep
-from server.api.errors import error_response, install_error_handlers
+from server.api.deps import SessionDep, current_user
+from server.api.errors import ApiError, error_response, install_error_handlers
+from server.api.follow import JobWatcher
 from server.auth.tokens import TokenCache, create_user_token
 from server.db.migrate import SchemaBehindError, check_schema, upgrade
 from server.db.models import User
 from server.db.session import make_engine, make_session_factory
 from server.limits import BodySizeLimit
+from server.methods import MethodSemantics
 from server.metrics import Metrics
 from server.settings import Settings, get_settings
 from server.web import install_dashboard
 
 log = logging.getLogger("silo.server")
+
+STREAM_POLL_SECONDS = 0.5  # how often followed jobs are looked at (server/api/follow.py)
 
 
 def prepare_database(settings: Settings) -> None:
@@ -68,6 +73,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.session_factory = make_session_factory(engine)
         app.state.read_session_factory = make_session_factory(engine, read_only=True)
         app.state.token_cache = TokenCache(settings.token_cache_seconds)
+        app.state.watcher = JobWatcher(
+            app.state.read_session_factory,
+            interval=STREAM_POLL_SECONDS,
+            per_user=settings.max_streams_per_user,
+        )
+        app.state.watcher.start()
         if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
             made = ensure_local_admin_token(settings, app.state.session_factory)
             if made:
@@ -77,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # stall every request for a quarter of a second now and then.
         gc.freeze()
         yield
+        await app.state.watcher.stop()
         engine.dispose()
 
     app = FastAPI(
@@ -90,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(metrics.middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(MethodSemantics, router_app=app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -107,8 +120,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", tags=["health"], include_in_schema=False)
-    def metrics_endpoint(session: SessionDep) -> object:
-        return metrics.render(session)
+    async def metrics_endpoint(request: Request, session: SessionDep) -> object:
+        """Prometheus metrics; SILO_METRICS_ACCESS says who may read them."""
+        access = request.app.state.settings.metrics_access
+        if access != "open":
+            user = await current_user(request, session, request.headers.get("authorization"))
+            if access == "admin" and not user.is_admin:
+                raise ApiError(403, "forbidden", "metrics are for admins (SILO_METRICS_ACCESS)")
+        return await run_in_threadpool(metrics.render, session)
 
     from server.api import routers
 

@@ -67,9 +67,12 @@ class BodySizeLimit:
                 }
             }
         ).encode()
+        # The rest of the body is not read: the connection cannot carry another
+        # request, so the client is told it closes.
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,23 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(1_048_576, ge=1024)
     token_cache_seconds: float = Field(
         10.0, ge=0, description="How long a resolved API token is trusted without a lookup"
+    )
+
+    # --- who may read what ------------------------------------------------------
+    read_access: Literal["team", "owner"] = Field(
+        "team",
+        description="team: every user reads every job, study, log and artifact; owner: "
+        "users read only their own (others' are 404, lists show their own), admins all",
+    )
+    max_streams_per_user: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Event streams and followed logs one user may hold open at once (429 past it)",
+    )
+    metrics_access: Literal["open", "user", "admin"] = Field(
+        "open",
+        description="/metrics for anyone (open), for any user's token (user), or admins only",
     )
 
     # --- compute: Ray and the dispatcher ---------------------------------------

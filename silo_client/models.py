@@ -21,8 +21,21 @@ from pydantic import (
 )
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
 NOTE_LENGTH = 200  # a job's progress note, as stored and as a worker may send it
+NAME_LENGTH = 200  # a job's or a study's name, as stored
+USER_NAME_LENGTH = 64
 MAX_TAGS = 20
+
+# Every integer the API accepts is bounded by the column it ends up in (or is
+# compared with): PostgreSQL refuses a BIGINT past 2**63 - 1 and an INTEGER past
+# 2**31 - 1, and SQLite any integer past 2**63 - 1, as errors, not as "no rows".
+MAX_BIGINT = 2**63 - 1
+MAX_INT = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+BigCount = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
+Seed = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 
@@ -52,7 +65,7 @@ class JobSubmit(BaseModel):
 
     spec: dict[str, Any] = Field(description="A JobSpec (see silo_core.spec)")
     priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, max_length=NAME_LENGTH)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     resources: Resources = Field(default_factory=Resources)
 
@@ -196,8 +209,8 @@ class StudySubmit(BaseModel):
         max_length=MAX_SCHEDULES,
         description="Schedule specs, as in a JobSpec's `schedule`",
     )
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
-    name: str | None = Field(None, max_length=200)
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
+    name: str | None = Field(None, max_length=NAME_LENGTH)
     priority: int = Field(0, ge=-100, le=100)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     resources: Resources = Field(default_factory=Resources)
@@ -251,3 +264,18 @@ class StudyPage(BaseModel):
 class StudyOut(StudySummary):
     members: list[MemberOut]
     comparison: list[ComparisonRowOut]
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Machine-readable, e.g. not_found, invalid_request")
+    message: str = Field(description="For people: what is wrong and what is allowed")
+    details: Any = Field(None, description="Per code: e.g. [{field, message}] for invalid input")
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers has this shape."""
+
+    error: ErrorBody

@@ -2,17 +2,8 @@
 
 This is what a Ray worker executes (the Ray task only wraps it), and it needs
 nothing from the server but what the order carries: the API address, the
-attempt's token, the spec, and the artifact root (a local or shared path).
-
-Layout under the artifact root, per job::
-
-    jobs/<job id>/checkpoint/        the engine's checkpoints, shared by all attempts,
-                                     so attempt n+1 resumes where attempt n stopped
-    jobs/<job id>/attempts/<n>/      this attempt's report spool and its log (worker.log)
-    jobs/<job id>/oracle/            an Oracle cycle's Tune trials, while it is searched
-    jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
-    dense/<dense identity>.pt        finished dense trainings, shared by jobs that
-                                     differ only after cycle 0 (a study's schedules)
+attempt's token, the spec, and the artifact root (a local or shared path),
+laid out as workers/layout.py says.
 """
 
 from __future__ import annotations
@@ -30,6 +21,14 @@ from silo_core.engine.oracle import OracleSearch
 from silo_core.engine.runner import PruningEngine
 from silo_core.local_run import write_outputs
 from silo_core.spec import JobSpec, parse_spec
+from workers.layout import (
+    attempt_folder,
+    attempt_log,
+    checkpoint_folder,
+    dense_folder,
+    oracle_folder,
+    output_folder,
+)
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 log = logging.getLogger("silo.workers.attempt")
@@ -56,18 +55,9 @@ class AttemptOutcome:
     undelivered: int = 0  # reports still in the spool when the attempt gave up waiting
 
 
-def job_folder(artifact_root: str | Path, job_id: int) -> Path:
-    return Path(artifact_root) / "jobs" / str(job_id)
-
-
 def dense_cache(artifact_root: str | Path) -> LocalDenseCache:
     """The dense trainings shared by every job under this artifact root."""
-    return LocalDenseCache(Path(artifact_root) / "dense")
-
-
-def attempt_log(artifact_root: str | Path, job_id: int, attempt: int) -> Path:
-    """Where an attempt's log lines go (the API serves them at /v1/jobs/{id}/logs)."""
-    return job_folder(artifact_root, job_id) / "attempts" / str(attempt) / "worker.log"
+    return LocalDenseCache(dense_folder(artifact_root))
 
 
 class _AttemptLog:
@@ -133,12 +123,12 @@ def _run_and_report(
     reporter: ApiReporter | None,
     oracle_search: Callable[[JobSpec, Path], OracleSearch | None] | None,
 ) -> AttemptOutcome:
-    folder = job_folder(order.artifact_root, order.job_id)
     if reporter is None:
         client = IntakeClient(order.api_url, order.job_id, order.attempt, order.token)
-        reporter = ApiReporter(client, ReportSpool(folder / "attempts" / str(order.attempt)))
+        spool = ReportSpool(attempt_folder(order.artifact_root, order.job_id, order.attempt))
+        reporter = ApiReporter(client, spool)
     try:
-        outcome = _run(order, folder, reporter, oracle_search)
+        outcome = _run(order, reporter, oracle_search)
     except Exception as exc:  # the job failed; the worker reports it and lives on
         log.error(
             "job %s attempt %s failed:\n%s", order.job_id, order.attempt, traceback.format_exc()
@@ -155,14 +145,13 @@ def _run_and_report(
 
 def _run(
     order: AttemptOrder,
-    folder: Path,
     reporter: ApiReporter,
     oracle_search: Callable[[JobSpec, Path], OracleSearch | None] | None,
 ) -> AttemptOutcome:
     spec = parse_spec(order.spec)
     reporter.status("running")
     for earlier in range(1, order.attempt):
-        spool = folder / "attempts" / str(earlier)
+        spool = attempt_folder(order.artifact_root, order.job_id, earlier)
         if (spool / "reports.jsonl").exists():
             taken = reporter.adopt(ReportSpool(spool))
             if taken:
@@ -175,10 +164,14 @@ def _run(
     engine = PruningEngine(
         spec,
         reporter=reporter,
-        store=LocalCheckpointStore(folder / "checkpoint"),
+        store=LocalCheckpointStore(checkpoint_folder(order.artifact_root, order.job_id)),
         dense_cache=shared,
         should_stop=reporter.should_stop,
-        oracle_search=oracle_search(spec, folder / "oracle") if oracle_search else None,
+        oracle_search=(
+            oracle_search(spec, oracle_folder(order.artifact_root, order.job_id))
+            if oracle_search
+            else None
+        ),
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
     result = engine.run()
@@ -187,7 +180,7 @@ def _run(
     if result.stopped:
         reporter.status("cancelled")
         return AttemptOutcome("cancelled")
-    output = folder / "output"
+    output = output_folder(order.artifact_root, order.job_id)
     write_outputs(result, spec, output)
     for path in sorted(output.iterdir()):
         reporter.artifact(path.name, path.stat().st_size, sha256_of(path), str(path.resolve()))

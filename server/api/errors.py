@@ -15,9 +15,38 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from silo_client.models import ErrorOut
+
 log = logging.getLogger("silo.api")
 
 DB_RETRY_AFTER_SECONDS = 5
+# After an unexpected error the connection's state is unknown: close it.
+CLOSE = {"Connection": "close"}
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}}
+_STATUSES: dict[int, tuple[str, dict[str, Any] | None]] = {
+    400: ("Malformed request: not valid JSON, or a header sent twice or holding a NUL", None),
+    401: ("No token, or a token that is unknown, revoked or expired", None),
+    403: ("The token is good but may not do this", None),
+    404: ("No such resource (or not visible to this user)", None),
+    409: ("Conflicts with the resource's state", None),
+    413: ("The body is over the size limit", None),
+    415: ("The body is not application/json, or is compressed", None),
+    422: ("A field is invalid; details name it and say what is allowed", None),
+    429: ("Too many open streams for this user; close one or retry later", _RETRY_AFTER),
+    503: ("The database is unreachable; retry after Retry-After", _RETRY_AFTER),
+}
+
+
+def documented(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for these error statuses, in the error shape."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, headers = _STATUSES[status]
+        responses[status] = {"model": ErrorOut, "description": description}
+        if headers:
+            responses[status]["headers"] = headers
+    return responses
 
 
 class ApiError(Exception):
@@ -54,9 +83,17 @@ def error_response(
 
 def _field_path(loc: tuple[Any, ...]) -> str:
     # Drop "body" and tagged-union tags are kept out by the JobSpec's own
-    # formatter; here a plain dotted path is enough.
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or "request"
+    # formatter; here a plain dotted path is enough. A list index reads as
+    # seeds[2], the way it is written in the request.
+    path = ""
+    for part in loc:
+        if part in ("body", "query", "path", "header"):
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or ("body" if loc[:1] == ("body",) else "request")
 
 
 def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -73,7 +110,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = validation_details(list(exc.errors()))
+        errors = list(exc.errors())
+        syntax = next((e for e in errors if e.get("type") == "json_invalid"), None)
+        if syntax is not None:  # a body FastAPI parsed itself (routes outside /v1)
+            message = f"not valid JSON: {(syntax.get('ctx') or {}).get('error', 'decode error')}"
+            return error_response(
+                400, "invalid_json", f"body: {message}", [{"field": "body", "message": message}]
+            )
+        details = validation_details(errors)
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         return error_response(422, "invalid_request", summary, details)
 
@@ -102,9 +146,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers={"Retry-After": str(DB_RETRY_AFTER_SECONDS)},
             )
         log.exception("database error")
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, "internal_error", "internal server error", headers=CLOSE)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "internal server error")
+        return error_response(500, "internal_error", "internal server error", headers=CLOSE)

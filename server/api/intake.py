@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Path
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.api.deps import UNAUTHENTICATED, SessionDep, bearer_token
-from server.api.errors import ApiError
+from server.api.errors import ApiError, documented
+from server.api.params import AttemptNumber, JobId
+from server.api.routing import ApiRoute
 from server.db.models import JobAttempt
 from server.jobs.attempts import (
     AttemptSupersededError,
@@ -28,10 +30,17 @@ from server.jobs.attempts import (
     record_events,
     report_status,
 )
+from server.jobs.repository import artifact_path
 from server.jobs.states import IllegalTransitionError
-from silo_client.models import NOTE_LENGTH
+from silo_client.models import ARTIFACT_NAME_PATTERN, NOTE_LENGTH, BigCount, Count
+from workers.layout import output_folder
 
-router = APIRouter(prefix="/v1", tags=["intake"])
+router = APIRouter(
+    prefix="/v1",
+    tags=["intake"],
+    route_class=ApiRoute,
+    responses=documented(401, 403, 409),
+)
 
 MAX_EVENTS_PER_BATCH = 500
 WRITE_TRIES = 3
@@ -62,10 +71,10 @@ class _Report(BaseModel):
 class EpochEventIn(_Report):
     """One epoch's progress, as ``silo_core.records.EpochEvent`` writes it."""
 
-    cycle: int = Field(ge=0)
-    epoch: int = Field(ge=1)
-    epochs: int = Field(ge=1)
-    cycles: int = Field(ge=0)
+    cycle: Count
+    epoch: Annotated[Count, Field(ge=1)]
+    epochs: Annotated[Count, Field(ge=1)]
+    cycles: Count
     lr: float
     max_lr: float
     train_loss: float
@@ -93,11 +102,11 @@ class EventBatchIn(BaseModel):
 class CycleResultIn(_Report):
     """One cycle-table row, as ``silo_core.records.CycleResult`` writes it."""
 
-    cycle: int = Field(ge=0)
+    cycle: Count
     sparsity: float
-    alive_weights: int = Field(ge=0)
+    alive_weights: BigCount
     max_lr: float
-    best_epoch: int = Field(ge=0)
+    best_epoch: Count
     best_val_accuracy: float
     test_accuracy_at_best_val: float
     final_val_accuracy: float
@@ -108,10 +117,12 @@ class CycleResultIn(_Report):
 class ArtifactIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,200}$")
-    size: int = Field(ge=0)
+    name: str = Field(pattern=ARTIFACT_NAME_PATTERN)
+    size: BigCount
     checksum: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex")
-    location: str = Field(min_length=1, max_length=4096)
+    location: str = Field(
+        min_length=1, max_length=4096, description="A file in the job's output folder"
+    )
 
 
 class StatusIn(BaseModel):
@@ -128,8 +139,8 @@ class StatusIn(BaseModel):
 
 def current_attempt(
     session: SessionDep,
-    job_id: Annotated[int, Path(ge=1)],
-    attempt: Annotated[int, Path(ge=1)],
+    job_id: JobId,
+    attempt: AttemptNumber,
     authorization: Annotated[str | None, Header()] = None,
 ) -> JobAttempt:
     """The attempt the bearer token was minted for; it must match the path."""
@@ -197,9 +208,30 @@ def post_cycle(body: CycleResultIn, current: AttemptDep, session: SessionDep) ->
     return {"cycle": body.cycle, "created": outcome.created, "changed": outcome.changed}
 
 
+def _in_output_folder(request: Request, job_id: int, location: str) -> bool:
+    """Whether ``location`` is a file path inside the job's own output folder,
+    links resolved: an attempt may not pass off another job's file as its own."""
+    path = artifact_path(location)
+    if path is None or not path.is_absolute():
+        return False
+    root = request.app.state.settings.resolved_artifact_root()
+    return path.resolve().is_relative_to(output_folder(root, job_id).resolve())
+
+
 @router.post("/jobs/{job_id}/attempts/{attempt}/artifacts")
-def post_artifact(body: ArtifactIn, current: AttemptDep, session: SessionDep) -> dict[str, Any]:
-    """Register (or replace) an artifact of the job by name."""
+def post_artifact(
+    body: ArtifactIn, current: AttemptDep, session: SessionDep, request: Request
+) -> dict[str, Any]:
+    """Register (or replace) an artifact of the job by name: a file in the job's
+    output folder."""
+    if not _in_output_folder(request, current.job_id, body.location):
+        message = "must be an absolute path inside this job's output folder"
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"location: {message}",
+            [{"field": "location", "message": message}],
+        )
     values = body.model_dump()
     outcome = _write(session, current, lambda a: record_artifact(session, a, values))
     return {"name": body.name, "created": outcome.created, "changed": outcome.changed}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from server.api.access import Reader
 from server.api.errors import not_found
 from server.db.models import Job, utcnow
 from server.jobs import views
@@ -141,10 +142,11 @@ def _queue(job: JobView) -> QueueInfo:
     return QueueInfo(position=ahead + 1, reason=job.queue_reason or default)
 
 
-def detail(session: Session, job_id: int) -> JobOut:
-    """The job as GET /v1/jobs/{id} shows it, read in one statement."""
+def detail(session: Session, job_id: int, reader: Reader | None = None) -> JobOut:
+    """The job as GET /v1/jobs/{id} shows it, read in one statement; 404 if
+    ``reader`` may not see it."""
     job = views.job_view(session, job_id)
-    if job is None:
+    if job is None or (reader is not None and not reader.may_read(job.owner_id)):
         raise not_found("job")
     assert job.spec is not None  # the detail view reads the spec
     return JobOut(

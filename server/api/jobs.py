@@ -2,27 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.api import job_out
+from server.api.access import Reader, ReaderDep
 from server.api.deps import SessionDep, UserDep, require_owner_or_admin
-from server.api.errors import ApiError, not_found
+from server.api.errors import ApiError, documented, not_found
+from server.api.follow import JobWatcher, StreamResponse
+from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
+from server.api.routing import ApiRoute
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
 from server.jobs.states import IllegalTransitionError, JobStatus
 from silo_client.models import (
+    ARTIFACT_NAME_PATTERN,
+    MAX_BIGINT,
     ArtifactList,
     ArtifactOut,
     CycleList,
@@ -34,10 +38,10 @@ from silo_client.models import (
     JobSubmit,
 )
 from silo_core.spec import JobSpec, SpecError, parse_spec
+from workers.layout import output_folder
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=documented(401))
 
-STREAM_POLL_SECONDS = 0.5
 STREAM_KEEPALIVE_SECONDS = 15.0
 STREAM_BATCH = 500
 MAX_IDEMPOTENCY_KEY = 200
@@ -46,9 +50,10 @@ MAX_IDEMPOTENCY_KEY = 200
 # --- helpers ----------------------------------------------------------------
 
 
-def _load(session: Session, job_id: int, *, for_update: bool = False) -> Job:
+def load_job(session: Session, job_id: int, reader: Reader, *, for_update: bool = False) -> Job:
+    """The job if it exists and the reader may see it; 404 alike otherwise."""
     job = repo.get_job(session, job_id, for_update=for_update)
-    if job is None:
+    if job is None or not reader.may_read(job.owner_id):
         raise not_found("job")
     return job
 
@@ -81,23 +86,23 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
 # --- submit and list ----------------------------------------------------------
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut)
+def caller_gone() -> ApiError:
+    """The token's user was deleted after the token was last looked up."""
+    return ApiError(401, "unauthenticated", "the token's user no longer exists")
+
+
+@router.post("/jobs", status_code=201, response_model=JobOut, responses=documented(409))
 def submit_job(
     body: JobSubmit,
     session: SessionDep,
     user: UserDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header()] = None,
-) -> JobOut:
+    idempotency_key: Annotated[
+        str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)
+    ] = None,
+) -> Response:
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-        raise ApiError(
-            422,
-            "invalid_request",
-            f"Idempotency-Key: must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
-            [{"field": "Idempotency-Key", "message": "wrong length"}],
-        )
     spec = _validate_spec(body.spec)
     try:
         job, created = repo.submit_job(
@@ -115,39 +120,32 @@ def submit_job(
         )
     except repo.IdempotencyConflictError as exc:
         raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job.id}) from None
-    if not created:
-        response.status_code = 200
-    return job_out.detail(session, job.id)
+    except IntegrityError:
+        session.rollback()
+        raise caller_gone() from None
+    answer = _answer(job_out.detail(session, job.id))
+    answer.status_code = 201 if created else 200
+    return answer
 
 
 @router.get("/jobs", response_model=JobPage)
 def list_jobs(
     session: SessionDep,
-    user: UserDep,
-    status: Annotated[list[str] | None, Query()] = None,
-    owner: str | None = None,
-    tag: str | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    reader: ReaderDep,
+    status: Annotated[list[JobStatus] | None, Query(max_length=len(JobStatus))] = None,
+    owner: OwnerName | None = None,
+    tag: TagName | None = None,
+    created_after: UtcTime | None = None,
+    created_before: UtcTime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    """Jobs newest first; follow ``next_cursor`` for older ones."""
-    allowed = [s.value for s in JobStatus]
-    statuses = []
-    for value in status or []:
-        if value not in allowed:
-            message = f"unknown status {value!r}; allowed: {', '.join(allowed)}"
-            raise ApiError(
-                422,
-                "invalid_request",
-                f"status: {message}",
-                [{"field": "status", "message": message}],
-            )
-        statuses.append(JobStatus(value))
+    """Jobs newest first; follow ``next_cursor`` for older ones. Under
+    ``SILO_READ_ACCESS=owner`` a user lists only their own jobs."""
     filters = views.JobFilter(
-        statuses=statuses,
+        statuses=list(status or []),
         owner=owner,
+        owner_id=reader.only_owner,
         tag=tag,
         created_after=created_after,
         created_before=created_before,
@@ -165,9 +163,9 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, session: SessionDep, user: UserDep) -> Response:
+def get_job(job_id: JobId, session: SessionDep, reader: ReaderDep) -> Response:
     """The job with its progress and place in the queue."""
-    return _answer(job_out.detail(session, job_id))
+    return _answer(job_out.detail(session, job_id, reader))
 
 
 def _answer(model: BaseModel) -> Response:
@@ -179,18 +177,18 @@ def _answer(model: BaseModel) -> Response:
 
 
 @router.get("/jobs/{job_id}/cycles", response_model=CycleList)
-def list_cycles(job_id: int, session: SessionDep, user: UserDep) -> CycleList:
+def list_cycles(job_id: JobId, session: SessionDep, reader: ReaderDep) -> CycleList:
     """The cycle table, one row per finished cycle."""
-    _load(session, job_id)
+    load_job(session, job_id, reader)
     rows = repo.list_cycles(session, job_id)
     return CycleList(items=[CycleOut.model_validate(row) for row in rows])
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobOut)
-def cancel_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
+@router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=documented(403, 409))
+def cancel_job(job_id: JobId, session: SessionDep, reader: ReaderDep) -> Response:
     """Cancel a queued job, or ask a running one to stop."""
-    job = _load(session, job_id, for_update=True)
-    require_owner_or_admin(user, job.owner_id, "cancel")
+    job = load_job(session, job_id, reader, for_update=True)
+    require_owner_or_admin(reader.user, job.owner_id, "cancel")
     try:
         changed = repo.cancel_job(job)
     except IllegalTransitionError as exc:
@@ -198,21 +196,21 @@ def cancel_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
         raise ApiError(409, "illegal_transition", str(exc)) from None
     if changed:
         session.commit()
-    return job_out.detail(session, job.id)
+    return _answer(job_out.detail(session, job.id))
 
 
-@router.post("/jobs/{job_id}/retry", response_model=JobOut)
-def retry_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
+@router.post("/jobs/{job_id}/retry", response_model=JobOut, responses=documented(403, 409))
+def retry_job(job_id: JobId, session: SessionDep, reader: ReaderDep) -> Response:
     """Queue a failed or cancelled job again."""
-    job = _load(session, job_id, for_update=True)
-    require_owner_or_admin(user, job.owner_id, "retry")
+    job = load_job(session, job_id, reader, for_update=True)
+    require_owner_or_admin(reader.user, job.owner_id, "retry")
     try:
         repo.retry_job(job)
     except (repo.NotRetryableError, IllegalTransitionError) as exc:
         session.rollback()
         raise ApiError(409, "illegal_transition", str(exc)) from None
     session.commit()
-    return job_out.detail(session, job.id)
+    return _answer(job_out.detail(session, job.id))
 
 
 # --- events -----------------------------------------------------------------------
@@ -220,15 +218,15 @@ def retry_job(job_id: int, session: SessionDep, user: UserDep) -> JobOut:
 
 @router.get("/jobs/{job_id}/events", response_model=EventPage)
 def list_events(
-    job_id: int,
+    job_id: JobId,
     session: SessionDep,
-    user: UserDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    reader: ReaderDep,
+    after: EventCursor = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     include_superseded: bool = False,
 ) -> EventPage:
     """Epoch events with ``seq > after``, oldest first."""
-    _load(session, job_id)
+    load_job(session, job_id, reader)
     rows = repo.list_events(
         session, job_id, after=after, limit=limit, include_superseded=include_superseded
     )
@@ -252,57 +250,64 @@ def _poll(factory: sessionmaker, job_id: int, after: int) -> tuple[str | None, l
         return status, frames, rows[-1].seq if rows else after
 
 
-async def _stream(factory: sessionmaker, job_id: int, after: int) -> AsyncIterator[str]:
-    last_sent = time.monotonic()
-    while True:
-        status, frames, after = await run_in_threadpool(_poll, factory, job_id, after)
-        for frame in frames:
-            yield frame
-        if frames:
-            last_sent = time.monotonic()
+async def _stream(
+    watcher: JobWatcher, factory: sessionmaker, job_id: int, after: int
+) -> AsyncIterator[str]:
+    """The job's events from ``after`` on, read only when the watcher sees the
+    job change; a comment line keeps an idle connection open."""
+    async with watcher.follow(job_id) as follow:
+        while True:
+            status, frames, after = await run_in_threadpool(_poll, factory, job_id, after)
+            for frame in frames:
+                yield frame
             if len(frames) == STREAM_BATCH:
                 continue
-        # The status was read before the events, so a final status means
-        # every event was already written.
-        if status is None or repo.is_terminal(status):
-            yield f"event: end\ndata: {status or 'deleted'}\n\n"
-            return
-        if time.monotonic() - last_sent >= STREAM_KEEPALIVE_SECONDS:
-            yield ": ping\n\n"
-            last_sent = time.monotonic()
-        await asyncio.sleep(STREAM_POLL_SECONDS)
+            # The status was read before the events, so a final status means
+            # every event was already written.
+            if status is None or repo.is_terminal(status):
+                yield f"event: end\ndata: {status or 'deleted'}\n\n"
+                return
+            while not await follow.wait(STREAM_KEEPALIVE_SECONDS):
+                yield ": ping\n\n"
+
+
+def _resume_point(after: int | None, last_event_id: str | None) -> int:
+    if not last_event_id:
+        return after or 0
+    if last_event_id.isascii() and last_event_id.isdigit() and int(last_event_id) <= MAX_BIGINT:
+        return int(last_event_id)
+    message = f"must be an event seq, an integer from 0 to {MAX_BIGINT}"
+    raise ApiError(
+        422,
+        "invalid_request",
+        f"Last-Event-ID: {message}",
+        [{"field": "Last-Event-ID", "message": message}],
+    )
 
 
 @router.get(
     "/jobs/{job_id}/events/stream",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    response_class=StreamResponse,
+    responses={200: {"content": {"text/event-stream": {}}}, **documented(429)},
 )
 def stream_events(
-    job_id: int,
+    job_id: JobId,
     request: Request,
     session: SessionDep,
-    user: UserDep,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
+    reader: ReaderDep,
+    after: EventCursor | None = None,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+) -> StreamResponse:
     """Server-Sent Events, one ``epoch`` event per epoch, then ``end`` once the
     job is final. Resumes after Last-Event-ID (or ``?after=``)."""
-    _load(session, job_id)
-    session.close()  # the stream polls with its own sessions
-    start = after or 0
-    if last_event_id:
-        try:
-            start = max(0, int(last_event_id))
-        except ValueError:
-            raise ApiError(
-                422,
-                "invalid_request",
-                "Last-Event-ID: must be an event seq (an integer)",
-                [{"field": "Last-Event-ID", "message": "not an integer"}],
-            ) from None
-    return StreamingResponse(
-        _stream(request.app.state.session_factory, job_id, start),
+    load_job(session, job_id, reader)
+    start = _resume_point(after, last_event_id)
+    session.close()  # a stream holds no connection while it waits
+    watcher: JobWatcher = request.app.state.watcher
+    release = watcher.reserve(reader.user.id)
+    return StreamResponse(
+        _stream(watcher, request.app.state.read_session_factory, job_id, start),
+        release,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -312,36 +317,40 @@ def stream_events(
 
 
 @router.get("/jobs/{job_id}/artifacts", response_model=ArtifactList)
-def list_artifacts(job_id: int, session: SessionDep, user: UserDep) -> ArtifactList:
+def list_artifacts(job_id: JobId, session: SessionDep, reader: ReaderDep) -> ArtifactList:
     """The files the job produced."""
-    _load(session, job_id)
+    load_job(session, job_id, reader)
     rows = repo.list_artifacts(session, job_id)
     return ArtifactList(items=[ArtifactOut.model_validate(row) for row in rows])
 
 
 @router.get(
-    "/jobs/{job_id}/artifacts/{name:path}",
+    "/jobs/{job_id}/artifacts/{name}",
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def download_artifact(
-    job_id: int, name: str, request: Request, session: SessionDep, user: UserDep
+    job_id: JobId,
+    name: Annotated[str, PathParam(pattern=ARTIFACT_NAME_PATTERN)],
+    request: Request,
+    session: SessionDep,
+    reader: ReaderDep,
 ) -> FileResponse:
     """Download one artifact."""
-    _load(session, job_id)
+    load_job(session, job_id, reader)
     artifact = repo.get_artifact(session, job_id, name)
     if artifact is None:
         raise not_found("artifact")
-    path = repo.artifact_path(artifact)
-    # Only files under the artifact root are served: a worker registers the
-    # location, and a location elsewhere must not turn into a file download.
-    root = Path(request.app.state.settings.resolved_artifact_root()).resolve()
-    if path is None or not path.resolve().is_relative_to(root) or not path.is_file():
+    path = repo.artifact_path(artifact.location)
+    # Only files in the job's own output folder are served: a worker registers
+    # the location, and a location elsewhere (another job's weights, a file
+    # outside the artifact root) must not turn into a download.
+    output = output_folder(request.app.state.settings.resolved_artifact_root(), job_id)
+    if path is None or not path.resolve().is_relative_to(output.resolve()) or not path.is_file():
         raise ApiError(404, "not_found", f"the file of artifact {name!r} is not available")
-    filename = name.rsplit("/", 1)[-1]
     return FileResponse(
         path,
         media_type="application/octet-stream",
-        filename=filename,
+        filename=name,
         content_disposition_type="attachment",
     )

@@ -7,25 +7,29 @@ it from there. Plain text, so ``curl`` and ``silo logs`` show it as it is.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import StreamingResponse
-from sqlalchemy.orm import sessionmaker
 from starlette.concurrency import run_in_threadpool
 
-from server.api.deps import SessionDep, UserDep
-from server.api.errors import ApiError, not_found
+from server.api.access import ReaderDep
+from server.api.deps import SessionDep
+from server.api.errors import ApiError, documented
+from server.api.follow import JobWatcher, StreamResponse
+from server.api.jobs import load_job
+from server.api.params import JobId
+from server.api.routing import ApiRoute
 from server.jobs import repository as repo
-from workers.attempt import attempt_log
+from silo_client.models import MAX_INT
+from workers.layout import attempt_log
 
-router = APIRouter(prefix="/v1", tags=["jobs"])
+router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=documented(401))
 
-FOLLOW_POLL_SECONDS = 0.5
 CHUNK = 64 * 1024
+FINAL_LINES_SECONDS = 1.0
+IDLE_SECONDS = 60.0  # a silent log is read again this often, whatever the watcher says
 
 
 def _header(attempt: int) -> bytes:
@@ -41,61 +45,67 @@ def _read_from(path: Path, offset: int) -> bytes:
         return b""
 
 
-def _state(factory: sessionmaker, job_id: int) -> tuple[str | None, int]:
-    with factory() as session:
-        job = repo.get_job(session, job_id)
-        return (job.status, job.attempt) if job else (None, 0)
+async def _read_out(path: Path, offset: int) -> AsyncIterator[bytes]:
+    """What the file holds past ``offset``, a chunk at a time."""
+    while chunk := await run_in_threadpool(_read_from, path, offset):
+        offset += len(chunk)
+        yield chunk
 
 
 async def _lines(
-    factory: sessionmaker, root: str, job_id: int, attempts: list[int], follow: bool
+    watcher: JobWatcher | None, root: str, job_id: int, attempts: list[int]
 ) -> AsyncIterator[bytes]:
-    """The logs of ``attempts`` in order; with ``follow``, go on with the newest
+    """The logs of ``attempts`` in order; with a ``watcher``, go on with the newest
     attempt (and any later one) until the job is final and its log read out."""
-    offset = 0
+    path, offset = attempt_log(root, job_id, 0), 0
     for attempt in attempts:
         yield _header(attempt)
         path, offset = attempt_log(root, job_id, attempt), 0
-        while chunk := await run_in_threadpool(_read_from, path, offset):
+        async for chunk in _read_out(path, offset):
             offset += len(chunk)
             yield chunk
-    if not follow:
+    if watcher is None:
         return
     current = attempts[-1] if attempts else 0
-    path = attempt_log(root, job_id, current)
-    while True:
-        status, newest = await run_in_threadpool(_state, factory, job_id)
-        # Read after the status: a final status means the last lines are written.
-        while chunk := await run_in_threadpool(_read_from, path, offset):
-            offset += len(chunk)
-            yield chunk
-        if newest > current:
-            current, offset = current + 1, 0
-            path = attempt_log(root, job_id, current)
-            yield _header(current)
-            continue
-        if status is None or repo.is_terminal(status):
-            return
-        await asyncio.sleep(FOLLOW_POLL_SECONDS)
+    async with watcher.follow(job_id, path) as follow:
+        while True:
+            await follow.wait(timeout=IDLE_SECONDS)
+            state = follow.state  # read before the file: its lines up to then are in
+            async for chunk in _read_out(path, offset):
+                offset += len(chunk)
+                yield chunk
+            if state is None:
+                continue
+            while state.attempt > current:
+                current, offset = current + 1, 0
+                path = follow.path = attempt_log(root, job_id, current)
+                yield _header(current)
+                async for chunk in _read_out(path, offset):
+                    offset += len(chunk)
+                    yield chunk
+            if state.status is None or repo.is_terminal(state.status):
+                # The worker's last lines follow its final report by a moment.
+                await follow.wait(timeout=FINAL_LINES_SECONDS)
+                async for chunk in _read_out(path, offset):
+                    yield chunk
+                return
 
 
 @router.get(
     "/jobs/{job_id}/logs",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/plain": {}}}},
+    response_class=StreamResponse,
+    responses={200: {"content": {"text/plain": {}}}, **documented(429)},
 )
 def job_logs(
-    job_id: int,
+    job_id: JobId,
     request: Request,
     session: SessionDep,
-    user: UserDep,
-    attempt: Annotated[int | None, Query(ge=1, description="One attempt only")] = None,
+    reader: ReaderDep,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_INT, description="One attempt only")] = None,
     follow: Annotated[bool, Query(description="Keep streaming until the job ends")] = False,
-) -> StreamingResponse:
+) -> StreamResponse:
     """The job's log lines, attempt by attempt (tracebacks of failures included)."""
-    job = repo.get_job(session, job_id)
-    if job is None:
-        raise not_found("job")
+    job = load_job(session, job_id, reader)
     if attempt is not None and attempt > job.attempt:
         raise ApiError(
             404,
@@ -104,11 +114,14 @@ def job_logs(
             [{"field": "attempt", "message": f"at most {job.attempt}"}],
         )
     attempts = [attempt] if attempt is not None else list(range(1, job.attempt + 1))
-    root = request.app.state.settings.resolved_artifact_root()
-    factory = request.app.state.read_session_factory
     follow = follow and (attempt is None or attempt == job.attempt)
-    return StreamingResponse(
-        _lines(factory, root, job_id, attempts, follow),
+    session.close()  # a followed log holds no connection while it waits
+    root = request.app.state.settings.resolved_artifact_root()
+    watcher: JobWatcher = request.app.state.watcher
+    release = watcher.reserve(reader.user.id) if follow else (lambda: None)
+    return StreamResponse(
+        _lines(watcher if follow else None, root, job_id, attempts),
+        release,
         media_type="text/plain; charset=utf-8",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -7,11 +7,15 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.exc import IntegrityError
 
 from server.api import job_out
+from server.api.access import ReaderDep
 from server.api.deps import SessionDep, UserDep
-from server.api.errors import not_found
-from server.api.jobs import invalid_spec, spec_problem
+from server.api.errors import documented, not_found
+from server.api.jobs import caller_gone, invalid_spec, spec_problem
+from server.api.params import StudyId
+from server.api.routing import ApiRoute
 from server.db.models import Study
 from server.jobs import studies
 from silo_client.models import (
@@ -25,7 +29,7 @@ from silo_client.models import (
 )
 from silo_core.spec import SpecError, parse_spec
 
-router = APIRouter(prefix="/v1", tags=["studies"])
+router = APIRouter(prefix="/v1", tags=["studies"], route_class=ApiRoute, responses=documented(401))
 
 
 def _request_field(schedule_index: int, where: str) -> str:
@@ -102,32 +106,40 @@ def _out(session: SessionDep, study: Study) -> StudyOut:
 def submit_study(body: StudySubmit, session: SessionDep, user: UserDep) -> StudyOut:
     """Queue one job per schedule and seed; members with one seed share the dense training."""
     members = _members(body)
-    study = studies.create_study(
-        session,
-        owner_id=user.id,
-        name=body.name,
-        base_spec=body.spec,
-        schedules=body.schedules,
-        seeds=body.seeds,
-        members=members,
-        priority=body.priority,
-        tags=body.tags,
-        resources=body.resources.model_dump(),
-    )
-    session.commit()
+    try:
+        study = studies.create_study(
+            session,
+            owner_id=user.id,
+            name=body.name,
+            base_spec=body.spec,
+            schedules=body.schedules,
+            seeds=body.seeds,
+            members=members,
+            priority=body.priority,
+            tags=body.tags,
+            resources=body.resources.model_dump(),
+        )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise caller_gone() from None
     return _out(session, study)
 
 
 @router.get("/studies", response_model=StudyPage)
 def list_studies(
     session: SessionDep,
-    user: UserDep,
+    reader: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> StudyPage:
-    """Studies newest first, with their members per status; follow ``next_cursor``."""
+    """Studies newest first, with their members per status; follow ``next_cursor``.
+    Under ``SILO_READ_ACCESS=owner`` a user lists only their own studies."""
     found, counts = studies.list_studies(
-        session, limit=limit, before_id=int(cursor) if cursor else None
+        session,
+        limit=limit,
+        before_id=int(cursor) if cursor else None,
+        owner_id=reader.only_owner,
     )
     items = [_summary(study, counts[study.id]) for study in found]
     more = len(found) == limit
@@ -135,9 +147,9 @@ def list_studies(
 
 
 @router.get("/studies/{study_id}", response_model=StudyOut)
-def get_study(study_id: int, session: SessionDep, user: UserDep) -> StudyOut:
+def get_study(study_id: StudyId, session: SessionDep, reader: ReaderDep) -> StudyOut:
     """The study, its members' states and the comparison table so far."""
     study = session.get(Study, study_id)
-    if study is None:
+    if study is None or not reader.may_read(study.owner_id):
         raise not_found("study")
     return _out(session, study)

@@ -145,9 +145,8 @@ def get_artifact(session: Session, job_id: int, name: str) -> Artifact | None:
     return session.scalar(select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name))
 
 
-def artifact_path(artifact: Artifact) -> Path | None:
-    """The local file an artifact is stored in, or None if it is stored elsewhere."""
-    location = artifact.location
+def artifact_path(location: str) -> Path | None:
+    """The local file at an artifact's location, or None if it is stored elsewhere."""
     if location.startswith("file:"):
         parsed = urlparse(location)
         if parsed.netloc not in ("", "localhost"):

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import CycleResultRow, Job, JobTag, Study
 from server.jobs.states import JobStatus
+from silo_client.models import NAME_LENGTH
 from silo_core.spec import JobSpec
 
 
@@ -31,6 +32,16 @@ def labels(schedules: Sequence[dict[str, Any]]) -> list[str]:
         seen[name] += 1
         out.append(name if names.count(name) == 1 else f"{name}#{seen[name]}")
     return out
+
+
+def member_name(study_name: str, member: Member) -> str:
+    """The member job's name, "<study>: <schedule>, seed <n>", the study's name
+    shortened to fit the column."""
+    suffix = f": {member.label}, seed {member.seed}"
+    room = NAME_LENGTH - len(suffix)
+    if len(study_name) > room:
+        study_name = study_name[: room - 1] + "…"
+    return study_name + suffix
 
 
 def member_spec(base: dict[str, Any], schedule: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -71,7 +82,7 @@ def create_study(
         session.add(
             Job(
                 owner_id=owner_id,
-                name=f"{name or f'study {study.id}'}: {member.label}, seed {member.seed}",
+                name=member_name(name or f"study {study.id}", member),
                 spec=member.spec.model_dump(mode="json"),
                 spec_hash=member.spec.identity(),
                 dense_identity=member.spec.dense_identity(),
@@ -136,12 +147,15 @@ def comparison(session: Session, study_id: int, order: Sequence[str]) -> list[Co
 
 
 def list_studies(
-    session: Session, *, limit: int, before_id: int | None
+    session: Session, *, limit: int, before_id: int | None, owner_id: int | None = None
 ) -> tuple[list[Study], dict[int, dict[str, int]]]:
-    """Studies newest first (ids below ``before_id``), with their members per status."""
+    """Studies newest first (ids below ``before_id``; ``owner_id``'s only, if
+    given), with their members per status."""
     query = select(Study).order_by(Study.id.desc()).limit(limit)
     if before_id is not None:
         query = query.where(Study.id < before_id)
+    if owner_id is not None:
+        query = query.where(Study.owner_id == owner_id)
     found = list(session.scalars(query))
     counts: dict[int, dict[str, int]] = {study.id: {} for study in found}
     if found:

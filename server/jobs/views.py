@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, aliased
 
 from server.db.models import Job, JobTag, User
 from server.jobs.states import JobStatus
-from silo_client.models import as_utc
+from silo_client.models import MAX_BIGINT, as_utc
 
 # The queue's order: higher priority first, then older first (id breaks ties).
 # claims.claim_next takes jobs in it; jobs_ahead counts in it.
@@ -51,6 +51,7 @@ class JobView:
 
     id: int
     name: str | None
+    owner_id: int
     owner: str
     status: str
     priority: int
@@ -107,6 +108,7 @@ _TAGS = (
 _SUMMARY_COLUMNS = (
     Job.id,
     Job.name,
+    Job.owner_id,
     User.name.label("owner"),
     Job.status,
     Job.priority,
@@ -179,15 +181,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         created, job_id = json.loads(raw)
         if not isinstance(created, str) or type(job_id) is not int:
             raise ValueError
+        if not 0 <= job_id <= MAX_BIGINT:
+            raise ValueError
         return as_utc(datetime.fromisoformat(created)), job_id
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise InvalidCursorError("cursor: not a cursor this server returned") from exc
 
 
 @dataclass
 class JobFilter:
     statuses: list[JobStatus] = field(default_factory=list)
-    owner: str | None = None
+    owner: str | None = None  # by name, as a user filters
+    owner_id: int | None = None  # by id, as the read policy restricts
     tag: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
@@ -203,6 +208,8 @@ def list_jobs(
         query = query.where(Job.status.in_([s.value for s in filters.statuses]))
     if filters.owner is not None:
         query = query.where(User.name == filters.owner)
+    if filters.owner_id is not None:
+        query = query.where(Job.owner_id == filters.owner_id)
     if filters.tag is not None:
         query = query.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == filters.tag))
     if filters.created_after is not None:

@@ -16,8 +16,15 @@ from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import settle_lost_attempt, start_attempt
 from server.jobs.states import transition
 from silo_core.records import CycleResult, EpochEvent
+from workers.layout import output_folder
 
 CHECKSUM = "ab" * 32
+
+
+def in_output(live_server, job_id: int, name: str) -> str:
+    """An artifact location an attempt of ``job_id`` may register."""
+    root = live_server.app.state.settings.resolved_artifact_root()
+    return str(output_folder(root, job_id) / name)
 
 
 @pytest.fixture
@@ -163,7 +170,15 @@ def test_a_new_attempt_supersedes_the_old_one_and_rolls_back_its_events(live_ser
     for what, body in (
         ("events", {"events": [event(1, 3)]}),
         ("cycles", cycle_result(1)),
-        ("artifacts", {"name": "m.pt", "size": 1, "checksum": CHECKSUM, "location": "x"}),
+        (
+            "artifacts",
+            {
+                "name": "m.pt",
+                "size": 1,
+                "checksum": CHECKSUM,
+                "location": in_output(live_server, job_id, "m.pt"),
+            },
+        ),
         ("status", {"status": "succeeded"}),
     ):
         refused = old.post(url(job_id, 1, what), json=body)
@@ -199,7 +214,12 @@ def test_cycles_and_artifacts_are_upserts(live_server, db):
         assert changed.json() == {"cycle": 0, "created": False, "changed": True}
         client.post(url(job_id, 1, "cycles"), json=cycle_result(1))
 
-        artifact = {"name": "model-final.pt", "size": 10, "checksum": CHECKSUM, "location": "s3"}
+        artifact = {
+            "name": "model-final.pt",
+            "size": 10,
+            "checksum": CHECKSUM,
+            "location": in_output(live_server, job_id, "model-final.pt"),
+        }
         first = client.post(url(job_id, 1, "artifacts"), json=artifact)
         assert first.json() == {"name": "model-final.pt", "created": True, "changed": True}
         again = client.post(url(job_id, 1, "artifacts"), json=artifact)
@@ -374,12 +394,19 @@ def test_bad_bodies_are_422_and_write_nothing(live_server, db):
             url(job_id, 1, "events"), json={"events": [{"cycle": i} for i in range(501)]}
         )
         assert "at most 500 events" in too_many.json()["error"]["message"]
-        nan = client.post(
-            url(job_id, 1, "events"),
-            content=json.dumps({"events": [{**event(0, 1), "val_loss": float("nan")}]}),
-            headers={"content-type": "application/json"},
-        )
-        assert nan.status_code == 422
+        # NaN, Infinity and numbers past a double are no JSON: refused as such,
+        # in a metric as in the free-form extras.
+        for value in (float("nan"), float("inf"), "1e999"):
+            body = {"events": [{**event(0, 1), "extras": {"x": 0.5}, "val_loss": 0.25}]}
+            text = json.dumps(body).replace("0.5", str(value)).replace("0.25", str(value))
+            refused = client.post(
+                url(job_id, 1, "events"),
+                content=text,
+                headers={"content-type": "application/json"},
+            )
+            assert refused.status_code == 400, (value, refused.text)
+            assert refused.json()["error"]["code"] == "invalid_json"
+            assert refused.json()["error"]["details"][0]["field"] == "body"
     assert count(db, JobEvent, job_id) == 0
     assert count(db, CycleResultRow, job_id) == count(db, Artifact, job_id) == 0
     job = load_job(db, job_id)
@@ -420,3 +447,36 @@ def test_concurrent_batches_get_gapless_unique_sequence_numbers(live_server, db)
     for seqs in by_cycle.values():
         assert seqs == list(range(seqs[0], seqs[0] + per_batch))
     assert load_job(db, job_id).event_seq == total
+
+
+def test_an_attempt_registers_only_files_of_its_own_output_folder(live_server, db, tmp_path):
+    """Another job's weights, a file elsewhere, a path out through '..' or a link
+    pointing out are refused (422, naming location), and nothing is stored."""
+    job_id, other_id = make_job(db), make_job(db)
+    _, token = start(db, job_id)
+    root = live_server.app.state.settings.resolved_artifact_root()
+    others = output_folder(root, other_id) / "model.pt"
+    others.parent.mkdir(parents=True)
+    others.write_bytes(b"their weights")
+    own = output_folder(root, job_id)
+    own.mkdir(parents=True)
+    (own / "linked.pt").symlink_to(others)
+    refused = [
+        str(others),
+        others.as_uri(),
+        str(tmp_path / "elsewhere.pt"),
+        str(own / ".." / ".." / str(other_id) / "output" / "model.pt"),
+        str(own / "linked.pt"),
+        "model.pt",  # relative: to what?
+        "s3://bucket/model.pt",
+    ]
+    with worker(live_server, token) as client:
+        for location in refused:
+            body = {"name": "model.pt", "size": 13, "checksum": CHECKSUM, "location": location}
+            response = client.post(url(job_id, 1, "artifacts"), json=body)
+            assert response.status_code == 422, location
+            assert response.json()["error"]["details"][0]["field"] == "location"
+        assert count(db, Artifact, job_id) == 0
+        body = {"name": "model.pt", "size": 1, "checksum": CHECKSUM, "location": str(own / "m.pt")}
+        assert client.post(url(job_id, 1, "artifacts"), json=body).status_code == 200
+    assert count(db, Artifact, job_id) == 1

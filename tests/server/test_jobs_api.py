@@ -11,6 +11,7 @@ from pathlib import Path
 
 from server.db.models import Artifact, Job, JobEvent
 from server.db.session import make_engine, make_session_factory
+from workers.layout import output_folder
 
 SPEC = {
     "model": {"name": "mlp"},
@@ -230,7 +231,7 @@ def test_listing_filters_and_keyset_pagination(live_server):
 
         bad_status = alice.get("/v1/jobs", params={"status": "sleeping"})
         assert bad_status.status_code == 422
-        assert "allowed: queued, running" in bad_status.json()["error"]["message"]
+        assert "'queued', 'running'" in bad_status.json()["error"]["message"]
         for cursor in ("not-a-cursor!", "bm9wZQ"):
             bad = alice.get("/v1/jobs", params={"cursor": cursor})
             assert bad.status_code == 422
@@ -423,15 +424,21 @@ def test_events_pages_and_stream(live_server):
 
 
 def test_artifacts(live_server, tmp_path):
+    """Only files in the job's own output folder are served, whatever a row says."""
     payload = b"weights" * 50_000
     root = Path(live_server.app.state.settings.resolved_artifact_root())
-    stored = root / "jobs" / "1" / "model.pt"
-    stored.parent.mkdir(parents=True)
-    stored.write_bytes(payload)
     outside = tmp_path / "secret.txt"  # a real file, but not under the artifact root
     outside.write_bytes(payload)
     with live_server.client() as client:
         job_id = submit(client)["id"]
+        other_id = submit(client)["id"]
+        stored = output_folder(root, job_id) / "model.pt"
+        others = output_folder(root, other_id) / "model.pt"
+        for path in (stored, others):
+            path.parent.mkdir(parents=True)
+            path.write_bytes(payload)
+        linked = output_folder(root, job_id) / "linked.pt"
+        linked.symlink_to(others)
         with db(live_server) as session:
             for name, location in (
                 ("model.pt", stored.as_uri()),
@@ -439,6 +446,8 @@ def test_artifacts(live_server, tmp_path):
                 ("gone.pt", str(root / "missing.pt")),
                 ("escape.pt", str(root / ".." / ".." / outside.name)),
                 ("outside.pt", str(outside)),
+                ("others.pt", str(others)),
+                ("linked.pt", str(linked)),
             ):
                 session.add(
                     Artifact(
@@ -452,17 +461,19 @@ def test_artifacts(live_server, tmp_path):
                 )
         listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
         names = [a["name"] for a in listed]
-        assert names == ["escape.pt", "gone.pt", "model.pt", "outside.pt", "plain.pt"]
-        assert listed[2]["size"] == len(payload)
+        assert names == sorted(
+            ["escape.pt", "gone.pt", "model.pt", "outside.pt", "plain.pt", "others.pt", "linked.pt"]
+        )
+        assert listed[names.index("model.pt")]["size"] == len(payload)
         for name in ("model.pt", "plain.pt"):
             response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}")
             assert response.status_code == 200
             assert response.content == payload
             assert response.headers["content-disposition"].startswith("attachment")
             assert name in response.headers["content-disposition"]
-        for name in ("gone.pt", "nothing.pt", "outside.pt", "escape.pt"):
+        for name in ("gone.pt", "nothing.pt", "outside.pt", "escape.pt", "others.pt", "linked.pt"):
             response = client.get(f"/v1/jobs/{job_id}/artifacts/{name}")
-            assert response.status_code == 404
+            assert response.status_code == 404, name
             assert response.json()["error"]["code"] == "not_found"
 
 

@@ -165,7 +165,7 @@ def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_se
     it never runs those epochs again: it must report attempt 1's spool for it."""
     from silo_core.engine import LocalCheckpointStore, PruningEngine
     from silo_core.spec import parse_spec
-    from workers.attempt import job_folder
+    from workers.layout import job_folder
 
     first = claim_order(live_server, SPEC)
     folder = job_folder(first.artifact_root, first.job_id)

@@ -1,0 +1,33 @@
+"""Path and query parameters as the routes take them, each bounded by what it is
+compared with in the database (silo_client.models explains the bounds)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Path, Query
+from pydantic import AfterValidator
+
+from silo_client.models import MAX_BIGINT, MAX_INT, USER_NAME_LENGTH
+
+JobId = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="A job's id")]
+StudyId = Annotated[int, Path(ge=1, le=MAX_BIGINT, description="A study's id")]
+AttemptNumber = Annotated[int, Path(ge=1, le=MAX_INT, description="An attempt of the job")]
+EventCursor = Annotated[int, Query(ge=0, le=MAX_BIGINT, description="An event's seq")]
+OwnerName = Annotated[str, Query(min_length=1, max_length=USER_NAME_LENGTH)]
+TagName = Annotated[str, Query(min_length=1, max_length=64)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """A time as UTC (a time without a zone is read as UTC); a time whose UTC
+    reading falls outside years 1 to 9999 is refused, not overflowed."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must lie between years 1 and 9999 once converted to UTC") from None
+
+
+UtcTime = Annotated[datetime, AfterValidator(_in_utc)]

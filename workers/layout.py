@@ -1,0 +1,47 @@
+"""Where a job's files live under the artifact root: one function per place.
+
+The API, the dispatcher and the workers all agree on this layout, and the API
+must not load the engine (torch) to know it, so it lives here alone::
+
+    jobs/<job id>/checkpoint/        the engine's checkpoints, shared by all attempts,
+                                     so attempt n+1 resumes where attempt n stopped
+    jobs/<job id>/attempts/<n>/      an attempt's report spool and its log (worker.log)
+    jobs/<job id>/oracle/            an Oracle cycle's Tune trials, while it is searched
+    jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
+    dense/<dense identity>.pt        finished dense trainings, shared by jobs that
+                                     differ only after cycle 0 (a study's schedules)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def job_folder(artifact_root: str | Path, job_id: int) -> Path:
+    return Path(artifact_root) / "jobs" / str(job_id)
+
+
+def checkpoint_folder(artifact_root: str | Path, job_id: int) -> Path:
+    return job_folder(artifact_root, job_id) / "checkpoint"
+
+
+def attempt_folder(artifact_root: str | Path, job_id: int, attempt: int) -> Path:
+    return job_folder(artifact_root, job_id) / "attempts" / str(attempt)
+
+
+def attempt_log(artifact_root: str | Path, job_id: int, attempt: int) -> Path:
+    """Where an attempt's log lines go (the API serves them at /v1/jobs/{id}/logs)."""
+    return attempt_folder(artifact_root, job_id, attempt) / "worker.log"
+
+
+def oracle_folder(artifact_root: str | Path, job_id: int) -> Path:
+    return job_folder(artifact_root, job_id) / "oracle"
+
+
+def output_folder(artifact_root: str | Path, job_id: int) -> Path:
+    """The job's artifacts; the only files the API registers and serves as its own."""
+    return job_folder(artifact_root, job_id) / "output"
+
+
+def dense_folder(artifact_root: str | Path) -> Path:
+    return Path(artifact_root) / "dense"
