@@ -15,9 +15,12 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.auth.tokens import UnknownCallerError
+
 log = logging.getLogger("silo.api")
 
 DB_RETRY_AFTER_SECONDS = 5
+UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}  # the header of every 401
 
 
 class ApiError(Exception):
@@ -70,6 +73,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(UnknownCallerError)
+    async def _caller_gone(request: Request, exc: UnknownCallerError) -> JSONResponse:
+        # The user was deleted while its token was cached: forget it, answer as the
+        # token itself is answered now.
+        request.app.state.token_cache.forget_user(exc.caller.id)
+        return error_response(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
