@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
-import re
+import json
 import threading
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.table import Table
 
 from server.settings import Settings, get_settings, settings_problems
 from silo_client.cli import register_client_commands
 from silo_core.cli import app
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
 err = Console(stderr=True, soft_wrap=True)
 db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+token_app = typer.Typer(
+    help="API tokens, on SILO_DATABASE_URL directly (the server's administration).",
+    no_args_is_help=True,
+)
+user_app = typer.Typer(
+    help="Users, on SILO_DATABASE_URL directly (the server's administration).",
+    no_args_is_help=True,
+)
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
+app.add_typer(user_app, name="user")
 register_client_commands(app)
-
-USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def _settings() -> Settings:
@@ -57,32 +69,179 @@ def db_current() -> None:
         raise typer.Exit(1)
 
 
+@contextmanager
+def _admin_session() -> Iterator[Session]:
+    """One transaction on SILO_DATABASE_URL for an administration command, committed
+    when the block ends; each failure is one ``error:`` line (2: bad input, else 1)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from server.auth.admin import AdminError, InvalidRequestError
+    from server.db.migrate import SchemaBehindError, check_schema
+    from server.db.session import make_engine, make_session_factory
+
+    url = _settings().resolved_database_url()
+    engine = make_engine(url)
+    try:
+        check_schema(engine)
+        with make_session_factory(engine).begin() as session:
+            yield session
+    except SchemaBehindError as exc:
+        _fail(str(exc), 1)
+    except InvalidRequestError as exc:
+        _fail(str(exc), 2)
+    except AdminError as exc:
+        _fail(str(exc), 1)
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        _fail(f"database {make_url(url).render_as_string(hide_password=True)}: {reason}", 1)
+    finally:
+        engine.dispose()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    err.print(f"error: {message}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _print(table: Table) -> None:
+    """A table whole, however narrow the terminal (ids and prefixes are never cut)."""
+    natural = Console(width=10_000).measure(table).maximum
+    Console(width=max(Console().width, natural)).print(table, markup=False, highlight=False)
+
+
+def _print_json(items: list[Any]) -> None:
+    typer.echo(json.dumps([item.model_dump(mode="json") for item in items], indent=2))
+
+
+UserName = Annotated[str, typer.Argument(help="User name")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
+
+
 @token_app.command("create")
 def token_create(
     user: Annotated[str, typer.Option(help="User name; created if new")],
     admin: Annotated[bool, typer.Option(help="Give the user admin rights")] = False,
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime: 30m, 12h, 90d, 8w (default: no expiry)")
+    ] = None,
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
-    from server.auth.tokens import create_user_token
-    from server.db.migrate import SchemaBehindError, check_schema
-    from server.db.session import make_engine, make_session_factory
+    from server.auth.admin import USER_NAME, create_token, local_actor, parse_duration
 
     if not USER_NAME.match(user):
-        err.print(
-            "error: --user: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-            markup=False,
-            highlight=False,
-        )
-        raise typer.Exit(2)
-    engine = make_engine(_settings().resolved_database_url())
+        _fail("--user: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", 2)
     try:
-        check_schema(engine)
-    except SchemaBehindError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
-        raise typer.Exit(1) from None
-    with make_session_factory(engine).begin() as session:
-        token = create_user_token(session, user, admin=admin)
-    typer.echo(token)
+        lifetime = parse_duration(expires) if expires is not None else None
+    except ValueError as exc:
+        _fail(f"--expires: {exc}", 2)
+    with _admin_session() as session:
+        created = create_token(session, user, actor=local_actor(), admin=admin, expires_in=lifetime)
+    typer.echo(created.token)
+
+
+@token_app.command("list")
+def token_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens")] = None,
+    include_all: Annotated[
+        bool, typer.Option("--all", help="Revoked and expired tokens too")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """API tokens (never the tokens themselves): id, user, prefix, created, expires, state."""
+    from server.auth.admin import list_tokens
+    from silo_client.render import token_table
+
+    with _admin_session() as session:
+        tokens = list_tokens(session, user=user, include_inactive=include_all)
+    if as_json:
+        _print_json(tokens)
+    else:
+        _print(token_table(tokens))
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token: Annotated[str, typer.Argument(help="The token's id, its prefix, or the token")],
+) -> None:
+    """Revoke a token: every API process refuses it within SILO_TOKEN_CACHE_SECONDS."""
+    from server.auth.admin import local_actor, revoke_token
+
+    ref: int | str = int(token) if token.isdigit() else token
+    with _admin_session() as session:
+        revoked, changed = revoke_token(session, ref, actor=local_actor())
+    what = f"token {revoked.id} ({revoked.prefix}) of {revoked.user}"
+    typer.echo(f"revoked {what}" if changed else f"{what} was already revoked")
+
+
+@user_app.command("list")
+def user_list(as_json: AsJson = False) -> None:
+    """Users: admin, active, how many tokens still work."""
+    from server.auth.admin import list_users
+    from silo_client.render import user_table
+
+    with _admin_session() as session:
+        users = list_users(session)
+    if as_json:
+        _print_json(users)
+    else:
+        _print(user_table(users))
+
+
+def _set_user(name: str, flag: str, value: bool, done: str) -> None:
+    from server.auth.admin import local_actor, set_active, set_admin
+
+    change = set_active if flag == "active" else set_admin
+    with _admin_session() as session:
+        _, changed = change(session, name, value, actor=local_actor())
+    typer.echo(f"{name} {done}" if changed else f"{name} was already {done}")
+
+
+@user_app.command("deactivate")
+def user_deactivate(name: UserName) -> None:
+    """Refuse every token of the user (their jobs stay); not the last active admin."""
+    _set_user(name, "active", False, "deactivated")
+
+
+@user_app.command("activate")
+def user_activate(name: UserName) -> None:
+    """Accept the user's tokens again (those neither revoked nor expired)."""
+    _set_user(name, "active", True, "activated")
+
+
+@user_app.command("promote")
+def user_promote(name: UserName) -> None:
+    """Give the user admin rights."""
+    _set_user(name, "admin", True, "promoted")
+
+
+@user_app.command("demote")
+def user_demote(name: UserName) -> None:
+    """Take the user's admin rights; not the last active admin's."""
+    _set_user(name, "admin", False, "demoted")
+
+
+@app.command()
+def audit(
+    limit: Annotated[int, typer.Option(help="How many events", min=1, max=10_000)] = 50,
+    as_json: AsJson = False,
+) -> None:
+    """Administrative changes, newest first: who created or revoked which token,
+    (de)activated, promoted or demoted whom, when."""
+    from server.auth.admin import audit_page
+    from silo_client.render import audit_table
+
+    with _admin_session() as session:
+        events, before = [], None
+        while len(events) < limit:
+            page, before = audit_page(session, limit=min(200, limit - len(events)), before=before)
+            events += page
+            if before is None:
+                break
+    if as_json:
+        _print_json(events)
+    else:
+        _print(audit_table(events))
 
 
 def _start_dispatcher(settings: Settings, api_url: str) -> tuple[threading.Event, threading.Thread]:

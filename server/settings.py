@@ -40,7 +40,12 @@ class Settings(BaseSettings):
     )
     max_request_bytes: int = Field(1_048_576, ge=1024)
     token_cache_seconds: float = Field(
-        10.0, ge=0, description="How long a resolved API token is trusted without a lookup"
+        1.0,
+        ge=0,
+        le=60,
+        description="How long an API process trusts a checked token without a lookup: the "
+        "bound on how long a revocation, deactivation, demotion or expiry made elsewhere "
+        "(another API process, the CLI) takes to apply; 0 looks every token up",
     )
 
     # --- who may read what ------------------------------------------------------

@@ -10,6 +10,7 @@ import hashlib
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -27,6 +28,8 @@ from silo_client.errors import (
 from silo_client.models import (
     ArtifactList,
     ArtifactOut,
+    AuditEventOut,
+    AuditPage,
     CycleList,
     CycleOut,
     EventOut,
@@ -34,10 +37,16 @@ from silo_client.models import (
     JobOut,
     JobPage,
     JobSummary,
+    MeOut,
     Resources,
     StudyOut,
     StudyPage,
     StudySummary,
+    TokenCreated,
+    TokenList,
+    TokenOut,
+    UserList,
+    UserOut,
 )
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
@@ -381,3 +390,56 @@ class SiloClient:
     def studies(self, *, page_size: int = 50) -> Iterator[StudySummary]:
         """Studies newest first, across all pages."""
         return self._pages("/v1/studies", StudyPage, {"limit": page_size})
+
+    # --- tokens, users, audit -----------------------------------------------------
+
+    def me(self) -> MeOut:
+        """Who this client's token belongs to (name, admin, the token's id and expiry)."""
+        return self._call(MeOut, "GET", "/v1/me")
+
+    def list_tokens(
+        self, *, user: str | None = None, include_inactive: bool = False
+    ) -> list[TokenOut]:
+        """Tokens that still work (``include_inactive``: revoked and expired too); an
+        admin sees every user's (or ``user``'s), anyone else their own."""
+        params = {"user": user, "all": "true" if include_inactive else None}
+        return self._call(TokenList, "GET", "/v1/tokens", params=params).items
+
+    def create_token(
+        self, user: str, *, admin: bool = False, expires_in: float | timedelta | None = None
+    ) -> TokenCreated:
+        """Admins: a new token for ``user`` (created if new); ``.token`` is the token,
+        shown this once. ``expires_in``: seconds or a timedelta; None never expires."""
+        if isinstance(expires_in, timedelta):
+            expires_in = expires_in.total_seconds()
+        body: dict[str, Any] = {"user": user, "admin": admin}
+        if expires_in is not None:
+            body["expires_in_seconds"] = int(expires_in)
+        return self._call(TokenCreated, "POST", "/v1/tokens", json=body)
+
+    def revoke_token(self, token_id: int) -> TokenOut:
+        """Revoke a token (an admin any, a user their own); every API process refuses
+        it within the server's token cache lifetime (1 s by default)."""
+        return self._call(TokenOut, "POST", f"/v1/tokens/{int(token_id)}/revoke")
+
+    def list_users(self) -> list[UserOut]:
+        return self._call(UserList, "GET", "/v1/users").items
+
+    def update_user(
+        self, name: str, *, active: bool | None = None, admin: bool | None = None
+    ) -> UserOut:
+        """Admins: (de)activate, promote or demote ``name``; None leaves a flag as it is."""
+        body = {k: v for k, v in (("active", active), ("admin", admin)) if v is not None}
+        return self._call(UserOut, "PATCH", f"/v1/users/{quote(name, safe='')}", json=body)
+
+    def audit(self, *, page_size: int = 50) -> Iterator[AuditEventOut]:
+        """Admins: administrative changes newest first, across all pages (lazily)."""
+        before = None
+        while True:
+            page = self._call(
+                AuditPage, "GET", "/v1/audit", params={"limit": page_size, "before": before}
+            )
+            yield from page.items
+            if page.next_before is None:
+                return
+            before = page.next_before

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +26,9 @@ NOTE_LENGTH = 200  # a job's progress note, as stored and as a worker may send i
 NAME_LENGTH = 200  # a job's or a study's name, as stored
 USER_NAME_LENGTH = 64
 MAX_TAGS = 20
+USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ACTOR_LENGTH = 128  # who did an administrative change (``user:alice``, ``local:root``)
+MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86400  # ten years
 
 # Every integer the API accepts is bounded by the column it ends up in (or is
 # compared with): PostgreSQL refuses a BIGINT past 2**63 - 1 and an INTEGER past
@@ -38,6 +41,7 @@ BigCount = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
 Seed = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+UserName = Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN, max_length=USER_NAME_LENGTH)]
 
 
 def as_utc(value: datetime) -> datetime:
@@ -279,3 +283,86 @@ class ErrorOut(BaseModel):
     """Every error the API answers has this shape."""
 
     error: ErrorBody
+
+
+# --- tokens, users, audit ------------------------------------------------------
+
+TokenState = Literal["active", "expired", "revoked"]
+
+
+class TokenOut(BaseModel):
+    """A user's API token as administration sees it: never the token itself."""
+
+    id: int
+    user: str
+    prefix: str = Field(description="The token's first characters, to recognise it by")
+    created_at: Timestamp
+    expires_at: Timestamp | None = Field(description="Null: the token does not expire")
+    state: TokenState
+    revoked_at: Timestamp | None
+    revoked_by: str | None = Field(description="Who revoked it (`user:NAME`, `local:UNIX-USER`)")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+class TokenCreate(BaseModel):
+    """A new token for ``user`` (created if new; ``admin`` makes them an admin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user: UserName
+    admin: bool = False
+    expires_in_seconds: int | None = Field(
+        None, ge=60, le=MAX_TOKEN_LIFETIME_SECONDS, description="Null: no expiry"
+    )
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="The bearer token; shown this once, only its hash is kept")
+
+
+class UserOut(BaseModel):
+    name: str
+    admin: bool
+    active: bool
+    created_at: Timestamp
+    active_tokens: int = Field(description="Tokens neither revoked nor expired")
+
+
+class UserList(BaseModel):
+    items: list[UserOut]
+
+
+class UserUpdate(BaseModel):
+    """What to change of a user; a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    active: bool | None = Field(None, description="False: every token of the user is refused")
+    admin: bool | None = None
+
+
+class MeOut(BaseModel):
+    """Who the calling token belongs to."""
+
+    name: str
+    admin: bool
+    token_id: int
+    token_prefix: str
+    expires_at: Timestamp | None
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: Timestamp
+    actor: str
+    action: str = Field(description="token.create, token.revoke, user.create, user.deactivate, ...")
+    target: str = Field(description="`token:ID` or `user:NAME`")
+    details: dict[str, Any]
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEventOut]
+    next_before: int | None = Field(None, description="Pass as ?before= for older events")

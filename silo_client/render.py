@@ -8,12 +8,15 @@ from datetime import UTC, datetime
 from rich.table import Table
 
 from silo_client.models import (
+    AuditEventOut,
     CellOut,
     JobOut,
     JobSummary,
     Progress,
     StudyOut,
     StudySummary,
+    TokenOut,
+    UserOut,
 )
 
 
@@ -181,5 +184,62 @@ def study_table(studies: Iterable[StudySummary]) -> Table:
             ", ".join(study.schedules),
             ", ".join(str(s) for s in study.seeds),
             counts(study.status),
+        )
+    return table
+
+
+def _minute(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def token_state(token: TokenOut) -> str:
+    """``active``, ``expired <when>`` or ``revoked <when> by <whom>``."""
+    if token.state == "revoked":
+        return f"revoked {_minute(token.revoked_at)} by {token.revoked_by or '?'}"
+    if token.state == "expired":
+        return f"expired {_minute(token.expires_at)}"
+    return "active"
+
+
+def token_table(tokens: Iterable[TokenOut]) -> Table:
+    """Tokens one per line (times in UTC); never the tokens themselves."""
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header in ("id", "user", "prefix", "created", "expires", "state"):
+        table.add_column(header, justify="right" if header == "id" else "left", no_wrap=True)
+    for token in tokens:
+        table.add_row(
+            str(token.id),
+            token.user,
+            token.prefix,
+            _minute(token.created_at),
+            _minute(token.expires_at) if token.expires_at else "never",
+            token_state(token),
+        )
+    return table
+
+
+def user_table(users: Iterable[UserOut]) -> Table:
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header in ("user", "admin", "active", "tokens", "created"):
+        table.add_column(header, justify="right" if header == "tokens" else "left", no_wrap=True)
+    for user in users:
+        table.add_row(
+            user.name,
+            "yes" if user.admin else "no",
+            "yes" if user.active else "no",
+            str(user.active_tokens),
+            _minute(user.created_at),
+        )
+    return table
+
+
+def audit_table(events: Iterable[AuditEventOut]) -> Table:
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header in ("id", "at", "actor", "action", "target", "details"):
+        table.add_column(header, justify="right" if header == "id" else "left")
+    for event in events:
+        details = ", ".join(f"{k}={v}" for k, v in event.details.items() if v is not None)
+        table.add_row(
+            str(event.id), _time(event.at), event.actor, event.action, event.target, details
         )
     return table

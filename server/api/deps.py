@@ -9,11 +9,8 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from server.api.errors import ApiError
-from server.auth.tokens import Caller, TokenCache
-
-UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
-
+from server.api.errors import UNAUTHENTICATED, ApiError
+from server.auth.tokens import Caller, TokenCache, TokenRefusedError
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -61,20 +58,25 @@ def bearer_token(authorization: str | None) -> str:
 async def current_user(
     request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
 ) -> Caller:
-    """The token's user; a recently seen token is answered from the cache, no thread hop."""
+    """The token's caller; a recently seen token is answered from the cache, no thread
+    hop. 401 says why a token is refused (unknown, revoked, expired, user deactivated)."""
     token = bearer_token(authorization)
     cache: TokenCache = request.app.state.token_cache
     user = cache.get(token)
     if user is None:
-        user = await run_in_threadpool(cache.resolve, session, token)
-    if user is None:
-        raise ApiError(
-            401, "unauthenticated", "the token is unknown or revoked", headers=UNAUTHENTICATED
-        )
+        try:
+            user = await run_in_threadpool(cache.resolve, session, token)
+        except TokenRefusedError as exc:
+            raise ApiError(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED) from None
     return user
 
 
 UserDep = Annotated[Caller, Depends(current_user)]
+
+
+def require_admin(user: Caller, action: str) -> None:
+    if not user.is_admin:
+        raise ApiError(403, "forbidden", f"only an admin may {action}")
 
 
 def require_owner_or_admin(user: Caller, owner_id: int, action: str) -> None:

@@ -15,11 +15,13 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.auth.tokens import UnknownCallerError
 from silo_client.models import ErrorOut
 
 log = logging.getLogger("silo.api")
 
 DB_RETRY_AFTER_SECONDS = 5
+UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}  # the header of every 401
 # After an unexpected error the connection's state is unknown: close it.
 CLOSE = {"Connection": "close"}
 
@@ -107,6 +109,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(UnknownCallerError)
+    async def _caller_gone(request: Request, exc: UnknownCallerError) -> JSONResponse:
+        # The user was deleted while its token was cached: forget it, answer as the
+        # token itself is answered now.
+        request.app.state.token_cache.forget_user(exc.caller.id)
+        return error_response(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

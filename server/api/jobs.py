@@ -9,7 +9,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
@@ -20,6 +19,7 @@ from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
 from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
 from server.api.routing import ApiRoute
+from server.auth.tokens import caller_writes
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
@@ -86,11 +86,6 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
 # --- submit and list ----------------------------------------------------------
 
 
-def caller_gone() -> ApiError:
-    """The token's user was deleted after the token was last looked up."""
-    return ApiError(401, "unauthenticated", "the token's user no longer exists")
-
-
 @router.post("/jobs", status_code=201, response_model=JobOut, responses=documented(409))
 def submit_job(
     body: JobSubmit,
@@ -105,24 +100,22 @@ def submit_job(
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
     try:
-        job, created = repo.submit_job(
-            session,
-            owner_id=user.id,
-            spec=spec.model_dump(mode="json"),
-            spec_hash=spec.identity(),
-            priority=body.priority,
-            name=body.name,
-            tags=body.tags,
-            resources=body.resources.model_dump(),
-            dense_identity=spec.dense_identity(),
-            idempotency_key=idempotency_key,
-            body_hash=repo.request_hash(body.model_dump(mode="json")),
-        )
+        with caller_writes(session, user):
+            job, created = repo.submit_job(
+                session,
+                owner_id=user.id,
+                spec=spec.model_dump(mode="json"),
+                spec_hash=spec.identity(),
+                priority=body.priority,
+                name=body.name,
+                tags=body.tags,
+                resources=body.resources.model_dump(),
+                dense_identity=spec.dense_identity(),
+                idempotency_key=idempotency_key,
+                body_hash=repo.request_hash(body.model_dump(mode="json")),
+            )
     except repo.IdempotencyConflictError as exc:
         raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job.id}) from None
-    except IntegrityError:
-        session.rollback()
-        raise caller_gone() from None
     answer = _answer(job_out.detail(session, job.id))
     answer.status_code = 201 if created else 200
     return answer

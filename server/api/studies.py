@@ -7,15 +7,15 @@ from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.exc import IntegrityError
 
 from server.api import job_out
 from server.api.access import ReaderDep
 from server.api.deps import SessionDep, UserDep
 from server.api.errors import documented, not_found
-from server.api.jobs import caller_gone, invalid_spec, spec_problem
+from server.api.jobs import invalid_spec, spec_problem
 from server.api.params import StudyId
 from server.api.routing import ApiRoute
+from server.auth.tokens import caller_writes
 from server.db.models import Study
 from server.jobs import studies
 from silo_client.models import (
@@ -106,7 +106,7 @@ def _out(session: SessionDep, study: Study) -> StudyOut:
 def submit_study(body: StudySubmit, session: SessionDep, user: UserDep) -> StudyOut:
     """Queue one job per schedule and seed; members with one seed share the dense training."""
     members = _members(body)
-    try:
+    with caller_writes(session, user):
         study = studies.create_study(
             session,
             owner_id=user.id,
@@ -120,9 +120,6 @@ def submit_study(body: StudySubmit, session: SessionDep, user: UserDep) -> Study
             resources=body.resources.model_dump(),
         )
         session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise caller_gone() from None
     return _out(session, study)
 
 

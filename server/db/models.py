@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from silo_client.models import NOTE_LENGTH
+from silo_client.models import ACTOR_LENGTH, NOTE_LENGTH
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -49,6 +49,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A deactivated user's tokens are refused; the user and their jobs stay.
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
@@ -64,9 +66,27 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: never
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))  # an audit actor
 
     user: Mapped[User] = relationship(back_populates="tokens")
+
+
+class AuditEvent(Base):
+    """One administrative change: who (``actor``: ``user:<name>`` through the API,
+    ``local:<unix user>`` from the CLI, ``server``), did what (``token.revoke``) to
+    what (``token:12``, ``user:alice``), when. Plain strings, no foreign keys:
+    the record outlives what it names."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(ACTOR_LENGTH))
+    action: Mapped[str] = mapped_column(String(32), index=True)
+    target: Mapped[str] = mapped_column(String(ACTOR_LENGTH), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Job(Base):

@@ -13,9 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from server.auth.tokens import (
     Caller,
     TokenCache,
+    TokenRefusedError,
+    caller_for_token,
     create_user_token,
     hash_token,
-    user_for_token,
 )
 from server.db.migrate import SchemaBehindError, check_schema, current_revision, head_revision
 from server.db.models import ApiToken, Job, JobEvent, User, utcnow
@@ -31,6 +32,7 @@ TABLES = {
     "job_events",
     "cycle_results",
     "artifacts",
+    "audit_events",
 }
 
 
@@ -65,13 +67,14 @@ def test_tokens_are_stored_hashed_and_resolve_to_their_user(database_url):
         stored = session.scalars(select(ApiToken.token_hash)).all()
         assert stored == [hash_token(token)]
         assert token not in stored
-        user = user_for_token(session, token)
-        assert user is not None and user.name == "alice" and user.is_admin
-        assert user_for_token(session, token + "x") is None
+        caller = caller_for_token(session, token)
+        assert caller.name == "alice" and caller.is_admin and caller.token_prefix == token[:12]
+        with pytest.raises(TokenRefusedError, match="unknown"):
+            caller_for_token(session, token + "x")
     with factory.begin() as session:
         session.execute(ApiToken.__table__.update().values(revoked_at=utcnow()))
-    with factory() as session:
-        assert user_for_token(session, token) is None
+    with factory() as session, pytest.raises(TokenRefusedError, match="revoked"):
+        caller_for_token(session, token)
 
 
 def test_token_cache_trusts_a_resolved_token_only_for_its_ttl(database_url):
@@ -81,10 +84,12 @@ def test_token_cache_trusts_a_resolved_token_only_for_its_ttl(database_url):
     cache, uncached = TokenCache(ttl=0.5), TokenCache(ttl=0)
     assert cache.get(token) is None  # never seen: the caller must resolve it
     with factory() as session:
-        assert cache.resolve(session, "silo_unknown") is None
+        with pytest.raises(TokenRefusedError):
+            cache.resolve(session, "silo_unknown")
         assert cache.get("silo_unknown") is None  # failures are not remembered
         caller = cache.resolve(session, token)
-        assert caller == Caller(id=caller.id, name="carol", is_admin=False)
+        assert (caller.name, caller.is_admin, caller.expires_at) == ("carol", False, None)
+        assert isinstance(caller, Caller)
         assert uncached.resolve(session, token) == caller
     assert cache.get(token) == caller
     assert uncached.get(token) is None
@@ -93,8 +98,8 @@ def test_token_cache_trusts_a_resolved_token_only_for_its_ttl(database_url):
     assert cache.get(token) == caller  # still trusted within the TTL...
     time.sleep(0.6)
     assert cache.get(token) is None  # ...and looked up again after it
-    with factory() as session:
-        assert cache.resolve(session, token) is None
+    with factory() as session, pytest.raises(TokenRefusedError):
+        cache.resolve(session, token)
 
 
 def test_event_key_is_unique_in_the_database(database_url):
