@@ -15,7 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
-from server.api.deps import SessionDep, current_user
+from server.api.deps import SessionDep, authenticate, bearer_token, user_bearer
 from server.api.errors import ApiError, error_response, install_error_handlers
 from server.api.follow import JobWatcher
 from server.auth.tokens import TokenCache, create_user_token
@@ -124,7 +124,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Prometheus metrics; SILO_METRICS_ACCESS says who may read them."""
         access = request.app.state.settings.metrics_access
         if access != "open":
-            user = await current_user(request, session, request.headers.get("authorization"))
+            credentials = await user_bearer(request)
+            user = await authenticate(request, session, bearer_token(credentials))
             if access == "admin" and not user.is_admin:
                 raise ApiError(403, "forbidden", "metrics are for admins (SILO_METRICS_ACCESS)")
         return await run_in_threadpool(metrics.render, session)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -39,28 +40,33 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def bearer_token(authorization: str | None) -> str:
-    if not authorization:
+# The OpenAPI document's two bearer schemes; the tokens themselves are checked below.
+user_bearer = HTTPBearer(
+    scheme_name="UserToken",
+    description="A user's API token (`silo token create`, POST /v1/tokens)",
+    auto_error=False,
+)
+attempt_bearer = HTTPBearer(
+    scheme_name="AttemptToken",
+    description="The token the dispatcher minted for one attempt of one job (workers only)",
+    auto_error=False,
+)
+UserCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(user_bearer)]
+AttemptCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(attempt_bearer)]
+
+
+def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header, else 401."""
+    if credentials is None or not credentials.credentials.strip():
         raise ApiError(
             401, "unauthenticated", "send Authorization: Bearer <token>", headers=UNAUTHENTICATED
         )
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            401,
-            "unauthenticated",
-            "the Authorization header must be 'Bearer <token>'",
-            headers=UNAUTHENTICATED,
-        )
-    return token.strip()
+    return credentials.credentials.strip()
 
 
-async def current_user(
-    request: Request, session: SessionDep, authorization: Annotated[str | None, Header()] = None
-) -> Caller:
+async def authenticate(request: Request, session: Session, token: str) -> Caller:
     """The token's caller; a recently seen token is answered from the cache, no thread
     hop. 401 says why a token is refused (unknown, revoked, expired, user deactivated)."""
-    token = bearer_token(authorization)
     cache: TokenCache = request.app.state.token_cache
     user = cache.get(token)
     if user is None:
@@ -69,6 +75,13 @@ async def current_user(
         except TokenRefusedError as exc:
             raise ApiError(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED) from None
     return user
+
+
+async def current_user(
+    request: Request, session: SessionDep, credentials: UserCredentials
+) -> Caller:
+    """The caller behind the request's user token."""
+    return await authenticate(request, session, bearer_token(credentials))
 
 
 UserDep = Annotated[Caller, Depends(current_user)]

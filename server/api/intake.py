@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.api.deps import UNAUTHENTICATED, SessionDep, bearer_token
+from server.api.deps import UNAUTHENTICATED, AttemptCredentials, SessionDep, bearer_token
 from server.api.errors import ApiError, documented
 from server.api.params import AttemptNumber, JobId
 from server.api.routing import ApiRoute
@@ -141,10 +141,10 @@ def current_attempt(
     session: SessionDep,
     job_id: JobId,
     attempt: AttemptNumber,
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: AttemptCredentials,
 ) -> JobAttempt:
     """The attempt the bearer token was minted for; it must match the path."""
-    found = attempt_for_token(session, bearer_token(authorization))
+    found = attempt_for_token(session, bearer_token(credentials))
     if found is None:
         raise ApiError(
             401, "unauthenticated", "the attempt token is unknown", headers=UNAUTHENTICATED
