@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -184,18 +184,9 @@ class Dispatcher:
 
     def _candidates(self, session: Session) -> list[Candidate]:
         """The head of the queue, and its oldest jobs (which aging may lift)."""
-        columns = (
-            Job.id,
-            Job.owner_id,
-            Job.priority,
-            Job.created_at,
-            Job.cpus,
-            Job.gpus,
-            Job.dense_identity,
-        )
-        queued = select(*columns).where(Job.status == JobStatus.QUEUED.value)
+        queued = select(*_CANDIDATE_COLUMNS).where(Job.status == JobStatus.QUEUED.value)
         rows = {
-            row.id: row
+            row.job_id: row
             for query in (
                 queued.order_by(*QUEUE_ORDER).limit(CANDIDATES),
                 queued.order_by(Job.created_at, Job.id).limit(CANDIDATES // 10),
@@ -203,9 +194,7 @@ class Dispatcher:
             for row in session.execute(query)
         }
         return [
-            Candidate(
-                row.id, row.owner_id, row.priority, as_utc(row.created_at), row.cpus, row.gpus
-            )
+            Candidate(**{**row._asdict(), "created_at": as_utc(row.created_at)})
             for row in rows.values()
         ]
 
@@ -260,6 +249,11 @@ class Dispatcher:
                 session.connection().execute(_SET_QUEUE_REASON, changed)
 
 
+# One column per Candidate field, named after it: a field without a column of
+# that name fails here, at import, instead of keeping a default nobody set.
+_CANDIDATE_COLUMNS = tuple(
+    getattr(Job, {"job_id": "id"}.get(f.name, f.name)).label(f.name) for f in fields(Candidate)
+)
 _QUEUE_HEAD = (
     select(Job.id, Job.owner_id, Job.cpus, Job.gpus, Job.dense_identity, Job.queue_reason)
     .where(Job.status == JobStatus.QUEUED.value)
