@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.api.errors import ApiError
 from server.auth.tokens import Caller, TokenCache
+from server.settings import Settings
 
 UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
 
@@ -40,6 +41,14 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (async: no thread hop for a lookup)."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 def bearer_token(authorization: str | None) -> str:

@@ -15,6 +15,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.jobs.cluster import UnfitRequestError
+
 log = logging.getLogger("silo.api")
 
 DB_RETRY_AFTER_SECONDS = 5
@@ -76,6 +78,10 @@ def install_error_handlers(app: FastAPI) -> None:
         details = validation_details(list(exc.errors()))
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         return error_response(422, "invalid_request", summary, details)
+
+    @app.exception_handler(UnfitRequestError)
+    async def _unfit(_: Request, exc: UnfitRequestError) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc), exc.problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

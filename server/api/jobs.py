@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.api import job_out
-from server.api.deps import SessionDep, UserDep, require_owner_or_admin
+from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
 from server.api.errors import ApiError, not_found
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
+from server.jobs.cluster import refuse_unfit
 from server.jobs.states import IllegalTransitionError, JobStatus
 from silo_client.models import (
     ArtifactList,
@@ -87,6 +88,7 @@ def submit_job(
     session: SessionDep,
     user: UserDep,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header()] = None,
 ) -> JobOut:
     """Queue a job. With an Idempotency-Key, a repeat of the same request
@@ -99,6 +101,7 @@ def submit_job(
             [{"field": "Idempotency-Key", "message": "wrong length"}],
         )
     spec = _validate_spec(body.spec)
+    refuse_unfit(session, settings, body.resources)
     try:
         job, created = repo.submit_job(
             session,

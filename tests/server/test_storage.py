@@ -31,6 +31,7 @@ TABLES = {
     "job_events",
     "cycle_results",
     "artifacts",
+    "cluster_capacity",
 }
 
 

@@ -20,6 +20,7 @@ from tiny_jobs import SPEC as TINY_SPEC
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
+from server.jobs import cluster
 from silo_core.engine.runner import PruningEngine
 from silo_core.spec import parse_spec
 from workers import ray_actor
@@ -246,15 +247,30 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dis
         time.sleep(0.2)
 
 
-def test_a_job_asking_for_more_than_the_cluster_has_waits_and_says_why(live_server, dispatching):
+def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(
+    live_server, dispatching
+):
+    """The local head is one node of 2 CPUs and no GPU: the dispatcher records that,
+    and says jobs asking more cannot run here, while a job that fits is not held up."""
     with live_server.client() as client:
         gpu_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"gpus": 1}}).json()
+        big_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"cpus": 3}}).json()
         cpu_job = client.post("/v1/jobs", json={"spec": SPEC}).json()
-        done = wait_for(client, cpu_job["id"], finished)  # the CPU job is not held up
-        waiting = client.get(f"/v1/jobs/{gpu_job['id']}").json()
-        assert done["status"] == "succeeded"
-        assert waiting["status"] == "queued"
-        assert waiting["queue"] == {"position": 1, "reason": "waiting for 1 GPU (free: 0)"}
+        done = wait_for(client, cpu_job["id"], finished)
+        waiting = [client.get(f"/v1/jobs/{job['id']}").json() for job in (gpu_job, big_job)]
+    assert done["status"] == "succeeded"
+    cannot = "cannot run on this cluster as it stands: "
+    assert [(job["status"], job["queue"]["reason"]) for job in waiting] == [
+        ("queued", cannot + "asks 1 GPU, the largest node has 0"),
+        ("queued", cannot + "asks 3 CPU, the largest node has 2"),
+    ]
+    engine = make_engine(live_server.database_url)
+    with make_session_factory(engine)() as session:
+        capacity = cluster.recorded(session)
+    engine.dispose()
+    assert capacity is not None
+    assert (capacity.nodes, capacity.largest_cpus, capacity.largest_gpus) == (1, 2.0, 0.0)
+    assert capacity.largest_memory_gb > 0
 
 
 def test_a_study_runs_its_members_training_each_dense_network_once(live_server, dispatching):
