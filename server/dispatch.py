@@ -12,7 +12,11 @@ Every tick it
    share between owners, then age), claims them in that order with
    ``claim_job``, which is safe with several dispatchers, and launches each
    in its own detached actor;
-3. writes down why the jobs at the head of the queue still wait.
+3. writes down why the jobs at the head of the queue still wait; a job that
+   no node can hold says so, since no wait would end it.
+
+It also records the Ray nodes' sizes (server/jobs/cluster.py) for the API,
+which runs no Ray, to refuse such jobs at submit.
 
 The dispatcher keeps nothing that matters in memory: the database and Ray's
 named actors are the state, so a restarted dispatcher (or API server) adopts
