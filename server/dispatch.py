@@ -12,7 +12,11 @@ Every tick it
    share between owners, then age), claims them in that order with
    ``claim_job``, which is safe with several dispatchers, and launches each
    in its own detached actor;
-3. writes down why the jobs at the head of the queue still wait.
+3. writes down why the jobs at the head of the queue still wait; a job that
+   no node can hold says so, since no wait would end it.
+
+It also records the Ray nodes' sizes (server/jobs/cluster.py) for the API,
+which runs no Ray, to refuse such jobs at submit.
 
 The dispatcher keeps nothing that matters in memory: the database and Ray's
 named actors are the state, so a restarted dispatcher (or API server) adopts
@@ -25,7 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,8 +37,10 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Job, JobAttempt, utcnow
+from server.jobs import cluster
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import Claim, claim_job
+from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
@@ -63,6 +69,8 @@ class Dispatcher:
         self.settings, self.sessions, self.api_url = settings, sessions, api_url
         self._launched_at: dict[tuple[int, int], float] = {}
         self._cancelling_since: dict[tuple[int, int], float] = {}
+        self._recorded_capacity: Capacity | None = None
+        self._recorded_at = 0.0  # monotonic
 
     # --- the loop ------------------------------------------------------------------
 
@@ -124,6 +132,7 @@ class Dispatcher:
 
     def _dispatch(self, report: TickReport) -> None:
         free = ray_actor.free_resources()
+        capacity = self._measure_cluster()
         now = utcnow()
         with self.sessions() as session:
             candidates = self._candidates(session)
@@ -163,7 +172,21 @@ class Dispatcher:
             held[choice.owner_id] += choice.gpus
             if choice.dense_identity is not None and not self._dense_cached(choice.dense_identity):
                 training_dense[choice.dense_identity] = claim.job_id
-        self._explain_waits(free, held, training_dense)
+        self._explain_waits(free, held, training_dense, capacity)
+
+    def _measure_cluster(self) -> Capacity | None:
+        """The nodes' sizes, recorded for the API when they changed (and every
+        REFRESH_SECONDS, so the API can tell a current record from a stale one)."""
+        capacity = Capacity.of(ray_actor.node_sizes())
+        now = time.monotonic()
+        if capacity is not None and (
+            capacity != self._recorded_capacity
+            or now - self._recorded_at >= cluster.REFRESH_SECONDS
+        ):
+            with self.sessions.begin() as session:
+                cluster.record(session, capacity)
+            self._recorded_capacity, self._recorded_at = capacity, now
+        return capacity
 
     def _dense_cached(self, identity: str) -> bool:
         return dense_cache(self.settings.resolved_artifact_root()).path(identity).exists()
@@ -184,18 +207,9 @@ class Dispatcher:
 
     def _candidates(self, session: Session) -> list[Candidate]:
         """The head of the queue, and its oldest jobs (which aging may lift)."""
-        columns = (
-            Job.id,
-            Job.owner_id,
-            Job.priority,
-            Job.created_at,
-            Job.cpus,
-            Job.gpus,
-            Job.dense_identity,
-        )
-        queued = select(*columns).where(Job.status == JobStatus.QUEUED.value)
+        queued = select(*_CANDIDATE_COLUMNS).where(Job.status == JobStatus.QUEUED.value)
         rows = {
-            row.id: row
+            row.job_id: row
             for query in (
                 queued.order_by(*QUEUE_ORDER).limit(CANDIDATES),
                 queued.order_by(Job.created_at, Job.id).limit(CANDIDATES // 10),
@@ -203,9 +217,7 @@ class Dispatcher:
             for row in session.execute(query)
         }
         return [
-            Candidate(
-                row.id, row.owner_id, row.priority, as_utc(row.created_at), row.cpus, row.gpus
-            )
+            Candidate(**{**row._asdict(), "created_at": as_utc(row.created_at)})
             for row in rows.values()
         ]
 
@@ -235,7 +247,11 @@ class Dispatcher:
         log.info("job %s attempt %s launched", claim.job_id, claim.attempt)
 
     def _explain_waits(
-        self, free: dict[str, float], held: Counter[int], training_dense: dict[str, int]
+        self,
+        free: dict[str, float],
+        held: Counter[int],
+        training_dense: dict[str, int],
+        capacity: Capacity | None,
     ) -> None:
         """Say why the head of the queue waits. Read as plain rows (no specs), and
         written only where a reason changed, so an unchanged queue costs one read."""
@@ -248,7 +264,7 @@ class Dispatcher:
                 quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
             )
             producer = training_dense.get(job.dense_identity or "")
-            reason = _wait_reason(job, free, over_quota, quota) or (
+            reason = _wait_reason(job, free, capacity, over_quota, quota) or (
                 f"waiting for job {producer}'s dense training, which it shares"
                 if producer is not None
                 else None
@@ -260,8 +276,21 @@ class Dispatcher:
                 session.connection().execute(_SET_QUEUE_REASON, changed)
 
 
+# One column per Candidate field, named after it: a field without a column of
+# that name fails here, at import, instead of keeping a default nobody set.
+_CANDIDATE_COLUMNS = tuple(
+    getattr(Job, {"job_id": "id"}.get(f.name, f.name)).label(f.name) for f in fields(Candidate)
+)
 _QUEUE_HEAD = (
-    select(Job.id, Job.owner_id, Job.cpus, Job.gpus, Job.dense_identity, Job.queue_reason)
+    select(
+        Job.id,
+        Job.owner_id,
+        Job.cpus,
+        Job.gpus,
+        Job.memory_gb,
+        Job.dense_identity,
+        Job.queue_reason,
+    )
     .where(Job.status == JobStatus.QUEUED.value)
     .order_by(*QUEUE_ORDER)
     .limit(QUEUE_HEAD)
@@ -303,9 +332,16 @@ def _running_by_owner(session: Session) -> tuple[Counter[int], Counter[int]]:
 
 
 def _wait_reason(
-    job: Any, free: dict[str, float], over_quota: bool, quota: float | None
+    job: Any,
+    free: dict[str, float],
+    capacity: Capacity | None,
+    over_quota: bool,
+    quota: float | None,
 ) -> str | None:
     """Why a queued job (a row of _QUEUE_HEAD) cannot start now; None if it could."""
+    unfit = capacity and shortfalls(capacity, cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb)
+    if unfit:  # first: no wait ends this one, and a requeued job learns it too
+        return unfit_reason(unfit)
     if job.queue_reason and job.queue_reason.startswith("attempt "):
         return None  # keep saying why it came back, until it runs again
     if over_quota:

@@ -24,13 +24,17 @@ from datetime import datetime, timedelta
 
 @dataclass(frozen=True)
 class Candidate:
+    """A queued job as the dispatcher ranks it. No field has a default: the
+    dispatcher builds it from the queue's columns by name, so a field it does not
+    read is an error rather than a silent default."""
+
     job_id: int
     owner_id: int
     priority: int
     created_at: datetime
     cpus: float
     gpus: float
-    dense_identity: str | None = None
+    dense_identity: str | None  # None: the job shares no dense training
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     priority_aging_seconds: float = Field(
         600.0, gt=0, description="A queued job gains one priority point per this many seconds"
     )
+    refuse_unfit_jobs: bool = Field(
+        False,
+        description="Refuse (422) a job that no node of the cluster could hold, as the "
+        "dispatcher last measured the nodes; off: such a job waits and says why",
+    )
 
     @field_validator("artifact_root")
     @classmethod

@@ -110,6 +110,23 @@ def test_api_serves_on_8000_with_a_readiness_healthcheck(compose):
     assert "http://localhost:8000/readyz" in check
 
 
+def dispatches(service: dict) -> bool:
+    """`silo dispatcher` does; `silo serve` does too unless SILO_DISPATCHER is false."""
+    command = command_text(service)
+    if "silo dispatcher" in command:
+        return True
+    disabled = environment(service).get("SILO_DISPATCHER", "").lower() in ("false", "0", "no")
+    return "silo serve" in command and not disabled
+
+
+def test_exactly_one_service_dispatches(compose):
+    """The `dispatcher` service joins Ray as a node and dispatches; the API
+    container is no Ray node, so `silo serve` there must not start a second one."""
+    dispatching = [name for name, svc in services(compose).items() if dispatches(svc)]
+    assert dispatching == ["dispatcher"]
+    assert environment(services(compose)["api"])["SILO_DISPATCHER"] == "false"
+
+
 def test_dispatcher_joins_ray_and_waits_for_the_api_and_the_head(compose):
     dispatcher = services(compose)["dispatcher"]
     assert "silo dispatcher" in command_text(dispatcher)

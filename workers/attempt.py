@@ -156,22 +156,18 @@ def _run(
             taken = reporter.adopt(ReportSpool(spool))
             if taken:
                 log.info("reporting %d undelivered reports of attempt %d", taken, earlier)
-    shared = dense_cache(order.artifact_root)
-    if shared.path(spec.dense_identity()).exists():
-        log.info(
-            "the dense training %s is shared: cycle 0 is not trained again", spec.dense_identity()
-        )
     engine = PruningEngine(
         spec,
         reporter=reporter,
         store=LocalCheckpointStore(checkpoint_folder(order.artifact_root, order.job_id)),
-        dense_cache=shared,
+        dense_cache=dense_cache(order.artifact_root),
         should_stop=reporter.should_stop,
         oracle_search=(
             oracle_search(spec, oracle_folder(order.artifact_root, order.job_id))
             if oracle_search
             else None
         ),
+        on_start=lambda start: log.info("job %s %s", order.job_id, start),
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
     result = engine.run()

@@ -74,3 +74,20 @@ def free_resources() -> dict[str, float]:
     """What the cluster has free now ({"CPU": .., "GPU": ..})."""
     free = ray.available_resources()
     return {"CPU": free.get("CPU", 0.0), "GPU": free.get("GPU", 0.0)}
+
+
+def node_sizes() -> list[dict[str, float]]:
+    """What each live node offers in all, busy or not ({"CPU", "GPU", "memory_gb"}).
+
+    An actor runs on one node, so the largest node bounds what a job can ask.
+    ``ray.nodes()`` reads Ray's node table; it needs no dashboard, unlike the
+    state API, and the local head runs none."""
+    return [
+        {
+            "CPU": node["Resources"].get("CPU", 0.0),
+            "GPU": node["Resources"].get("GPU", 0.0),
+            "memory_gb": node["Resources"].get("memory", 0.0) / 1024**3,  # Ray counts bytes
+        }
+        for node in ray.nodes()
+        if node["Alive"]
+    ]

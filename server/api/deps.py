@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.api.errors import UNAUTHENTICATED, ApiError
 from server.auth.tokens import Caller, TokenCache, TokenRefusedError
+from server.settings import Settings
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -38,6 +39,14 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def app_settings(request: Request) -> Settings:
+    """The settings the app was created with (async: no thread hop for a lookup)."""
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 
 # The OpenAPI document's two bearer schemes; the tokens themselves are checked below.

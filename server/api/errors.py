@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth.tokens import UnknownCallerError
+from server.jobs.cluster import UnfitRequestError
 from silo_client.models import ErrorOut
 
 log = logging.getLogger("silo.api")
@@ -129,6 +130,10 @@ def install_error_handlers(app: FastAPI) -> None:
         details = validation_details(errors)
         summary = "; ".join(f"{d['field']}: {d['message']}" for d in details[:5])
         return error_response(422, "invalid_request", summary, details)
+
+    @app.exception_handler(UnfitRequestError)
+    async def _unfit(_: Request, exc: UnfitRequestError) -> JSONResponse:
+        return error_response(422, "invalid_request", str(exc), exc.problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from server.api import job_out
 from server.api.access import Reader, ReaderDep
-from server.api.deps import SessionDep, UserDep, require_owner_or_admin
+from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
 from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
 from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
@@ -23,6 +23,7 @@ from server.auth.tokens import caller_writes
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
+from server.jobs.cluster import refuse_unfit
 from server.jobs.states import IllegalTransitionError, JobStatus
 from silo_client.models import (
     ARTIFACT_NAME_PATTERN,
@@ -92,6 +93,7 @@ def submit_job(
     session: SessionDep,
     user: UserDep,
     response: Response,
+    settings: SettingsDep,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)
     ] = None,
@@ -99,6 +101,7 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
+    refuse_unfit(session, settings, body.resources)
     try:
         with caller_writes(session, user):
             job, created = repo.submit_job(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 
 from server.api import job_out
 from server.api.access import ReaderDep
-from server.api.deps import SessionDep, UserDep
+from server.api.deps import SessionDep, SettingsDep, UserDep
 from server.api.errors import documented, not_found
 from server.api.jobs import invalid_spec, spec_problem
 from server.api.params import StudyId
@@ -18,6 +18,7 @@ from server.api.routing import ApiRoute
 from server.auth.tokens import caller_writes
 from server.db.models import Study
 from server.jobs import studies
+from server.jobs.cluster import refuse_unfit
 from silo_client.models import (
     CellOut,
     ComparisonRowOut,
@@ -103,9 +104,12 @@ def _out(session: SessionDep, study: Study) -> StudyOut:
 
 
 @router.post("/studies", status_code=201, response_model=StudyOut)
-def submit_study(body: StudySubmit, session: SessionDep, user: UserDep) -> StudyOut:
+def submit_study(
+    body: StudySubmit, session: SessionDep, user: UserDep, settings: SettingsDep
+) -> StudyOut:
     """Queue one job per schedule and seed; members with one seed share the dense training."""
     members = _members(body)
+    refuse_unfit(session, settings, body.resources)
     with caller_writes(session, user):
         study = studies.create_study(
             session,

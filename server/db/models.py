@@ -243,3 +243,21 @@ class Artifact(Base):
     checksum: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClusterCapacity(Base):
+    """The Ray cluster's size as a dispatcher last measured it (one row), so the
+    API, which runs no Ray, can refuse a job that no node could ever hold."""
+
+    __tablename__ = "cluster_capacity"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    nodes: Mapped[int] = mapped_column(Integer)
+    # A job's attempt runs on one node: its request is bounded by the largest one.
+    largest_cpus: Mapped[float] = mapped_column(Float)
+    largest_gpus: Mapped[float] = mapped_column(Float)
+    largest_memory_gb: Mapped[float] = mapped_column(Float)
+    total_cpus: Mapped[float] = mapped_column(Float)
+    total_gpus: Mapped[float] = mapped_column(Float)
+    total_memory_gb: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -11,6 +11,7 @@ from silo_core.engine.runner import (
     JobResult,
     PruningEngine,
     Reporter,
+    RunStart,
     derived_seed,
 )
 from silo_core.records import CYCLE_COLUMNS, CycleResult, EpochEvent
@@ -27,5 +28,6 @@ __all__ = [
     "LocalDenseCache",
     "PruningEngine",
     "Reporter",
+    "RunStart",
     "derived_seed",
 ]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -69,6 +69,31 @@ class JobResult:
     identity: str
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """Where a run began, decided when it begins: its own checkpoint, another job's
+    dense training (the dense cache), or nothing (it trains cycle 0 itself)."""
+
+    source: Literal["checkpoint", "shared dense", "scratch"]
+    dense_identity: str
+    cycle: int = 0  # checkpoint: the cycle it resumes in
+    epochs_done: int = 0  # checkpoint: epochs of that cycle already trained
+    epochs: int = 0  # checkpoint: epochs of that cycle
+
+    def __str__(self) -> str:
+        if self.source == "checkpoint":
+            return (
+                f"resumes its own checkpoint: cycle {self.cycle}, "
+                f"{self.epochs_done} of {self.epochs} epochs done"
+            )
+        if self.source == "shared dense":
+            return (
+                f"starts from the shared dense training {self.dense_identity}: "
+                "cycle 0 is not trained again"
+            )
+        return f"trains the dense network (cycle 0) itself ({self.dense_identity})"
+
+
 @dataclass
 class _Progress:
     """Everything about where the job is that a checkpoint must restore."""
@@ -108,8 +133,13 @@ class PruningEngine:
         data: Splits | None = None,
         dense_cache: DenseCache | None = None,
         oracle_search: OracleSearch | None = None,
+        on_start: Callable[[RunStart], None] | None = None,
     ) -> None:
+        """``on_start`` hears how ``run()`` began (``self.start`` keeps it) before
+        any epoch is trained."""
         self.spec = spec
+        self.on_start = on_start
+        self.start: RunStart | None = None
         self.oracle_search = oracle_search or search_in_process(self)
         self.reporter = reporter
         self.store = store
@@ -169,13 +199,23 @@ class PruningEngine:
     def run(self) -> JobResult:
         saved = self.store.load() if self.store else None
         shared = self._shared_dense() if saved is None else None
+        identity = self.spec.dense_identity()
         if saved is not None:
             self._restore(saved)
             self._dense_events = None
+            p = self.progress
+            self.start = RunStart(
+                "checkpoint", identity, p.cycle, p.epochs_done, self.epochs_in(p.cycle)
+            )
         elif shared is not None:
             self._adopt_dense(shared)
-        elif self._rewinds_to(0):
-            self.rewind_state = _cpu_copy(self.model.state_dict())
+            self.start = RunStart("shared dense", identity)
+        else:
+            if self._rewinds_to(0):
+                self.rewind_state = _cpu_copy(self.model.state_dict())
+            self.start = RunStart("scratch", identity)
+        if self.on_start:
+            self.on_start(self.start)
         p = self.progress
         while p.cycle <= self.cycles and not self._target_reached():
             cycle = p.cycle

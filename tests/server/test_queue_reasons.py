@@ -11,6 +11,7 @@ from sqlalchemy import event, select
 from server.db.models import Job, User
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
+from server.jobs.cluster import Capacity
 from server.settings import Settings
 
 REQUEUED = "attempt 1 lost (the worker stopped); it will resume from its checkpoint"
@@ -54,7 +55,7 @@ def test_each_waiting_job_gets_its_reason_and_an_unchanged_queue_costs_no_write(
     dispatcher = Dispatcher(settings, sessions, api_url="http://127.0.0.1:1")
     free = {"CPU": 2.0, "GPU": 0.5}
     held = Counter({alice.id: 1.0})  # alice already holds her one GPU
-    dispatcher._explain_waits(free, held, training_dense={"d1": 99})
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None)
 
     assert reasons(sessions) == {
         ids["gpu"]: "waiting for 1 GPU (free: 0.5)",
@@ -68,5 +69,43 @@ def test_each_waiting_job_gets_its_reason_and_an_unchanged_queue_costs_no_write(
     statements: list[str] = []
     engine = sessions.kw["bind"]
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    dispatcher._explain_waits(free, held, training_dense={"d1": 99})
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None)
     assert statements and not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
+
+
+def test_a_job_no_node_can_hold_says_it_cannot_run_on_this_cluster(
+    sessions, database_url, tmp_path
+):
+    """Two nodes of 2 CPUs: 3 CPUs are free in all, yet no node can hold a job of 3
+    (an attempt runs on one node), and no wait would change that."""
+    node = {"CPU": 2.0, "GPU": 0.0, "memory_gb": 8.0}
+    capacity = Capacity.of([node, node])
+    with sessions.begin() as session:
+        alice = User(name="alice")
+        session.add(alice)
+        session.flush()
+        ids = {
+            "cpus": add_job(session, alice, cpus=3),
+            "gpu": add_job(session, alice, gpus=1),
+            "memory": add_job(session, alice, memory_gb=12.5),
+            "both": add_job(session, alice, cpus=4, gpus=0.5),
+            "requeued": add_job(session, alice, cpus=3, queue_reason=REQUEUED),
+            "fits": add_job(session, alice, cpus=2, memory_gb=8),
+        }
+    dispatcher = Dispatcher(
+        Settings(database_url=database_url, data_dir=tmp_path), sessions, "http://127.0.0.1:1"
+    )
+    dispatcher._explain_waits(
+        {"CPU": 3.0, "GPU": 0.0}, Counter(), training_dense={}, capacity=capacity
+    )
+
+    cannot = "cannot run on this cluster as it stands: "
+    assert reasons(sessions) == {
+        ids["cpus"]: cannot + "asks 3 CPU, the largest node has 2",
+        ids["gpu"]: cannot + "asks 1 GPU, the largest node has 0",
+        ids["memory"]: cannot + "asks 12.5 GB memory, the largest node has 8",
+        ids["both"]: cannot
+        + "asks 4 CPU, the largest node has 2; asks 0.5 GPU, the largest node has 0",
+        ids["requeued"]: cannot + "asks 3 CPU, the largest node has 2",  # it would wait forever
+        ids["fits"]: None,
+    }

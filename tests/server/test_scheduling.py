@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
 def job(job_id: int, owner: int, *, priority: int = 0, age_s: float = 0, gpus: float = 1):
-    return Candidate(job_id, owner, priority, NOW - timedelta(seconds=age_s), 1.0, gpus)
+    return Candidate(job_id, owner, priority, NOW - timedelta(seconds=age_s), 1.0, gpus, None)
 
 
 def order(candidates, used=None, running=None, aging=3600.0) -> list[int]:

@@ -33,6 +33,7 @@ TABLES = {
     "cycle_results",
     "artifacts",
     "audit_events",
+    "cluster_capacity",
 }
 
 

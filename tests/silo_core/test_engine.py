@@ -315,6 +315,31 @@ def test_jobs_differing_after_cycle_0_share_one_dense_training(tmp_path):
     assert [c.cycle for c in second_recorder.cycles] == [0, 1, 2]
 
 
+def test_the_engine_says_how_it_started(tmp_path):
+    """From scratch, from its own checkpoint (though a dense training is shared by
+    then), or from the shared dense training."""
+    from silo_core.engine import LocalDenseCache, RunStart
+
+    cache, store = LocalDenseCache(tmp_path / "dense"), LocalCheckpointStore(tmp_path / "job")
+    spec, heard = small_spec(), []
+    PruningEngine(
+        spec, store=store, dense_cache=cache, should_stop=StopAfter(3), on_start=heard.append
+    ).run()
+    PruningEngine(spec, store=store, dense_cache=cache, on_start=heard.append).run()
+    rewind = PruningEngine(
+        small_spec(schedule={"name": "lr_rewind"}), dense_cache=cache, on_start=heard.append
+    )
+    rewind.run()
+    identity = spec.dense_identity()
+    assert heard == [
+        RunStart("scratch", identity),
+        RunStart("checkpoint", identity, cycle=1, epochs_done=1, epochs=2),
+        RunStart("shared dense", identity),
+    ]
+    assert rewind.start == heard[-1]
+    assert str(heard[1]) == "resumes its own checkpoint: cycle 1, 1 of 2 epochs done"
+
+
 def test_another_seed_does_not_share_the_dense_training(tmp_path):
     from silo_core.engine import LocalDenseCache
 

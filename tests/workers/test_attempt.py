@@ -11,7 +11,12 @@ import torch
 from tiny_jobs import SPEC, claim_order
 
 from server.db.session import make_engine, make_session_factory
-from workers.attempt import AttemptOrder, run_attempt
+from server.jobs.attempts import settle_lost_attempt
+from server.jobs.claims import claim_job
+from silo_core.engine import LocalCheckpointStore, PruningEngine
+from silo_core.spec import parse_spec
+from workers.attempt import AttemptOrder, dense_cache, run_attempt
+from workers.layout import job_folder
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 
@@ -153,20 +158,52 @@ def test_a_second_job_with_the_same_dense_training_reuses_it(live_server):
         rows = [
             client.get(f"/v1/jobs/{job.job_id}/cycles").json()["items"] for job in (first, second)
         ]
-    assert "cycle 0 is not trained again" in log
+    identity = parse_spec(SPEC).dense_identity()
+    assert f"starts from the shared dense training {identity}: cycle 0 is not trained" in log
+    assert "trains the dense network (cycle 0) itself" in first_log
     assert "cycle 0 is not trained again" not in first_log
     dense = [{k: v for k, v in r[0].items() if k not in ("seconds", "attempt")} for r in rows]
     assert dense[0] == dense[1]  # one dense training, reported by both jobs
+
+
+def test_an_attempt_resuming_its_own_checkpoint_says_so_though_a_dense_training_is_shared(
+    live_server,
+):
+    """The first attempt trains cycle 0 (offering it to others) and one epoch of
+    cycle 1, then dies; the second resumes its own checkpoint, not the shared one."""
+    first = claim_order(live_server, SPEC)
+    folder = job_folder(first.artifact_root, first.job_id)
+    stops = iter([False, False, True])  # stop after cycle 0's two epochs and one more
+    PruningEngine(
+        parse_spec(SPEC),
+        store=LocalCheckpointStore(folder / "checkpoint"),
+        dense_cache=dense_cache(first.artifact_root),
+        should_stop=lambda: next(stops),
+    ).run()
+    assert dense_cache(first.artifact_root).path(parse_spec(SPEC).dense_identity()).exists()
+    second = retry(live_server, first)
+    assert run_attempt(second).status == "succeeded"
+    with live_server.client() as client:
+        log = client.get(f"/v1/jobs/{first.job_id}/logs", params={"attempt": 2}).text
+    assert f"job {first.job_id} resumes its own checkpoint: cycle 1, 1 of 2 epochs done" in log
+    assert "shared dense training" not in log and "cycle 0 is not trained again" not in log
+
+
+def retry(live_server, order: AttemptOrder) -> AttemptOrder:
+    """Settle the order's attempt as lost and claim the job's next attempt."""
+    engine = make_engine(live_server.database_url)
+    with make_session_factory(engine).begin() as session:
+        settle_lost_attempt(session, order.job_id, order.attempt, max_attempts=3, reason="killed")
+    with make_session_factory(engine).begin() as session:
+        claim = claim_job(session, order.job_id)
+    engine.dispose()
+    return AttemptOrder(**{**order.__dict__, "attempt": claim.attempt, "token": claim.token})
 
 
 def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_server):
     """Attempt 1 trains three epochs with the API out of reach (its reports stay in
     its spool), checkpoints, and dies. Attempt 2 resumes after the checkpoint, so
     it never runs those epochs again: it must report attempt 1's spool for it."""
-    from silo_core.engine import LocalCheckpointStore, PruningEngine
-    from silo_core.spec import parse_spec
-    from workers.layout import job_folder
-
     first = claim_order(live_server, SPEC)
     folder = job_folder(first.artifact_root, first.job_id)
     unreachable = IntakeClient("http://127.0.0.1:9", first.job_id, 1, first.token, timeout=0.2)
@@ -182,16 +219,7 @@ def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_se
     dead.close(timeout=0)
     assert spool.delivered == 0 and len(spool) == 4  # 3 epochs and cycle 0's result
 
-    engine = make_engine(live_server.database_url)
-    from server.jobs.attempts import settle_lost_attempt
-    from server.jobs.claims import claim_job
-
-    with make_session_factory(engine).begin() as session:
-        settle_lost_attempt(session, first.job_id, 1, max_attempts=3, reason="killed")
-    with make_session_factory(engine).begin() as session:
-        claim = claim_job(session, first.job_id)
-    engine.dispose()
-    second = AttemptOrder(**{**first.__dict__, "attempt": claim.attempt, "token": claim.token})
+    second = retry(live_server, first)
     assert run_attempt(second).status == "succeeded"
     with live_server.client() as client:
         events = client.get(f"/v1/jobs/{first.job_id}/events", params={"limit": 100}).json()

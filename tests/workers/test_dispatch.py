@@ -20,6 +20,7 @@ from tiny_jobs import SPEC as TINY_SPEC
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
+from server.jobs import cluster
 from silo_core.engine.runner import PruningEngine
 from silo_core.spec import parse_spec
 from workers import ray_actor
@@ -246,15 +247,30 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dis
         time.sleep(0.2)
 
 
-def test_a_job_asking_for_more_than_the_cluster_has_waits_and_says_why(live_server, dispatching):
+def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(
+    live_server, dispatching
+):
+    """The local head is one node of 2 CPUs and no GPU: the dispatcher records that,
+    and says jobs asking more cannot run here, while a job that fits is not held up."""
     with live_server.client() as client:
         gpu_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"gpus": 1}}).json()
+        big_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"cpus": 3}}).json()
         cpu_job = client.post("/v1/jobs", json={"spec": SPEC}).json()
-        done = wait_for(client, cpu_job["id"], finished)  # the CPU job is not held up
-        waiting = client.get(f"/v1/jobs/{gpu_job['id']}").json()
-        assert done["status"] == "succeeded"
-        assert waiting["status"] == "queued"
-        assert waiting["queue"] == {"position": 1, "reason": "waiting for 1 GPU (free: 0)"}
+        done = wait_for(client, cpu_job["id"], finished)
+        waiting = [client.get(f"/v1/jobs/{job['id']}").json() for job in (gpu_job, big_job)]
+    assert done["status"] == "succeeded"
+    cannot = "cannot run on this cluster as it stands: "
+    assert [(job["status"], job["queue"]["reason"]) for job in waiting] == [
+        ("queued", cannot + "asks 1 GPU, the largest node has 0"),
+        ("queued", cannot + "asks 3 CPU, the largest node has 2"),
+    ]
+    engine = make_engine(live_server.database_url)
+    with make_session_factory(engine)() as session:
+        capacity = cluster.recorded(session)
+    engine.dispose()
+    assert capacity is not None
+    assert (capacity.nodes, capacity.largest_cpus, capacity.largest_gpus) == (1, 2.0, 0.0)
+    assert capacity.largest_memory_gb > 0
 
 
 def test_a_study_runs_its_members_training_each_dense_network_once(live_server, dispatching):
@@ -280,9 +296,52 @@ def test_a_study_runs_its_members_training_each_dense_network_once(live_server, 
         trained = [
             label
             for (label, s), text in logs.items()
-            if s == seed and "cycle 0 is not trained again" not in text
+            if s == seed and "trains the dense network (cycle 0) itself" in text
         ]
         assert len(trained) == 1, f"seed {seed}: dense trained by {trained}"
+
+
+def test_study_members_wait_for_one_dense_training_then_start_from_it(live_server, local_ray):
+    """The cluster has room for all three members (0.5 CPU each on 2 CPUs), yet one
+    trains cycle 0 while the others wait for it; they then start from its dense
+    training instead of training it again."""
+    schedules = [{"name": "silo"}, {"name": "lr_rewind"}, {"name": "slr"}]
+    body = {"spec": SPEC, "schedules": schedules, "seeds": [0], "resources": {"cpus": 0.5}}
+    engine = make_engine(live_server.database_url)
+    dispatcher = Dispatcher(
+        live_server.app.state.settings, make_session_factory(engine), live_server.base_url
+    )
+    try:
+        with live_server.client() as client:
+            study = client.post("/v1/studies", json=body).json()
+            members = [member["job_id"] for member in study["members"]]
+            launched = dispatcher.tick().launched
+            assert len(launched) == 1, f"started at once: {launched}"
+            producer, others = launched[0], [m for m in members if m != launched[0]]
+            for job_id in others:
+                reason = client.get(f"/v1/jobs/{job_id}").json()["queue"]["reason"]
+                assert reason.startswith(f"waiting for job {producer}'s dense training"), reason
+            deadline = time.monotonic() + 180
+            while not all(finished(client.get(f"/v1/jobs/{m}").json()) for m in members):
+                assert time.monotonic() < deadline, "the study did not finish"
+                dispatcher.tick()
+                time.sleep(0.2)
+            jobs = {m: client.get(f"/v1/jobs/{m}").json() for m in members}
+            logs = {m: client.get(f"/v1/jobs/{m}/logs").text for m in members}
+            events = {
+                m: client.get(f"/v1/jobs/{m}/events", params={"limit": 100}).json()["items"]
+                for m in members
+            }
+    finally:
+        engine.dispose()
+    for job in jobs.values():
+        assert (job["status"], job["attempt"]) == ("succeeded", 1), job["error_message"]
+    assert "trains the dense network (cycle 0) itself" in logs[producer]
+    dense_seconds = {m: [e["seconds"] for e in events[m] if e["cycle"] == 0] for m in members}
+    for job_id in others:
+        assert "starts from the shared dense training" in logs[job_id], logs[job_id]
+        # Its cycle 0 is the producer's, reported again (same timings), not trained again.
+        assert dense_seconds[job_id] == dense_seconds[producer]
 
 
 def trial_processes() -> list[int]:
