@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -21,6 +21,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 register_client_commands(app)
 
+# server.serving.HTTP_IMPLEMENTATIONS, named here so `silo --help` need not import uvicorn
+HttpImplementation = Literal["auto", "httptools", "h11"]
 USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -114,12 +116,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
+    http: Annotated[
+        HttpImplementation,
+        typer.Option(help="uvicorn's HTTP implementation (auto: httptools when installed)"),
+    ] = "auto",
 ) -> None:
     """Run the API server, and a dispatcher that runs the jobs on Ray (SILO_DISPATCHER)."""
     import uvicorn
 
     from server.app import create_app, prepare_database
     from server.db.migrate import SchemaBehindError
+    from server.serving import uvicorn_config
 
     settings = _settings()
     try:
@@ -127,18 +134,24 @@ def serve(
     except SchemaBehindError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    config = uvicorn_config(
+        create_app(settings), settings, host=host, port=port, http=http, access_log=access_log
+    )
     running = None
     if settings.dispatcher:
         reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         running = _start_dispatcher(settings, settings.api_url or f"http://{reachable}:{port}")
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level="info", access_log=access_log
-        )
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if running is not None:
             running[0].set()
             running[1].join(timeout=10)
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server did not start (port taken, ...)
 
 
 @app.command()
