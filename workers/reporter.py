@@ -20,7 +20,11 @@ A heartbeat (``running``, not spooled) carries the job's progress note and
 answers whether a user asked to cancel the job. The engine asks at every
 epoch boundary (``should_stop``, synchronously, at most every
 ``heartbeat_seconds``), so a cancel is obeyed at the first boundary after
-it; the delivery thread also sends one while idle.
+it; the delivery thread also sends one while idle. Once the attempt's final
+status (succeeded, failed, cancelled) is spooled no heartbeat is sent: the
+API ends the attempt when that status arrives, and a heartbeat after it would
+be refused as if a newer attempt owned the job (a 409 answering a heartbeat
+that raced the final status is therefore not taken as superseded).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ log = logging.getLogger("silo.workers.reporter")
 
 MAX_EVENTS_PER_POST = 500  # the intake's batch limit
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,11 @@ class ReportSpool:
         self.path = self.folder / "reports.jsonl"
         self._delivered_path = self.folder / "reports.delivered"
         self._lock = threading.Lock()
-        self._count = sum(1 for _ in self._lines())
+        self._count = 0
+        self.finished = False  # a final status is spooled
+        for line in self._lines():
+            self._count += 1
+            self.finished = self.finished or _is_final(json.loads(line))
 
     def _lines(self) -> Iterator[str]:
         if not self.path.exists():
@@ -78,7 +87,11 @@ class ReportSpool:
                     yield line
 
     def append(self, kind: str, body: dict[str, Any]) -> None:
-        line = json.dumps({"kind": kind, "body": body}, separators=(",", ":")) + "\n"
+        entry = {"kind": kind, "body": body}
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        # Raised before the line is written, so a heartbeat in flight now may
+        # meet the final status already delivered (see ApiReporter._heartbeat).
+        self.finished = self.finished or _is_final(entry)
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -271,6 +284,8 @@ class ApiReporter:
     def _heartbeat(self) -> None:
         # Called from the engine's thread and the delivery thread; httpx's
         # Client may be shared between threads.
+        if self.spool.finished:
+            return  # the final status ends the attempt: nothing is running any more
         if time.monotonic() - self._last_heartbeat < self.heartbeat_seconds:
             return
         self._last_heartbeat = time.monotonic()
@@ -282,6 +297,11 @@ class ApiReporter:
             if response.json().get("status") == "cancelling":
                 self.cancel_requested = True
         elif response.status_code == 401 or _error_code(response) == "attempt_superseded":
+            if self.spool.finished:
+                # The heartbeat raced our own final status, which ended the
+                # attempt. Whether a newer attempt owns the job, the final
+                # status's own delivery says.
+                return
             self.superseded = True
 
     def _deliver_pending(self) -> bool:
@@ -329,6 +349,10 @@ class _RetryLaterError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+def _is_final(entry: dict[str, Any]) -> bool:
+    return entry["kind"] == "status" and entry["body"].get("status") in FINAL_STATUSES
 
 
 def _error_code(response: httpx.Response) -> str | None:

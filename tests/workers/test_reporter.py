@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -40,9 +43,55 @@ def new_attempt(db, job_id: int | None = None) -> tuple[int, int, str]:
     return job_id, number, token
 
 
-def reporter_for(live_server, tmp_path, job_id: int, number: int, token: str) -> ApiReporter:
-    client = IntakeClient(live_server.base_url, job_id, number, token, timeout=5)
-    return ApiReporter(client, ReportSpool(tmp_path / f"attempt-{number}"), first_backoff=0.05)
+def reporter_for(
+    live_server,
+    tmp_path,
+    job_id: int,
+    number: int,
+    token: str,
+    transport: httpx.BaseTransport | None = None,
+    **options,
+) -> ApiReporter:
+    client = IntakeClient(
+        live_server.base_url, job_id, number, token, timeout=5, transport=transport
+    )
+    options = {"first_backoff": 0.05, **options}
+    return ApiReporter(client, ReportSpool(tmp_path / f"attempt-{number}"), **options)
+
+
+class StatusLog(httpx.HTTPTransport):
+    """Records every status the reporter posts (heartbeats are ``running``) and its answer.
+
+    With ``hold_heartbeats``, a heartbeat sent from any thread but the delivery
+    thread (the engine's stop check) waits until a final status has been
+    answered, as a slow heartbeat would.
+    """
+
+    def __init__(self, hold_heartbeats: bool = False) -> None:
+        super().__init__()
+        self.posted: list[tuple[str, int]] = []
+        self.hold_heartbeats = hold_heartbeats
+        self.heartbeat_held = threading.Event()
+        self.final_answered = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        status = None
+        if request.url.path.endswith("/status"):
+            status = json.loads(request.content)["status"]
+        held = (
+            status == "running"
+            and self.hold_heartbeats
+            and threading.current_thread().name != "silo-reporter"
+        )
+        if held:
+            self.heartbeat_held.set()
+            assert self.final_answered.wait(timeout=30)
+        response = super().handle_request(request)
+        if status is not None:
+            self.posted.append((status, response.status_code))
+        if status not in (None, "running"):
+            self.final_answered.set()
+        return response
 
 
 def epoch(cycle: int, n: int) -> EpochEvent:
@@ -198,3 +247,45 @@ def test_a_superseded_attempt_stops_reporting(live_server, db, tmp_path):
     old.close(timeout=5)
     events = stored(db, job_id)["events"]
     assert [(a, c, n) for _, a, c, n in events] == [(1, 0, 1), (2, 0, 1)]
+
+
+def test_a_finished_attempt_sends_no_heartbeat_and_is_not_superseded(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    statuses = StatusLog()
+    reporter = reporter_for(
+        live_server, tmp_path, job_id, number, token, statuses, heartbeat_seconds=0.02
+    )
+    report_two_cycles(reporter)
+    assert reporter.flush(timeout=30)
+    time.sleep(0.5)  # many heartbeat periods of the idle delivery thread
+    assert not reporter.should_stop()
+    assert reporter.close(timeout=10)
+    assert not reporter.superseded
+    final = statuses.posted.index(("succeeded", 200))
+    assert statuses.posted[final + 1 :] == []  # no heartbeat after the final status
+    assert stored(db, job_id)["status"] == "succeeded"
+
+
+def test_a_heartbeat_that_races_the_final_status_is_not_taken_for_supersession(
+    live_server, db, tmp_path
+):
+    job_id, number, token = new_attempt(db)
+    statuses = StatusLog(hold_heartbeats=True)
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token, statuses)
+    reporter.on_epoch(epoch(0, 1))
+    assert reporter.flush(timeout=30)
+
+    def engine_checks() -> None:  # the engine's stop checks, until one heartbeat goes out
+        while not statuses.heartbeat_held.is_set():
+            reporter.should_stop()
+            time.sleep(0.02)
+
+    engine = threading.Thread(target=engine_checks)
+    engine.start()
+    assert statuses.heartbeat_held.wait(timeout=10)
+    reporter.status("succeeded")  # delivered while that heartbeat is on its way
+    engine.join(timeout=30)
+    assert reporter.close(timeout=10)
+    assert ("running", 409) in statuses.posted  # the heartbeat arrived after the final status
+    assert not reporter.superseded and not reporter.should_stop()
+    assert stored(db, job_id)["status"] == "succeeded"
