@@ -6,7 +6,11 @@ fsynced; a background thread then delivers the spool in order to the API's
 intake endpoints with the attempt's token, and records how far it got. While
 the API or its database is down the engine keeps training, the spool grows,
 and the thread retries with capped exponential backoff (honouring
-Retry-After); when the API answers again the backlog goes out in order.
+Retry-After); when the API answers again the backlog goes out in order. While
+it backs off because the API is away (no connection, 502, 503, 504) it asks
+the API's ``GET /readyz`` (no token) about once a second and retries as soon
+as that answers 200, so a long outage's backoff does not delay the backlog
+once the API is back.
 
 The intake writes are idempotent upserts keyed by (job, attempt, cycle, epoch),
 so delivering a report twice (a crash between a delivery and its record) is
@@ -49,6 +53,9 @@ log = logging.getLogger("silo.workers.reporter")
 
 MAX_EVENTS_PER_POST = 500  # the intake's batch limit
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Retried statuses that say the API (or its database) is away rather than busy:
+# while backing off from these, the API's readiness is asked about.
+AWAY_STATUSES = frozenset({502, 503, 504})
 FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -148,6 +155,15 @@ class IntakeClient:
         path = {"events": "events", "cycle": "cycles", "artifact": "artifacts", "status": "status"}
         return self.http.post(f"{self.prefix}/{path[kind]}", json=body)
 
+    def ready(self, timeout: float = 2.0) -> bool:
+        """Whether the API answers ``GET /readyz`` with 200 (asked without the token)."""
+        request = self.http.build_request("GET", "/readyz", timeout=timeout)
+        del request.headers["Authorization"]
+        try:
+            return self.http.send(request).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def close(self) -> None:
         self.http.close()
 
@@ -167,10 +183,12 @@ class ApiReporter:
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
         heartbeat_seconds: float = 0.25,
+        probe_seconds: float = 1.0,
     ) -> None:
         self.client, self.spool = client, spool
         self.first_backoff, self.max_backoff = first_backoff, max_backoff
         self.heartbeat_seconds = heartbeat_seconds
+        self.probe_seconds = probe_seconds  # how often /readyz is asked while the API is away
         self._last_heartbeat = 0.0
         self._note: str | None = None
         self.superseded = False
@@ -269,8 +287,13 @@ class ApiReporter:
                 backoff = self.first_backoff
             except _RetryLaterError as exc:
                 delay = exc.retry_after or backoff * random.uniform(0.8, 1.2)
-                log.warning("API unavailable (%s); retrying in %.1f s", exc, delay)
-                self._wake.wait(timeout=delay)
+                log.warning(
+                    "API unavailable (%s); retrying in %.1f s%s",
+                    exc,
+                    delay,
+                    ", or as soon as it is ready" if exc.away else "",
+                )
+                self._back_off(delay, probe=exc.away)
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
             with self._idle:
@@ -280,6 +303,20 @@ class ApiReporter:
                 self._wake.wait(timeout=self.heartbeat_seconds)
         with self._idle:
             self._idle.notify_all()
+
+    def _back_off(self, delay: float, *, probe: bool) -> None:
+        """Wait ``delay`` seconds, less if woken (a new report, close) or, with
+        ``probe``, once the API's readiness check answers 200."""
+        deadline = time.monotonic() + delay
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wake.wait(timeout=min(remaining, self.probe_seconds) if probe else remaining):
+                return
+            if probe and self.client.ready(timeout=min(2.0, self.probe_seconds * 2)):
+                log.info("the API is ready again; delivering now")
+                return
 
     def _heartbeat(self) -> None:
         # Called from the engine's thread and the delivery thread; httpx's
@@ -329,7 +366,7 @@ class ApiReporter:
         try:
             response = self.client.post(group[0].kind, body)
         except httpx.TransportError as exc:
-            raise _RetryLaterError(f"{type(exc).__name__}: {exc}") from exc
+            raise _RetryLaterError(f"{type(exc).__name__}: {exc}", away=True) from exc
         if response.is_success:
             return
         code = _error_code(response)
@@ -338,7 +375,11 @@ class ApiReporter:
             log.warning("attempt superseded; reports stop here: %s", response.text[:300])
             return
         if response.status_code in RETRY_STATUSES or code == "conflict":
-            raise _RetryLaterError(f"HTTP {response.status_code}", _retry_after(response))
+            raise _RetryLaterError(
+                f"HTTP {response.status_code}",
+                _retry_after(response),
+                away=response.status_code in AWAY_STATUSES,
+            )
         # Any other 4xx will not change on a retry: keep it in the log and go on,
         # rather than let one bad report block every later one.
         log.error("report refused (%s): %s", response.status_code, response.text[:500])
@@ -346,9 +387,12 @@ class ApiReporter:
 
 
 class _RetryLaterError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, away: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.away = away  # the API (or its database) is away, not busy
 
 
 def _is_final(entry: dict[str, Any]) -> bool:

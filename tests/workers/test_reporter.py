@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 
@@ -288,4 +289,43 @@ def test_a_heartbeat_that_races_the_final_status_is_not_taken_for_supersession(
     assert reporter.close(timeout=10)
     assert ("running", 409) in statuses.posted  # the heartbeat arrived after the final status
     assert not reporter.superseded and not reporter.should_stop()
+    assert stored(db, job_id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+def test_after_a_long_outage_reports_go_out_as_soon_as_the_api_is_back(
+    live_server, db, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="silo.workers.reporter")
+    job_id, number, token = new_attempt(db)
+    live_server.stop()
+    reporter = reporter_for(
+        live_server, tmp_path, job_id, number, token, first_backoff=0.5, max_backoff=20
+    )
+    report_two_cycles(reporter)
+
+    def announced_wait() -> float:
+        waits = [
+            record.args[1]
+            for record in caplog.records
+            if record.msg.startswith("API unavailable") and isinstance(record.args, tuple)
+        ]
+        return max(waits, default=0.0)
+
+    deadline = time.monotonic() + 60
+    while announced_wait() < 8:  # the backoff has grown past 8 s
+        assert time.monotonic() < deadline, "the backoff never grew past 8 s"
+        time.sleep(0.05)
+    time.sleep(1)  # a second into that wait
+    live_server.start()
+    back = time.monotonic()
+    while reporter.spool.delivered < len(reporter.spool):
+        assert time.monotonic() - back < 10, "the reports did not go out"
+        time.sleep(0.02)
+    delay = time.monotonic() - back
+    print(
+        f"delivered {delay:.2f} s after the API was back (the backoff was {announced_wait():.1f} s)"
+    )
+    assert delay < 3, delay
+    assert reporter.close(timeout=10)
     assert stored(db, job_id)["status"] == "succeeded"
