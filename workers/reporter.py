@@ -20,6 +20,12 @@ A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
 newer attempt owns the job: the reporter stops delivering and raises its
 ``superseded`` flag, which the engine's stop check reads.
 
+Any other 4xx (or a report that cannot even be encoded, such as a NaN loss)
+would be refused again on every retry: the report is logged and dropped (kept
+in ``dropped``) and delivery goes on with the next one, so one bad report
+never blocks the attempt's later reports. A refused batch of epoch events is
+sent again one event at a time, so only the bad events are dropped.
+
 A heartbeat (``running``, not spooled) carries the job's progress note and
 answers whether a user asked to cancel the job. The engine asks at every
 epoch boundary (``should_stop``, synchronously, at most every
@@ -193,7 +199,7 @@ class ApiReporter:
         self._note: str | None = None
         self.superseded = False
         self.cancel_requested = False
-        self.dropped: list[tuple[Report, str]] = []  # refused as invalid (4xx): kept for the log
+        self.dropped: list[tuple[Report, str]] = []  # refused (4xx) or unsendable: for the log
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopping = False
@@ -296,6 +302,11 @@ class ApiReporter:
                 self._back_off(delay, probe=exc.away)
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
+            except Exception:  # a bug here must not end delivery for the attempt's life
+                log.exception("delivering reports failed; retrying in %.1f s", backoff)
+                self._back_off(backoff, probe=False)
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
             with self._idle:
                 self._idle.notify_all()
             self._heartbeat()
@@ -367,6 +378,9 @@ class ApiReporter:
             response = self.client.post(group[0].kind, body)
         except httpx.TransportError as exc:
             raise _RetryLaterError(f"{type(exc).__name__}: {exc}", away=True) from exc
+        except (TypeError, ValueError) as exc:  # not JSON (a NaN loss): never sendable
+            self._refused(group, f"cannot be sent: {exc}")
+            return
         if response.is_success:
             return
         code = _error_code(response)
@@ -382,8 +396,19 @@ class ApiReporter:
             )
         # Any other 4xx will not change on a retry: keep it in the log and go on,
         # rather than let one bad report block every later one.
-        log.error("report refused (%s): %s", response.status_code, response.text[:500])
-        self.dropped.extend((report, response.text) for report in group)
+        self._refused(group, f"refused ({response.status_code}): {response.text[:500]}")
+
+    def _refused(self, group: list[Report], reason: str) -> None:
+        """Drop a report that will never be taken; a batch is first sent again
+        one event at a time, so that only its bad events are dropped."""
+        if len(group) > 1:
+            for report in group:
+                if self.superseded:
+                    return
+                self._post([report], {"events": [report.body]})
+            return
+        log.error("report %d (%s) dropped, %s", group[0].index, group[0].kind, reason)
+        self.dropped.append((group[0], reason))
 
 
 class _RetryLaterError(Exception):

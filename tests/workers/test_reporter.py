@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -329,3 +330,35 @@ def test_after_a_long_outage_reports_go_out_as_soon_as_the_api_is_back(
     assert delay < 3, delay
     assert reporter.close(timeout=10)
     assert stored(db, job_id)["status"] == "succeeded"
+
+
+def test_refused_reports_are_dropped_and_the_later_ones_delivered(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    # Spooled before the reporter starts, so the first four events go out as one batch.
+    spool = ReportSpool(tmp_path / f"attempt-{number}")
+    spool.append("events", epoch(0, 1).to_dict())
+    spool.append("events", replace(epoch(0, 2), epoch=0).to_dict())  # 422: epochs count from 1
+    spool.append("events", replace(epoch(0, 2), val_loss=float("nan")).to_dict())  # not JSON
+    spool.append("events", epoch(0, 3).to_dict())
+    spool.append("cycle", cycle_result(0).to_dict())
+    spool.append("artifact", {"name": "x", "size": 1, "checksum": "no", "location": "/x"})  # 422
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token)
+    for n in (1, 2, 3):
+        reporter.on_epoch(epoch(1, n))
+    reporter.on_cycle(cycle_result(1))
+    reporter.artifact("model.pt", 123, CHECKSUM, "/artifacts/job/model.pt")
+    reporter.status("succeeded")
+    assert reporter.close(timeout=30)
+    assert [(report.index, report.kind) for report, _ in reporter.dropped] == [
+        (1, "events"),
+        (2, "events"),
+        (5, "artifact"),
+    ]
+    state = stored(db, job_id)
+    assert [(c, n) for _, _, c, n in state["events"]] == [(0, 1), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert (state["cycles"], state["artifacts"], state["status"]) == (
+        [0, 1],
+        ["model.pt"],
+        "succeeded",
+    )
+    assert not reporter.superseded
