@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,12 +26,25 @@ def silo_serve(folder: Path, env: dict[str, str], *, ready_seconds: float = 180)
 
     The server's output goes to ``folder/server.log``, shown if it exits early.
     """
+    with silo_serve_process(folder, env, ready_seconds=ready_seconds) as (base, _):
+        yield base
+
+
+@contextmanager
+def silo_serve_process(
+    folder: Path,
+    env: dict[str, str],
+    *,
+    ready_seconds: float = 180,
+    args: Sequence[str] = (),
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`silo_serve` with more options (``args``), yielding the process too."""
     port = free_port()
     silo = Path(sys.executable).with_name("silo")
     log_path = folder / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(silo), "serve", "--port", str(port), "--no-access-log"],
+            [str(silo), "serve", "--port", str(port), "--no-access-log", *args],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -50,7 +63,7 @@ def silo_serve(folder: Path, env: dict[str, str], *, ready_seconds: float = 180)
                 if time.monotonic() > deadline:
                     raise SystemExit(f"silo serve was not ready in {ready_seconds:.0f} s")
                 time.sleep(0.2)
-            yield base
+            yield base, process
         finally:
             process.terminate()
             process.wait(timeout=60)

@@ -22,7 +22,7 @@ from server.auth.tokens import TokenCache, create_user_token
 from server.db.migrate import SchemaBehindError, check_schema, upgrade
 from server.db.models import User
 from server.db.session import make_engine, make_session_factory
-from server.limits import BodySizeLimit
+from server.limits import BodySizeLimit, HeaderSizeLimit
 from server.methods import MethodSemantics
 from server.metrics import Metrics
 from server.settings import Settings, get_settings
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(metrics.middleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     app.add_middleware(MethodSemantics, router_app=app)
 
     @app.get("/healthz", tags=["health"])

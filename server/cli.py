@@ -6,7 +6,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -34,6 +34,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
 register_client_commands(app)
+
+# server.serving.HTTP_IMPLEMENTATIONS, named here so `silo --help` need not import uvicorn
+HttpImplementation = Literal["auto", "httptools", "h11"]
 
 
 def _settings() -> Settings:
@@ -273,12 +276,17 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     access_log: Annotated[bool, typer.Option(help="Log one line per request")] = True,
+    http: Annotated[
+        HttpImplementation,
+        typer.Option(help="uvicorn's HTTP implementation (auto: httptools when installed)"),
+    ] = "auto",
 ) -> None:
     """Run the API server, and a dispatcher that runs the jobs on Ray (SILO_DISPATCHER)."""
     import uvicorn
 
     from server.app import create_app, prepare_database
     from server.db.migrate import SchemaBehindError
+    from server.serving import uvicorn_config
 
     settings = _settings()
     try:
@@ -286,18 +294,24 @@ def serve(
     except SchemaBehindError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    config = uvicorn_config(
+        create_app(settings), settings, host=host, port=port, http=http, access_log=access_log
+    )
     running = None
     if settings.dispatcher:
         reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
         running = _start_dispatcher(settings, settings.api_url or f"http://{reachable}:{port}")
+    server = uvicorn.Server(config)
     try:
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level="info", access_log=access_log
-        )
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
         if running is not None:
             running[0].set()
             running[1].join(timeout=10)
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: the server did not start (port taken, ...)
 
 
 @app.command()

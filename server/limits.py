@@ -1,10 +1,63 @@
-"""Refuse request bodies over a size limit with 413, before they are read whole."""
+"""Refuse request bodies over a size limit with 413, before they are read whole,
+and request heads over theirs with 431.
+
+A head is limited twice: while it arrives, by the HTTP protocol
+(``server/serving.py``, so an endless header line is never buffered), and here
+once it is complete, so a head over the limit is refused however the client's
+bytes happened to be split into reads.
+"""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def error_body(code: str, message: str, details: Any = None) -> bytes:
+    """The API's error shape, encoded: ``{"error": {"code", "message", "details"}}``."""
+    return json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+
+
+def headers_too_large_body(limit: int) -> bytes:
+    return error_body(
+        "headers_too_large",
+        f"request line and headers are limited to {limit} bytes in total",
+        {"limit": limit},
+    )
+
+
+def head_size(scope: Scope) -> int:
+    """The bytes of a request's head as sent: request line, header lines, blank line."""
+    query = scope["query_string"]
+    target = len(scope["raw_path"]) + (len(query) + 1 if query else 0)
+    # "GET /path?query HTTP/1.1\r\n", each "name: value\r\n", then "\r\n"
+    size = len(scope["method"]) + 1 + target + 1 + 5 + len(scope["http_version"]) + 2 + 2
+    for name, value in scope["headers"]:
+        size += len(name) + len(value) + 4
+    return size
+
+
+class HeaderSizeLimit:
+    """Pure ASGI middleware: a complete request head over ``max_bytes`` gets 431
+    and the connection is closed (the body, if any, is never read)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or head_size(scope) <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        body = headers_too_large_body(self.max_bytes)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await send({"type": "http.response.start", "status": 431, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class BodySizeLimit:
@@ -58,15 +111,11 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {
-                "error": {
-                    "code": "payload_too_large",
-                    "message": f"request bodies are limited to {self.max_bytes} bytes",
-                    "details": {"limit": self.max_bytes},
-                }
-            }
-        ).encode()
+        body = error_body(
+            "payload_too_large",
+            f"request bodies are limited to {self.max_bytes} bytes",
+            {"limit": self.max_bytes},
+        )
         # The rest of the body is not read: the connection cannot carry another
         # request, so the client is told it closes.
         headers = [

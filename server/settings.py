@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "requests served at once (the worker-thread limit is 40)",
     )
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    max_header_bytes: int = Field(
+        65_536,
+        ge=4096,
+        description="Largest request head (request line plus all header lines) the API "
+        "reads; a longer one is answered 431 and its connection closed",
+    )
     token_cache_seconds: float = Field(
         1.0,
         ge=0,

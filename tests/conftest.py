@@ -64,11 +64,22 @@ class LiveServer:
     """The real app under uvicorn on a free port, with a few users' tokens.
 
     ``stop()`` and ``start()`` take the API away and bring it back on the same
-    port (same database), as a restart of the server process would.
+    port (same database), as a restart of the server process would. uvicorn is
+    configured as `silo serve` configures it (``server.serving.uvicorn_config``),
+    with ``http`` its HTTP implementation.
     """
 
-    def __init__(self, app, port: int, tokens: dict[str, str], database_url: str) -> None:
+    def __init__(
+        self,
+        app,
+        port: int,
+        tokens: dict[str, str],
+        database_url: str,
+        settings=None,
+        http: str = "auto",
+    ) -> None:
         self.app, self.port, self.tokens, self.database_url = app, port, tokens, database_url
+        self.settings, self.http = settings or app.state.settings, http
         self.base_url = f"http://127.0.0.1:{port}"
         self._server = None
         self._thread = None
@@ -79,8 +90,15 @@ class LiveServer:
 
         import uvicorn
 
-        config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        from server.serving import uvicorn_config
+
+        config = uvicorn_config(
+            self.app,
+            self.settings,
+            host="127.0.0.1",
+            port=self.port,
+            http=self.http,
+            log_level="warning",
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
@@ -113,7 +131,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def live_server(database_url: str, tmp_path) -> Iterator[LiveServer]:
+def live_server(request, database_url: str, tmp_path) -> Iterator[LiveServer]:
+    """The live server; parametrize it indirectly with "h11" or "httptools" to
+    choose uvicorn's HTTP implementation (default: auto)."""
     from server.app import create_app
     from server.auth.tokens import create_user_token
     from server.db.session import make_engine, make_session_factory
@@ -130,7 +150,8 @@ def live_server(database_url: str, tmp_path) -> Iterator[LiveServer]:
         data_dir=tmp_path / "data",
         max_request_bytes=64 * 1024,
     )
-    server = LiveServer(create_app(settings), _free_port(), tokens, database_url)
+    http = getattr(request, "param", "auto")
+    server = LiveServer(create_app(settings), _free_port(), tokens, database_url, settings, http)
     server.start()
     yield server
     server.stop()

@@ -6,7 +6,11 @@ fsynced; a background thread then delivers the spool in order to the API's
 intake endpoints with the attempt's token, and records how far it got. While
 the API or its database is down the engine keeps training, the spool grows,
 and the thread retries with capped exponential backoff (honouring
-Retry-After); when the API answers again the backlog goes out in order.
+Retry-After); when the API answers again the backlog goes out in order. While
+it backs off because the API is away (no connection, 502, 503, 504) it asks
+the API's ``GET /readyz`` (no token) about once a second and retries as soon
+as that answers 200, so a long outage's backoff does not delay the backlog
+once the API is back.
 
 The intake writes are idempotent upserts keyed by (job, attempt, cycle, epoch),
 so delivering a report twice (a crash between a delivery and its record) is
@@ -16,11 +20,21 @@ A 409 ``attempt_superseded`` (or a 401: the attempt's token is dead) means a
 newer attempt owns the job: the reporter stops delivering and raises its
 ``superseded`` flag, which the engine's stop check reads.
 
+Any other 4xx (or a report that cannot even be encoded, such as a NaN loss)
+would be refused again on every retry: the report is logged and dropped (kept
+in ``dropped``) and delivery goes on with the next one, so one bad report
+never blocks the attempt's later reports. A refused batch of epoch events is
+sent again one event at a time, so only the bad events are dropped.
+
 A heartbeat (``running``, not spooled) carries the job's progress note and
 answers whether a user asked to cancel the job. The engine asks at every
 epoch boundary (``should_stop``, synchronously, at most every
 ``heartbeat_seconds``), so a cancel is obeyed at the first boundary after
-it; the delivery thread also sends one while idle.
+it; the delivery thread also sends one while idle. Once the attempt's final
+status (succeeded, failed, cancelled) is spooled no heartbeat is sent: the
+API ends the attempt when that status arrives, and a heartbeat after it would
+be refused as if a newer attempt owned the job (a 409 answering a heartbeat
+that raced the final status is therefore not taken as superseded).
 """
 
 from __future__ import annotations
@@ -45,6 +59,10 @@ log = logging.getLogger("silo.workers.reporter")
 
 MAX_EVENTS_PER_POST = 500  # the intake's batch limit
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Retried statuses that say the API (or its database) is away rather than busy:
+# while backing off from these, the API's readiness is asked about.
+AWAY_STATUSES = frozenset({502, 503, 504})
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,11 @@ class ReportSpool:
         self.path = self.folder / "reports.jsonl"
         self._delivered_path = self.folder / "reports.delivered"
         self._lock = threading.Lock()
-        self._count = sum(1 for _ in self._lines())
+        self._count = 0
+        self.finished = False  # a final status is spooled
+        for line in self._lines():
+            self._count += 1
+            self.finished = self.finished or _is_final(json.loads(line))
 
     def _lines(self) -> Iterator[str]:
         if not self.path.exists():
@@ -78,7 +100,11 @@ class ReportSpool:
                     yield line
 
     def append(self, kind: str, body: dict[str, Any]) -> None:
-        line = json.dumps({"kind": kind, "body": body}, separators=(",", ":")) + "\n"
+        entry = {"kind": kind, "body": body}
+        line = json.dumps(entry, separators=(",", ":")) + "\n"
+        # Raised before the line is written, so a heartbeat in flight now may
+        # meet the final status already delivered (see ApiReporter._heartbeat).
+        self.finished = self.finished or _is_final(entry)
         with self._lock, self.path.open("a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
@@ -135,6 +161,15 @@ class IntakeClient:
         path = {"events": "events", "cycle": "cycles", "artifact": "artifacts", "status": "status"}
         return self.http.post(f"{self.prefix}/{path[kind]}", json=body)
 
+    def ready(self, timeout: float = 2.0) -> bool:
+        """Whether the API answers ``GET /readyz`` with 200 (asked without the token)."""
+        request = self.http.build_request("GET", "/readyz", timeout=timeout)
+        del request.headers["Authorization"]
+        try:
+            return self.http.send(request).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def close(self) -> None:
         self.http.close()
 
@@ -154,15 +189,17 @@ class ApiReporter:
         first_backoff: float = 0.5,
         max_backoff: float = 30.0,
         heartbeat_seconds: float = 0.25,
+        probe_seconds: float = 1.0,
     ) -> None:
         self.client, self.spool = client, spool
         self.first_backoff, self.max_backoff = first_backoff, max_backoff
         self.heartbeat_seconds = heartbeat_seconds
+        self.probe_seconds = probe_seconds  # how often /readyz is asked while the API is away
         self._last_heartbeat = 0.0
         self._note: str | None = None
         self.superseded = False
         self.cancel_requested = False
-        self.dropped: list[tuple[Report, str]] = []  # refused as invalid (4xx): kept for the log
+        self.dropped: list[tuple[Report, str]] = []  # refused (4xx) or unsendable: for the log
         self._wake = threading.Event()
         self._idle = threading.Condition()
         self._stopping = False
@@ -256,8 +293,18 @@ class ApiReporter:
                 backoff = self.first_backoff
             except _RetryLaterError as exc:
                 delay = exc.retry_after or backoff * random.uniform(0.8, 1.2)
-                log.warning("API unavailable (%s); retrying in %.1f s", exc, delay)
-                self._wake.wait(timeout=delay)
+                log.warning(
+                    "API unavailable (%s); retrying in %.1f s%s",
+                    exc,
+                    delay,
+                    ", or as soon as it is ready" if exc.away else "",
+                )
+                self._back_off(delay, probe=exc.away)
+                backoff = min(self.max_backoff, backoff * 2)
+                continue
+            except Exception:  # a bug here must not end delivery for the attempt's life
+                log.exception("delivering reports failed; retrying in %.1f s", backoff)
+                self._back_off(backoff, probe=False)
                 backoff = min(self.max_backoff, backoff * 2)
                 continue
             with self._idle:
@@ -268,9 +315,25 @@ class ApiReporter:
         with self._idle:
             self._idle.notify_all()
 
+    def _back_off(self, delay: float, *, probe: bool) -> None:
+        """Wait ``delay`` seconds, less if woken (a new report, close) or, with
+        ``probe``, once the API's readiness check answers 200."""
+        deadline = time.monotonic() + delay
+        while not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            if self._wake.wait(timeout=min(remaining, self.probe_seconds) if probe else remaining):
+                return
+            if probe and self.client.ready(timeout=min(2.0, self.probe_seconds * 2)):
+                log.info("the API is ready again; delivering now")
+                return
+
     def _heartbeat(self) -> None:
         # Called from the engine's thread and the delivery thread; httpx's
         # Client may be shared between threads.
+        if self.spool.finished:
+            return  # the final status ends the attempt: nothing is running any more
         if time.monotonic() - self._last_heartbeat < self.heartbeat_seconds:
             return
         self._last_heartbeat = time.monotonic()
@@ -282,6 +345,11 @@ class ApiReporter:
             if response.json().get("status") == "cancelling":
                 self.cancel_requested = True
         elif response.status_code == 401 or _error_code(response) == "attempt_superseded":
+            if self.spool.finished:
+                # The heartbeat raced our own final status, which ended the
+                # attempt. Whether a newer attempt owns the job, the final
+                # status's own delivery says.
+                return
             self.superseded = True
 
     def _deliver_pending(self) -> bool:
@@ -309,7 +377,10 @@ class ApiReporter:
         try:
             response = self.client.post(group[0].kind, body)
         except httpx.TransportError as exc:
-            raise _RetryLaterError(f"{type(exc).__name__}: {exc}") from exc
+            raise _RetryLaterError(f"{type(exc).__name__}: {exc}", away=True) from exc
+        except (TypeError, ValueError) as exc:  # not JSON (a NaN loss): never sendable
+            self._refused(group, f"cannot be sent: {exc}")
+            return
         if response.is_success:
             return
         code = _error_code(response)
@@ -318,17 +389,39 @@ class ApiReporter:
             log.warning("attempt superseded; reports stop here: %s", response.text[:300])
             return
         if response.status_code in RETRY_STATUSES or code == "conflict":
-            raise _RetryLaterError(f"HTTP {response.status_code}", _retry_after(response))
+            raise _RetryLaterError(
+                f"HTTP {response.status_code}",
+                _retry_after(response),
+                away=response.status_code in AWAY_STATUSES,
+            )
         # Any other 4xx will not change on a retry: keep it in the log and go on,
         # rather than let one bad report block every later one.
-        log.error("report refused (%s): %s", response.status_code, response.text[:500])
-        self.dropped.extend((report, response.text) for report in group)
+        self._refused(group, f"refused ({response.status_code}): {response.text[:500]}")
+
+    def _refused(self, group: list[Report], reason: str) -> None:
+        """Drop a report that will never be taken; a batch is first sent again
+        one event at a time, so that only its bad events are dropped."""
+        if len(group) > 1:
+            for report in group:
+                if self.superseded:
+                    return
+                self._post([report], {"events": [report.body]})
+            return
+        log.error("report %d (%s) dropped, %s", group[0].index, group[0].kind, reason)
+        self.dropped.append((group[0], reason))
 
 
 class _RetryLaterError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, away: bool = False
+    ) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.away = away  # the API (or its database) is away, not busy
+
+
+def _is_final(entry: dict[str, Any]) -> bool:
+    return entry["kind"] == "status" and entry["body"].get("status") in FINAL_STATUSES
 
 
 def _error_code(response: httpx.Response) -> str | None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
+from dataclasses import replace
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -40,9 +45,55 @@ def new_attempt(db, job_id: int | None = None) -> tuple[int, int, str]:
     return job_id, number, token
 
 
-def reporter_for(live_server, tmp_path, job_id: int, number: int, token: str) -> ApiReporter:
-    client = IntakeClient(live_server.base_url, job_id, number, token, timeout=5)
-    return ApiReporter(client, ReportSpool(tmp_path / f"attempt-{number}"), first_backoff=0.05)
+def reporter_for(
+    live_server,
+    tmp_path,
+    job_id: int,
+    number: int,
+    token: str,
+    transport: httpx.BaseTransport | None = None,
+    **options,
+) -> ApiReporter:
+    client = IntakeClient(
+        live_server.base_url, job_id, number, token, timeout=5, transport=transport
+    )
+    options = {"first_backoff": 0.05, **options}
+    return ApiReporter(client, ReportSpool(tmp_path / f"attempt-{number}"), **options)
+
+
+class StatusLog(httpx.HTTPTransport):
+    """Records every status the reporter posts (heartbeats are ``running``) and its answer.
+
+    With ``hold_heartbeats``, a heartbeat sent from any thread but the delivery
+    thread (the engine's stop check) waits until a final status has been
+    answered, as a slow heartbeat would.
+    """
+
+    def __init__(self, hold_heartbeats: bool = False) -> None:
+        super().__init__()
+        self.posted: list[tuple[str, int]] = []
+        self.hold_heartbeats = hold_heartbeats
+        self.heartbeat_held = threading.Event()
+        self.final_answered = threading.Event()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        status = None
+        if request.url.path.endswith("/status"):
+            status = json.loads(request.content)["status"]
+        held = (
+            status == "running"
+            and self.hold_heartbeats
+            and threading.current_thread().name != "silo-reporter"
+        )
+        if held:
+            self.heartbeat_held.set()
+            assert self.final_answered.wait(timeout=30)
+        response = super().handle_request(request)
+        if status is not None:
+            self.posted.append((status, response.status_code))
+        if status not in (None, "running"):
+            self.final_answered.set()
+        return response
 
 
 def epoch(cycle: int, n: int) -> EpochEvent:
@@ -198,3 +249,116 @@ def test_a_superseded_attempt_stops_reporting(live_server, db, tmp_path):
     old.close(timeout=5)
     events = stored(db, job_id)["events"]
     assert [(a, c, n) for _, a, c, n in events] == [(1, 0, 1), (2, 0, 1)]
+
+
+def test_a_finished_attempt_sends_no_heartbeat_and_is_not_superseded(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    statuses = StatusLog()
+    reporter = reporter_for(
+        live_server, tmp_path, job_id, number, token, statuses, heartbeat_seconds=0.02
+    )
+    report_two_cycles(reporter)
+    assert reporter.flush(timeout=30)
+    time.sleep(0.5)  # many heartbeat periods of the idle delivery thread
+    assert not reporter.should_stop()
+    assert reporter.close(timeout=10)
+    assert not reporter.superseded
+    final = statuses.posted.index(("succeeded", 200))
+    assert statuses.posted[final + 1 :] == []  # no heartbeat after the final status
+    assert stored(db, job_id)["status"] == "succeeded"
+
+
+def test_a_heartbeat_that_races_the_final_status_is_not_taken_for_supersession(
+    live_server, db, tmp_path
+):
+    job_id, number, token = new_attempt(db)
+    statuses = StatusLog(hold_heartbeats=True)
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token, statuses)
+    reporter.on_epoch(epoch(0, 1))
+    assert reporter.flush(timeout=30)
+
+    def engine_checks() -> None:  # the engine's stop checks, until one heartbeat goes out
+        while not statuses.heartbeat_held.is_set():
+            reporter.should_stop()
+            time.sleep(0.02)
+
+    engine = threading.Thread(target=engine_checks)
+    engine.start()
+    assert statuses.heartbeat_held.wait(timeout=10)
+    reporter.status("succeeded")  # delivered while that heartbeat is on its way
+    engine.join(timeout=30)
+    assert reporter.close(timeout=10)
+    assert ("running", 409) in statuses.posted  # the heartbeat arrived after the final status
+    assert not reporter.superseded and not reporter.should_stop()
+    assert stored(db, job_id)["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
+def test_after_a_long_outage_reports_go_out_as_soon_as_the_api_is_back(
+    live_server, db, tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="silo.workers.reporter")
+    job_id, number, token = new_attempt(db)
+    live_server.stop()
+    reporter = reporter_for(
+        live_server, tmp_path, job_id, number, token, first_backoff=0.5, max_backoff=20
+    )
+    report_two_cycles(reporter)
+
+    def announced_wait() -> float:
+        waits = [
+            record.args[1]
+            for record in caplog.records
+            if record.msg.startswith("API unavailable") and isinstance(record.args, tuple)
+        ]
+        return max(waits, default=0.0)
+
+    deadline = time.monotonic() + 60
+    while announced_wait() < 8:  # the backoff has grown past 8 s
+        assert time.monotonic() < deadline, "the backoff never grew past 8 s"
+        time.sleep(0.05)
+    time.sleep(1)  # a second into that wait
+    live_server.start()
+    back = time.monotonic()
+    while reporter.spool.delivered < len(reporter.spool):
+        assert time.monotonic() - back < 10, "the reports did not go out"
+        time.sleep(0.02)
+    delay = time.monotonic() - back
+    print(
+        f"delivered {delay:.2f} s after the API was back (the backoff was {announced_wait():.1f} s)"
+    )
+    assert delay < 3, delay
+    assert reporter.close(timeout=10)
+    assert stored(db, job_id)["status"] == "succeeded"
+
+
+def test_refused_reports_are_dropped_and_the_later_ones_delivered(live_server, db, tmp_path):
+    job_id, number, token = new_attempt(db)
+    # Spooled before the reporter starts, so the first four events go out as one batch.
+    spool = ReportSpool(tmp_path / f"attempt-{number}")
+    spool.append("events", epoch(0, 1).to_dict())
+    spool.append("events", replace(epoch(0, 2), epoch=0).to_dict())  # 422: epochs count from 1
+    spool.append("events", replace(epoch(0, 2), val_loss=float("nan")).to_dict())  # not JSON
+    spool.append("events", epoch(0, 3).to_dict())
+    spool.append("cycle", cycle_result(0).to_dict())
+    spool.append("artifact", {"name": "x", "size": 1, "checksum": "no", "location": "/x"})  # 422
+    reporter = reporter_for(live_server, tmp_path, job_id, number, token)
+    for n in (1, 2, 3):
+        reporter.on_epoch(epoch(1, n))
+    reporter.on_cycle(cycle_result(1))
+    reporter.artifact("model.pt", 123, CHECKSUM, "/artifacts/job/model.pt")
+    reporter.status("succeeded")
+    assert reporter.close(timeout=30)
+    assert [(report.index, report.kind) for report, _ in reporter.dropped] == [
+        (1, "events"),
+        (2, "events"),
+        (5, "artifact"),
+    ]
+    state = stored(db, job_id)
+    assert [(c, n) for _, _, c, n in state["events"]] == [(0, 1), (0, 3), (1, 1), (1, 2), (1, 3)]
+    assert (state["cycles"], state["artifacts"], state["status"]) == (
+        [0, 1],
+        ["model.pt"],
+        "succeeded",
+    )
+    assert not reporter.superseded
