@@ -17,6 +17,7 @@ from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import start_attempt
 from server.jobs.states import transition
 from silo_core.records import CycleResult, EpochEvent
+from workers.layout import output_folder
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 CHECKSUM = "cd" * 32
@@ -148,19 +149,25 @@ def stored(db, job_id: int) -> dict:
         }
 
 
-def report_two_cycles(reporter: ApiReporter) -> None:
+def model_location(live_server, job_id: int) -> str:
+    """Where the job keeps model.pt: the only place it may register it from."""
+    root = live_server.app.state.settings.resolved_artifact_root()
+    return str(output_folder(root, job_id) / "model.pt")
+
+
+def report_two_cycles(reporter: ApiReporter, location: str) -> None:
     for cycle in (0, 1):
         for n in (1, 2, 3):
             reporter.on_epoch(epoch(cycle, n))
         reporter.on_cycle(cycle_result(cycle))
-    reporter.artifact("model.pt", 123, CHECKSUM, "/artifacts/job/model.pt")
+    reporter.artifact("model.pt", 123, CHECKSUM, location)
     reporter.status("succeeded")
 
 
 def test_reports_arrive_in_order_and_finish_the_job(live_server, db, tmp_path):
     job_id, number, token = new_attempt(db)
     reporter = reporter_for(live_server, tmp_path, job_id, number, token)
-    report_two_cycles(reporter)
+    report_two_cycles(reporter, model_location(live_server, job_id))
     assert reporter.close(timeout=30)
     state = stored(db, job_id)
     expected = [(c, n) for c in (0, 1) for n in (1, 2, 3)]
@@ -204,7 +211,7 @@ def test_api_away_reports_wait_on_disk_and_go_out_in_order_when_it_returns(
     job_id, number, token = new_attempt(db)
     live_server.stop()  # nothing listens on the API's port now
     reporter = reporter_for(live_server, tmp_path, job_id, number, token)
-    report_two_cycles(reporter)
+    report_two_cycles(reporter, model_location(live_server, job_id))
     assert not reporter.flush(timeout=0.5)  # refused connections: still pending
     assert len(reporter.spool) == 10 and reporter.spool.delivered == 0
     live_server.start()
@@ -257,7 +264,7 @@ def test_a_finished_attempt_sends_no_heartbeat_and_is_not_superseded(live_server
     reporter = reporter_for(
         live_server, tmp_path, job_id, number, token, statuses, heartbeat_seconds=0.02
     )
-    report_two_cycles(reporter)
+    report_two_cycles(reporter, model_location(live_server, job_id))
     assert reporter.flush(timeout=30)
     time.sleep(0.5)  # many heartbeat periods of the idle delivery thread
     assert not reporter.should_stop()
@@ -303,7 +310,7 @@ def test_after_a_long_outage_reports_go_out_as_soon_as_the_api_is_back(
     reporter = reporter_for(
         live_server, tmp_path, job_id, number, token, first_backoff=0.5, max_backoff=20
     )
-    report_two_cycles(reporter)
+    report_two_cycles(reporter, model_location(live_server, job_id))
 
     def announced_wait() -> float:
         waits = [
@@ -346,7 +353,7 @@ def test_refused_reports_are_dropped_and_the_later_ones_delivered(live_server, d
     for n in (1, 2, 3):
         reporter.on_epoch(epoch(1, n))
     reporter.on_cycle(cycle_result(1))
-    reporter.artifact("model.pt", 123, CHECKSUM, "/artifacts/job/model.pt")
+    reporter.artifact("model.pt", 123, CHECKSUM, model_location(live_server, job_id))
     reporter.status("succeeded")
     assert reporter.close(timeout=30)
     assert [(report.index, report.kind) for report, _ in reporter.dropped] == [
