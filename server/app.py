@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from server.api.deps import SessionDep, authenticate, bearer_token, user_bearer
 from server.api.errors import ApiError, error_response, install_error_handlers
 from server.api.follow import JobWatcher
+from server.api.openapi import install_openapi
 from server.auth.tokens import TokenCache, create_user_token
 from server.db.migrate import SchemaBehindError, check_schema, upgrade
 from server.db.models import User
@@ -136,4 +137,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers():
         app.include_router(router)
     install_dashboard(app)
+    install_openapi(app)
     return app

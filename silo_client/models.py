@@ -16,9 +16,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
+
+from silo_core.spec.json_types import JsonFloat, JsonInt
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -33,12 +36,16 @@ MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86400  # ten years
 # Every integer the API accepts is bounded by the column it ends up in (or is
 # compared with): PostgreSQL refuses a BIGINT past 2**63 - 1 and an INTEGER past
 # 2**31 - 1, and SQLite any integer past 2**63 - 1, as errors, not as "no rows".
-MAX_BIGINT = 2**63 - 1
+# Ids and other BIGINT values stop at 2**53 - 1, the largest integer a JSON
+# number (a double; JavaScript's Number.MAX_SAFE_INTEGER) carries exactly, so
+# that every client reads them as sent and the OpenAPI bounds are exact.
+MAX_ID = 2**53 - 1
 MAX_INT = 2**31 - 1
-Id = Annotated[int, Field(ge=1, le=MAX_BIGINT)]
-Count = Annotated[int, Field(ge=0, le=MAX_INT)]
-BigCount = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
-Seed = Annotated[int, Field(ge=0, le=MAX_INT)]
+Id = Annotated[JsonInt, Field(ge=1, le=MAX_ID)]
+Count = Annotated[JsonInt, Field(ge=0, le=MAX_INT)]
+BigCount = Annotated[JsonInt, Field(ge=0, le=MAX_ID)]
+Seed = Annotated[JsonInt, Field(ge=0, le=MAX_INT)]
+Priority = Annotated[JsonInt, Field(ge=-100, le=100, description="Higher runs first")]
 
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 UserName = Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN, max_length=USER_NAME_LENGTH)]
@@ -57,9 +64,9 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpus: float = Field(1.0, gt=0, le=256, description="CPU cores")
-    gpus: float = Field(0.0, ge=0, le=16, description="GPUs; 0.25 shares one card four ways")
-    memory_gb: float | None = Field(None, gt=0, le=4096, description="Memory to reserve")
+    cpus: JsonFloat = Field(1.0, gt=0, le=256, description="CPU cores")
+    gpus: JsonFloat = Field(0.0, ge=0, le=16, description="GPUs; 0.25 shares one card four ways")
+    memory_gb: JsonFloat | None = Field(None, gt=0, le=4096, description="Memory to reserve")
 
 
 class JobSubmit(BaseModel):
@@ -68,7 +75,7 @@ class JobSubmit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: dict[str, Any] = Field(description="A JobSpec (see silo_core.spec)")
-    priority: int = Field(0, ge=-100, le=100, description="Higher runs first")
+    priority: Priority = 0
     name: str | None = Field(None, max_length=NAME_LENGTH)
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     resources: Resources = Field(default_factory=Resources)
@@ -215,7 +222,7 @@ class StudySubmit(BaseModel):
     )
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
     name: str | None = Field(None, max_length=NAME_LENGTH)
-    priority: int = Field(0, ge=-100, le=100)
+    priority: Priority = 0
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     resources: Resources = Field(default_factory=Resources)
 
@@ -313,8 +320,8 @@ class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user: UserName
-    admin: bool = False
-    expires_in_seconds: int | None = Field(
+    admin: StrictBool = False
+    expires_in_seconds: JsonInt | None = Field(
         None, ge=60, le=MAX_TOKEN_LIFETIME_SECONDS, description="Null: no expiry"
     )
 
@@ -340,8 +347,8 @@ class UserUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    active: bool | None = Field(None, description="False: every token of the user is refused")
-    admin: bool | None = None
+    active: StrictBool | None = Field(None, description="False: every token of the user is refused")
+    admin: StrictBool | None = None
 
 
 class MeOut(BaseModel):

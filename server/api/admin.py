@@ -20,7 +20,7 @@ from server.api.errors import ApiError, documented
 from server.api.routing import ApiRoute
 from server.auth import admin
 from silo_client.models import (
-    MAX_BIGINT,
+    MAX_ID,
     USER_NAME_LENGTH,
     AuditPage,
     MeOut,
@@ -72,11 +72,13 @@ def me(user: UserDep) -> MeOut:
     )
 
 
-@router.get("/tokens", response_model=TokenList, responses=documented(403))
+@router.get("/tokens", response_model=TokenList, responses=documented(403, 404))
 def list_tokens(
     session: SessionDep,
     user: UserDep,
-    owner: Annotated[str | None, Query(alias="user", max_length=64)] = None,
+    owner: Annotated[
+        str | None, Query(alias="user", min_length=1, max_length=USER_NAME_LENGTH)
+    ] = None,
     include_all: Annotated[
         bool, Query(alias="all", description="Revoked and expired tokens too")
     ] = False,
@@ -112,7 +114,7 @@ def create_token(
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut)
 def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=MAX_BIGINT)],
+    token_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     request: Request,
     session: SessionDep,
     user: UserDep,
@@ -163,7 +165,7 @@ def audit(
     session: SessionDep,
     user: UserDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, le=MAX_BIGINT)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> AuditPage:
     """Admins only: administrative changes, newest first; follow ``next_before``."""
     require_admin(user, "read the audit log")

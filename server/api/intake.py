@@ -33,6 +33,7 @@ from server.jobs.attempts import (
 from server.jobs.repository import artifact_path
 from server.jobs.states import IllegalTransitionError
 from silo_client.models import ARTIFACT_NAME_PATTERN, NOTE_LENGTH, BigCount, Count
+from silo_core.spec.json_types import JsonFloat
 from workers.layout import output_folder
 
 router = APIRouter(
@@ -75,14 +76,14 @@ class EpochEventIn(_Report):
     epoch: Annotated[Count, Field(ge=1)]
     epochs: Annotated[Count, Field(ge=1)]
     cycles: Count
-    lr: float
-    max_lr: float
-    train_loss: float
-    train_accuracy: float
-    val_loss: float
-    val_accuracy: float
-    sparsity: float
-    seconds: float = Field(ge=0)
+    lr: JsonFloat
+    max_lr: JsonFloat
+    train_loss: JsonFloat
+    train_accuracy: JsonFloat
+    val_loss: JsonFloat
+    val_accuracy: JsonFloat
+    sparsity: JsonFloat
+    seconds: JsonFloat = Field(ge=0)
 
 
 class EventBatchIn(BaseModel):
@@ -103,15 +104,15 @@ class CycleResultIn(_Report):
     """One cycle-table row, as ``silo_core.records.CycleResult`` writes it."""
 
     cycle: Count
-    sparsity: float
+    sparsity: JsonFloat
     alive_weights: BigCount
-    max_lr: float
+    max_lr: JsonFloat
     best_epoch: Count
-    best_val_accuracy: float
-    test_accuracy_at_best_val: float
-    final_val_accuracy: float
-    final_test_accuracy: float
-    seconds: float = Field(ge=0)
+    best_val_accuracy: JsonFloat
+    test_accuracy_at_best_val: JsonFloat
+    final_val_accuracy: JsonFloat
+    final_test_accuracy: JsonFloat
+    seconds: JsonFloat = Field(ge=0)
 
 
 class ArtifactIn(BaseModel):

@@ -68,7 +68,9 @@ def _walk(value: Any, path: str, depth: int) -> None:
         _check_text(value, path or "body")
     elif isinstance(value, dict):
         for key, item in value.items():
-            where = f"{path}.{key}" if path else key
+            # The path is shown back in the error: its NULs written out, not sent.
+            shown = key.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
+            where = f"{path}.{shown}" if path else shown
             _check_text(key, where)
             _walk(item, where, depth + 1)
     elif isinstance(value, list):

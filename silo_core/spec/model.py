@@ -18,11 +18,16 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    field_validator,
     model_validator,
 )
 
 from silo_core.names import DATASET_NAMES, MODEL_NAMES, PRUNING_METHODS
 from silo_core.schedules import SILO_PRESETS
+from silo_core.spec.json_types import JsonFloat, JsonInt
+
+MAX_SEED = 2**31 - 1
 
 
 class _Spec(BaseModel):
@@ -41,9 +46,11 @@ def _one_of(allowed: tuple[str, ...], what: str) -> Any:
 ModelName = _one_of(MODEL_NAMES, "model")
 DatasetName = _one_of(DATASET_NAMES, "dataset")
 PruningMethod = _one_of(PRUNING_METHODS, "pruning method")
-Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
-PositiveLR = Annotated[float, Field(gt=0.0, le=10.0)]
+Fraction = Annotated[JsonFloat, Field(gt=0.0, lt=1.0)]
+PositiveLR = Annotated[JsonFloat, Field(gt=0.0, le=10.0)]
 Milestones = Annotated[tuple[Fraction, ...], Field(max_length=8)]
+OptionName = Annotated[str, Field(min_length=1, max_length=64)]
+OptionValue = Annotated[JsonInt, Field(ge=0, le=MAX_SEED)]
 
 
 class ModelSpec(_Spec):
@@ -52,15 +59,22 @@ class ModelSpec(_Spec):
 
 class DatasetSpec(_Spec):
     name: DatasetName = "digits"
-    root: str | None = Field(None, description="Local folder holding the data (CIFAR, ImageFolder)")
-    download: bool = Field(False, description="Allow torchvision to download a missing data set")
-    val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
-    split_seed: Annotated[int, Field(ge=0)] = Field(
+    root: str | None = Field(
+        None, max_length=4096, description="Local folder holding the data (CIFAR, ImageFolder)"
+    )
+    download: StrictBool = Field(
+        False, description="Allow torchvision to download a missing data set"
+    )
+    val_fraction: Annotated[JsonFloat, Field(gt=0.0, lt=0.5)] = 0.1
+    split_seed: Annotated[JsonInt, Field(ge=0, le=MAX_SEED)] = Field(
         0, description="Seed of the train/val/test split; shared by runs that compare seeds"
     )
-    augment: bool | None = Field(None, description="Random crop and flip; default per data set")
-    options: dict[str, int] = Field(
+    augment: StrictBool | None = Field(
+        None, description="Random crop and flip; default per data set"
+    )
+    options: dict[OptionName, OptionValue] = Field(
         default_factory=dict,
+        max_length=16,
         description="Data-set specific integers, e.g. synthetic num_train, image_size",
     )
 
@@ -68,14 +82,14 @@ class DatasetSpec(_Spec):
 class PruningSpec(_Spec):
     method: PruningMethod = "global_magnitude"
     fraction: Fraction = Field(0.2, description="p: fraction of alive weights removed per cycle")
-    cycles: Annotated[int, Field(ge=1, le=200)] | None = Field(
+    cycles: Annotated[JsonInt, Field(ge=1, le=200)] | None = Field(
         None, description="T: number of prune-retrain cycles after the dense training"
     )
-    target_sparsity: Annotated[float, Field(gt=0.0, le=0.9999)] | None = Field(
+    target_sparsity: Annotated[JsonFloat, Field(gt=0.0, le=0.9999)] | None = Field(
         None, description="Stop at the first cycle whose sparsity reaches this"
     )
-    keep_first_conv_dense: bool = False
-    keep_last_linear_dense: bool = False
+    keep_first_conv_dense: StrictBool = False
+    keep_last_linear_dense: StrictBool = False
     retraining: Literal["lr_rewind", "weight_rewind", "fine_tune"] = Field(
         "lr_rewind",
         description=(
@@ -84,8 +98,32 @@ class PruningSpec(_Spec):
             "fine_tune keeps weights and optimizer state"
         ),
     )
-    rewind_epoch: Annotated[int, Field(ge=0)] = Field(
-        0, description="weight_rewind: dense-training epoch to rewind to (0 = initialisation)"
+    rewind_epoch: Annotated[JsonInt, Field(ge=0, le=1000)] = Field(
+        0,
+        description="weight_rewind: dense-training epoch to rewind to (0 = initialisation); "
+        "at most the dense training's epochs",
+    )
+
+    model_config = ConfigDict(
+        # What _budget checks, said in the JSON schema too, so that a client (or
+        # a fuzzer) reading the schema knows it.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["cycles"], "properties": {"cycles": {"type": "integer"}}},
+                {
+                    "required": ["target_sparsity"],
+                    "properties": {"target_sparsity": {"type": "number"}},
+                },
+            ],
+            "if": {
+                "required": ["rewind_epoch"],
+                "properties": {"rewind_epoch": {"type": "integer", "minimum": 1}},
+            },
+            "then": {
+                "required": ["retraining"],
+                "properties": {"retraining": {"const": "weight_rewind"}},
+            },
+        }
     )
 
     @model_validator(mode="after")
@@ -109,15 +147,18 @@ class PruningSpec(_Spec):
 
 
 class _StepDecayShape(_Spec):
-    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
-    milestones: Milestones = (0.5, 0.75)
-    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1
+    warmup_fraction: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.1
+    milestones: Milestones = Field(
+        (0.5, 0.75), description="Fractions of the cycle where the LR is multiplied by gamma"
+    )
+    gamma: Annotated[JsonFloat, Field(gt=0.0, le=1.0)] = 0.1
 
-    @model_validator(mode="after")
-    def _increasing(self) -> _StepDecayShape:
-        if list(self.milestones) != sorted(self.milestones):
-            raise ValueError(f"milestones must be increasing, got {list(self.milestones)}")
-        return self
+    @field_validator("milestones")
+    @classmethod
+    def _in_order(cls, milestones: tuple[float, ...]) -> tuple[float, ...]:
+        # Each milestone decays the LR once, whatever order they are written in
+        # (as torch's MultiStepLR reads them); kept sorted, so equal specs hash alike.
+        return tuple(sorted(milestones))
 
 
 class SiloScheduleSpec(_StepDecayShape):
@@ -125,10 +166,10 @@ class SiloScheduleSpec(_StepDecayShape):
 
     name: Literal["silo"]
     preset: Literal[tuple(SILO_PRESETS)] = "resnet20"  # type: ignore[valid-type]
-    alpha: Annotated[float, Field(ge=0.0, le=10.0)] | None = None
+    alpha: Annotated[JsonFloat, Field(ge=0.0, le=10.0)] | None = None
     offset: PositiveLR | None = None
-    beta: Annotated[float, Field(gt=0.0, le=100.0)] | None = None
-    delay: Annotated[int, Field(ge=0, le=100)] | None = None
+    beta: Annotated[JsonFloat, Field(gt=0.0, le=100.0)] | None = None
+    delay: Annotated[JsonInt, Field(ge=0, le=100)] | None = None
 
     def resolved(self) -> dict[str, float]:
         """alpha, offset, beta, delay with the preset filling what is unset."""
@@ -156,7 +197,7 @@ class SLRScheduleSpec(_StepDecayShape):
 
     name: Literal["slr"]
     max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
-    warmup_fraction: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    warmup_fraction: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.05
     milestones: Milestones = (0.45, 0.675)
 
 
@@ -166,8 +207,8 @@ class CLRScheduleSpec(_Spec):
     name: Literal["clr"]
     max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
     pct_start: Fraction = 0.1
-    div_factor: Annotated[float, Field(gt=0.0)] = 100.0
-    final_div_factor: Annotated[float, Field(gt=0.0)] = 100.0
+    div_factor: Annotated[JsonFloat, Field(gt=0.0)] = 100.0
+    final_div_factor: Annotated[JsonFloat, Field(gt=0.0)] = 100.0
 
 
 class ConstantScheduleSpec(_Spec):
@@ -184,7 +225,10 @@ class OracleScheduleSpec(_StepDecayShape):
     retraining with the best validation accuracy is kept (SILO's comparison)."""
 
     name: Literal["oracle"]
-    grid: Annotated[list[PositiveLR], Field(min_length=1, max_length=32)] = Field(
+    grid: Annotated[
+        list[PositiveLR],
+        Field(min_length=1, max_length=32, json_schema_extra={"uniqueItems": True}),
+    ] = Field(
         default_factory=lambda: list(ORACLE_DEFAULT_GRID),
         description="The max_lr values tried in every cycle",
     )
@@ -212,7 +256,7 @@ class DenseTrainingSpec(_StepDecayShape):
     """Cycle 0. Independent of the retraining schedule so that jobs which differ
     only in their schedule share (and can reuse) the same dense network."""
 
-    epochs: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+    epochs: Annotated[JsonInt, Field(ge=1, le=1000)] | None = Field(
         None, description="Default: training.epochs_per_cycle"
     )
     max_lr: PositiveLR = 0.1
@@ -222,13 +266,13 @@ CompileBackend = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class TrainingSpec(_Spec):
-    epochs_per_cycle: Annotated[int, Field(ge=1, le=1000)] = 10
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    epochs_per_cycle: Annotated[JsonInt, Field(ge=1, le=1000)] = 10
+    batch_size: Annotated[JsonInt, Field(ge=1, le=65536)] = 128
     dense: DenseTrainingSpec = DenseTrainingSpec()
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 (deterministic) elsewhere"
     )
-    compile: bool | CompileBackend = Field(
+    compile: StrictBool | CompileBackend = Field(
         False,
         description="torch.compile the model: true (inductor) or a backend name; "
         "a model that does not compile trains eagerly",
@@ -241,9 +285,9 @@ class TrainingSpec(_Spec):
 
 class OptimizerSpec(_Spec):
     name: Literal["sgd", "adamw"] = "sgd"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    nesterov: bool = False
-    weight_decay: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-4
+    momentum: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.9
+    nesterov: StrictBool = False
+    weight_decay: Annotated[JsonFloat, Field(ge=0.0, le=1.0)] = 1e-4
 
 
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
@@ -258,7 +302,7 @@ class JobSpec(_Spec):
     schedule: ScheduleSpec
     training: TrainingSpec = TrainingSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] = 0
+    seed: Annotated[JsonInt, Field(ge=0, le=MAX_SEED)] = 0
     device: Device = Field("auto", description="auto picks cuda when available, else cpu")
 
     @model_validator(mode="after")

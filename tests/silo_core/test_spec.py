@@ -56,7 +56,9 @@ def test_minimal_spec_fills_defaults():
         ("schedule.alpha", -1, "schedule.alpha: Input should be greater than or equal to 0"),
         ("schedule.beta", 0, "schedule.beta: Input should be greater than 0 (got 0)"),
         ("schedule.preset", "vgg11", "schedule.preset: Input should be 'resnet20' or 'vgg19'"),
-        ("schedule.milestones", [0.8, 0.5], "schedule: milestones must be increasing"),
+        ("schedule.milestones", [0.8, 1.5], "schedule.milestones.1: Input should be less than 1"),
+        ("seed", 2**31, "seed: Input should be less than or equal to 2147483647"),
+        ("dataset.split_seed", 2**31, "dataset.split_seed: Input should be less than or equal"),
         (
             "schedule.name",
             "cosine",
@@ -79,6 +81,13 @@ def test_minimal_spec_fills_defaults():
 def test_each_mistake_names_its_field_and_the_allowed_values(path, value, expected):
     found = problems(with_(path, value))
     assert any(line.startswith(expected) for line in found), found
+
+
+def test_milestones_are_kept_in_order_whatever_order_they_come_in():
+    """Each milestone decays the learning rate once, as torch's MultiStepLR reads them."""
+    spec = parse_spec(with_("schedule.milestones", [0.8, 0.5]))
+    assert spec.schedule.milestones == (0.5, 0.8)
+    assert spec.identity() == parse_spec(with_("schedule.milestones", [0.5, 0.8])).identity()
 
 
 def test_missing_required_sections_are_named():
