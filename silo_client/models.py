@@ -21,7 +21,7 @@ from pydantic import (
     field_validator,
 )
 
-from silo_core.spec.json_types import JsonFloat, JsonInt
+from silo_core.spec.json_types import Integral, JsonFloat, Strictly
 
 TAG_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ARTIFACT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,200}$"
@@ -41,11 +41,14 @@ MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86400  # ten years
 # that every client reads them as sent and the OpenAPI bounds are exact.
 MAX_ID = 2**53 - 1
 MAX_INT = 2**31 - 1
-Id = Annotated[JsonInt, Field(ge=1, le=MAX_ID)]
-Count = Annotated[JsonInt, Field(ge=0, le=MAX_INT)]
-BigCount = Annotated[JsonInt, Field(ge=0, le=MAX_ID)]
-Seed = Annotated[JsonInt, Field(ge=0, le=MAX_INT)]
-Priority = Annotated[JsonInt, Field(ge=-100, le=100, description="Higher runs first")]
+Id = Annotated[int, Strictly, Field(ge=1, le=MAX_ID), Integral]
+Count = Annotated[int, Strictly, Field(ge=0, le=MAX_INT), Integral]
+PositiveCount = Annotated[int, Strictly, Field(ge=1, le=MAX_INT), Integral]
+BigCount = Annotated[int, Strictly, Field(ge=0, le=MAX_ID), Integral]
+Seed = Annotated[int, Strictly, Field(ge=0, le=MAX_INT), Integral]
+Priority = Annotated[
+    int, Strictly, Field(ge=-100, le=100, description="Higher runs first"), Integral
+]
 
 Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
 UserName = Annotated[str, StringConstraints(pattern=USER_NAME_PATTERN, max_length=USER_NAME_LENGTH)]
@@ -321,9 +324,9 @@ class TokenCreate(BaseModel):
 
     user: UserName
     admin: StrictBool = False
-    expires_in_seconds: JsonInt | None = Field(
-        None, ge=60, le=MAX_TOKEN_LIFETIME_SECONDS, description="Null: no expiry"
-    )
+    expires_in_seconds: (
+        Annotated[int, Strictly, Field(ge=60, le=MAX_TOKEN_LIFETIME_SECONDS), Integral] | None
+    ) = Field(None, description="Null: no expiry")
 
 
 class TokenCreated(TokenOut):

@@ -122,7 +122,7 @@ class LiveServer:
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as sock:
@@ -151,7 +151,7 @@ def live_server(request, database_url: str, tmp_path) -> Iterator[LiveServer]:
         max_request_bytes=64 * 1024,
     )
     http = getattr(request, "param", "auto")
-    server = LiveServer(create_app(settings), _free_port(), tokens, database_url, settings, http)
+    server = LiveServer(create_app(settings), free_port(), tokens, database_url, settings, http)
     server.start()
     yield server
     server.stop()

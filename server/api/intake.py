@@ -32,7 +32,13 @@ from server.jobs.attempts import (
 )
 from server.jobs.repository import artifact_path
 from server.jobs.states import IllegalTransitionError
-from silo_client.models import ARTIFACT_NAME_PATTERN, NOTE_LENGTH, BigCount, Count
+from silo_client.models import (
+    ARTIFACT_NAME_PATTERN,
+    NOTE_LENGTH,
+    BigCount,
+    Count,
+    PositiveCount,
+)
 from silo_core.spec.json_types import JsonFloat
 from workers.layout import output_folder
 
@@ -73,8 +79,8 @@ class EpochEventIn(_Report):
     """One epoch's progress, as ``silo_core.records.EpochEvent`` writes it."""
 
     cycle: Count
-    epoch: Annotated[Count, Field(ge=1)]
-    epochs: Annotated[Count, Field(ge=1)]
+    epoch: PositiveCount
+    epochs: PositiveCount
     cycles: Count
     lr: JsonFloat
     max_lr: JsonFloat

@@ -9,6 +9,7 @@ seen before, in one extra statement.
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -42,6 +43,8 @@ class Plan:
     epochs_per_cycle: int
 
 
+log = logging.getLogger("silo.api")
+
 # Read and written by the request threads at once, so a read is one lookup
 # (never "check, then read": another thread's clear may come between).
 _PLANS: dict[str, Plan | None] = {}
@@ -68,6 +71,9 @@ def _parse_plan(spec_hash: str, spec: dict) -> Plan | None:
             epochs_per_cycle=parsed.training.epochs_per_cycle,
         )
     except SpecError:
+        plan = None
+    except Exception:  # a stored spec this version cannot plan must not fail a list page
+        log.exception("cannot plan the stored spec %s", spec_hash)
         plan = None
     if len(_PLANS) >= _MAX_PLANS:
         _PLANS.clear()

@@ -48,6 +48,19 @@ _CONSTRAINED = ("pattern", "enum", "const", "format")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
 
+def _no_null_parameters(document: dict[str, Any]) -> None:
+    """A parameter is left out, never null: FastAPI documents an optional one as
+    "string or null", and a client would send the text "null"."""
+    for operations in document["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                options = [o for o in schema.get("anyOf", []) if o.get("type") != "null"]
+                if len(options) == 1 and len(options) < len(schema["anyOf"]):
+                    del schema["anyOf"]
+                    schema.update(options[0])
+
+
 def _state_the_rules(node: Any) -> None:
     """NUL-free strings and integral integer bounds, everywhere in the document."""
     if isinstance(node, list):
@@ -64,7 +77,7 @@ def _state_the_rules(node: Any) -> None:
             if isinstance(node.get(key), float) and node[key].is_integer():
                 node[key] = int(node[key])
     elif kind == "object" and node.get("additionalProperties", True) is not False:
-        node.setdefault("propertyNames", {"pattern": NO_NUL})
+        node.setdefault("propertyNames", {}).setdefault("pattern", NO_NUL)
         if node.get("additionalProperties", True) is True:
             node["additionalProperties"] = {"$ref": SCHEMAS + "JsonValue"}
     for value in node.values():
@@ -108,6 +121,7 @@ def install_openapi(app: FastAPI) -> None:
                 routes=app.routes,
             )
             document = _with_job_spec(generated)
+            _no_null_parameters(document)
             _state_the_rules(document)
             document["components"]["schemas"]["JsonValue"] = JSON_VALUE
             app.openapi_schema = document

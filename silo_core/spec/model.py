@@ -25,9 +25,10 @@ from pydantic import (
 
 from silo_core.names import DATASET_NAMES, MODEL_NAMES, PRUNING_METHODS
 from silo_core.schedules import SILO_PRESETS
-from silo_core.spec.json_types import JsonFloat, JsonInt
+from silo_core.spec.json_types import Integral, JsonFloat, Strictly
 
 MAX_SEED = 2**31 - 1
+MAX_CYCLES = 200  # prune-retrain cycles of one job
 
 
 class _Spec(BaseModel):
@@ -50,7 +51,7 @@ Fraction = Annotated[JsonFloat, Field(gt=0.0, lt=1.0)]
 PositiveLR = Annotated[JsonFloat, Field(gt=0.0, le=10.0)]
 Milestones = Annotated[tuple[Fraction, ...], Field(max_length=8)]
 OptionName = Annotated[str, Field(min_length=1, max_length=64)]
-OptionValue = Annotated[JsonInt, Field(ge=0, le=MAX_SEED)]
+OptionValue = Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral]
 
 
 class ModelSpec(_Spec):
@@ -66,7 +67,7 @@ class DatasetSpec(_Spec):
         False, description="Allow torchvision to download a missing data set"
     )
     val_fraction: Annotated[JsonFloat, Field(gt=0.0, lt=0.5)] = 0.1
-    split_seed: Annotated[JsonInt, Field(ge=0, le=MAX_SEED)] = Field(
+    split_seed: Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral] = Field(
         0, description="Seed of the train/val/test split; shared by runs that compare seeds"
     )
     augment: StrictBool | None = Field(
@@ -82,7 +83,7 @@ class DatasetSpec(_Spec):
 class PruningSpec(_Spec):
     method: PruningMethod = "global_magnitude"
     fraction: Fraction = Field(0.2, description="p: fraction of alive weights removed per cycle")
-    cycles: Annotated[JsonInt, Field(ge=1, le=200)] | None = Field(
+    cycles: Annotated[int, Strictly, Field(ge=1, le=MAX_CYCLES), Integral] | None = Field(
         None, description="T: number of prune-retrain cycles after the dense training"
     )
     target_sparsity: Annotated[JsonFloat, Field(gt=0.0, le=0.9999)] | None = Field(
@@ -98,7 +99,7 @@ class PruningSpec(_Spec):
             "fine_tune keeps weights and optimizer state"
         ),
     )
-    rewind_epoch: Annotated[JsonInt, Field(ge=0, le=1000)] = Field(
+    rewind_epoch: Annotated[int, Strictly, Field(ge=0, le=1000), Integral] = Field(
         0,
         description="weight_rewind: dense-training epoch to rewind to (0 = initialisation); "
         "at most the dense training's epochs",
@@ -108,21 +109,27 @@ class PruningSpec(_Spec):
         # What _budget checks, said in the JSON schema too, so that a client (or
         # a fuzzer) reading the schema knows it.
         json_schema_extra={
-            "anyOf": [
-                {"required": ["cycles"], "properties": {"cycles": {"type": "integer"}}},
+            "allOf": [
                 {
-                    "required": ["target_sparsity"],
-                    "properties": {"target_sparsity": {"type": "number"}},
+                    "anyOf": [
+                        {"required": ["cycles"], "properties": {"cycles": {"type": "integer"}}},
+                        {
+                            "required": ["target_sparsity"],
+                            "properties": {"target_sparsity": {"type": "number"}},
+                        },
+                    ]
                 },
-            ],
-            "if": {
-                "required": ["rewind_epoch"],
-                "properties": {"rewind_epoch": {"type": "integer", "minimum": 1}},
-            },
-            "then": {
-                "required": ["retraining"],
-                "properties": {"retraining": {"const": "weight_rewind"}},
-            },
+                {
+                    "anyOf": [
+                        {"not": {"required": ["rewind_epoch"]}},
+                        {"properties": {"rewind_epoch": {"const": 0}}},
+                        {
+                            "required": ["retraining"],
+                            "properties": {"retraining": {"const": "weight_rewind"}},
+                        },
+                    ]
+                },
+            ]
         }
     )
 
@@ -132,17 +139,31 @@ class PruningSpec(_Spec):
             raise ValueError("give cycles, target_sparsity, or both")
         if self.rewind_epoch and self.retraining != "weight_rewind":
             raise ValueError("rewind_epoch applies only with retraining: weight_rewind")
+        if self.cycles is None and self._cycles_to_target() > MAX_CYCLES:
+            raise ValueError(
+                f"target_sparsity {self.target_sparsity} takes more than {MAX_CYCLES} cycles "
+                f"at fraction {self.fraction}; raise fraction, or give cycles to stop sooner"
+            )
         return self
+
+    def _cycles_to_target(self) -> int:
+        """The first cycle whose sparsity reaches target_sparsity (MAX_CYCLES + 1 if
+        later: a fraction near zero would take millions, or overflow)."""
+        assert self.target_sparsity is not None
+        needed = math.log1p(-self.target_sparsity) / math.log1p(-self.fraction)
+        if not needed <= MAX_CYCLES:  # also catches inf and nan
+            return MAX_CYCLES + 1
+        cycles = max(1, math.ceil(needed))
+        # Guard against float error putting the exact cycle one too late.
+        if cycles > 1 and 1 - (1 - self.fraction) ** (cycles - 1) >= self.target_sparsity:
+            cycles -= 1
+        return cycles
 
     def planned_cycles(self) -> int:
         """T: the cycles to run, the first reaching target_sparsity if it comes sooner."""
-        by_target = None
+        candidates = [self.cycles] if self.cycles is not None else []
         if self.target_sparsity is not None:
-            by_target = math.ceil(math.log1p(-self.target_sparsity) / math.log1p(-self.fraction))
-            # Guard against float error putting the exact cycle one too late.
-            if by_target > 1 and 1 - (1 - self.fraction) ** (by_target - 1) >= self.target_sparsity:
-                by_target -= 1
-        candidates = [c for c in (self.cycles, by_target) if c is not None]
+            candidates.append(self._cycles_to_target())
         return min(candidates)
 
 
@@ -169,7 +190,7 @@ class SiloScheduleSpec(_StepDecayShape):
     alpha: Annotated[JsonFloat, Field(ge=0.0, le=10.0)] | None = None
     offset: PositiveLR | None = None
     beta: Annotated[JsonFloat, Field(gt=0.0, le=100.0)] | None = None
-    delay: Annotated[JsonInt, Field(ge=0, le=100)] | None = None
+    delay: Annotated[int, Strictly, Field(ge=0, le=100), Integral] | None = None
 
     def resolved(self) -> dict[str, float]:
         """alpha, offset, beta, delay with the preset filling what is unset."""
@@ -256,7 +277,7 @@ class DenseTrainingSpec(_StepDecayShape):
     """Cycle 0. Independent of the retraining schedule so that jobs which differ
     only in their schedule share (and can reuse) the same dense network."""
 
-    epochs: Annotated[JsonInt, Field(ge=1, le=1000)] | None = Field(
+    epochs: Annotated[int, Strictly, Field(ge=1, le=1000), Integral] | None = Field(
         None, description="Default: training.epochs_per_cycle"
     )
     max_lr: PositiveLR = 0.1
@@ -266,8 +287,8 @@ CompileBackend = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class TrainingSpec(_Spec):
-    epochs_per_cycle: Annotated[JsonInt, Field(ge=1, le=1000)] = 10
-    batch_size: Annotated[JsonInt, Field(ge=1, le=65536)] = 128
+    epochs_per_cycle: Annotated[int, Strictly, Field(ge=1, le=1000), Integral] = 10
+    batch_size: Annotated[int, Strictly, Field(ge=1, le=65536), Integral] = 128
     dense: DenseTrainingSpec = DenseTrainingSpec()
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on a GPU, fp32 (deterministic) elsewhere"
@@ -302,7 +323,7 @@ class JobSpec(_Spec):
     schedule: ScheduleSpec
     training: TrainingSpec = TrainingSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
-    seed: Annotated[JsonInt, Field(ge=0, le=MAX_SEED)] = 0
+    seed: Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral] = 0
     device: Device = Field("auto", description="auto picks cuda when available, else cpu")
 
     @model_validator(mode="after")
