@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -84,6 +85,9 @@ class JobWatcher:
         self.sessions, self.interval, self.per_user = sessions, interval, per_user
         self._follows: set[Follow] = set()
         self._streams: Counter[int] = Counter()
+        # The stream routes run on worker threads and the releases on the event
+        # loop: the count is read and written under this lock only.
+        self._streams_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
 
     # --- lifetime (the app's lifespan) ------------------------------------------
@@ -102,31 +106,34 @@ class JobWatcher:
     def reserve(self, user_id: int) -> Callable[[], None]:
         """Count one more open stream for ``user_id`` (429 past the limit); returns
         the release, which may be called more than once."""
-        if self._streams[user_id] >= self.per_user:
-            raise ApiError(
-                429,
-                "too_many_streams",
-                f"at most {self.per_user} event streams and followed logs per user are "
-                "open at once; close one, or poll",
-                {"limit": self.per_user},
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self._streams[user_id] += 1
+        with self._streams_lock:
+            if self._streams[user_id] >= self.per_user:
+                raise ApiError(
+                    429,
+                    "too_many_streams",
+                    f"at most {self.per_user} event streams and followed logs per user are "
+                    "open at once; close one, or poll",
+                    {"limit": self.per_user},
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            self._streams[user_id] += 1
         released = False
 
         def release() -> None:
             nonlocal released
-            if not released:
-                released = True
-                self._streams[user_id] -= 1
-                if self._streams[user_id] <= 0:
-                    del self._streams[user_id]
+            with self._streams_lock:
+                if not released:
+                    released = True
+                    self._streams[user_id] -= 1
+                    if self._streams[user_id] <= 0:
+                        del self._streams[user_id]
 
         return release
 
     def open_streams(self, user_id: int | None = None) -> int:
         """Streams open now: ``user_id``'s, or everyone's."""
-        return self._streams[user_id] if user_id is not None else self._streams.total()
+        with self._streams_lock:
+            return self._streams[user_id] if user_id is not None else self._streams.total()
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: int, path: Path | None = None) -> AsyncIterator[Follow]:
