@@ -22,6 +22,7 @@ from tiny_jobs import sqlite_only
 
 from server.api.errors import ApiError
 from server.api.follow import JobWatcher
+from server.api.logs import STOPPING
 from server.db.models import Job, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import settle_lost_attempt, start_attempt
@@ -362,6 +363,29 @@ def test_each_user_holds_at_most_the_limit_of_streams(live_server, db, opened):
             assert eventually(lambda: watcher.open_streams(alice) == 2)
     assert opened(f"/v1/jobs/{second}/logs?follow=true").status == 200
     assert watcher.open_streams(alice) == 3
+
+
+# --- a stopping server ---------------------------------------------------------------------
+
+
+@sqlite_only
+@pytest.mark.parametrize("live_server", ["httptools", "h11"], indirect=True)
+def test_a_stopping_server_ends_its_streams_instead_of_waiting_for_the_jobs(
+    live_server, db, opened
+):
+    job_id, _ = running_job(db, artifact_root(live_server))
+    log = opened(f"/v1/jobs/{job_id}/logs?follow=true")
+    events = opened(f"/v1/jobs/{job_id}/events/stream")
+    assert log.wait_for(b"starting\n", 5) and events.status == 200
+    started = time.monotonic()
+    live_server.stop()
+    assert time.monotonic() - started < 5, "the server waited for its streams"
+    assert log.wait_end(1) and events.wait_end(1)
+    assert log.body.endswith(b"starting\n" + STOPPING)
+    assert b"event: end" not in events.body  # the job did not end: a client resumes
+    live_server.start()  # and following works again after a restart
+    again = opened(f"/v1/jobs/{job_id}/logs?follow=true")
+    assert again.wait_for(b"=== attempt 1 ===\nstarting\n", 5)
 
 
 class SlowCounter(Counter):
