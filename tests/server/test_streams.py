@@ -253,6 +253,38 @@ def test_waiting_streams_hold_no_database_connection(live_server, db, opened):
     assert samples.count(0) >= 30, samples
 
 
+@pytest.mark.parametrize("live_settings", [{**MANY, "token_cache_seconds": 0}])
+def test_many_streams_opened_at_once_are_all_answered(live_server, db):
+    """Each request looks its token up (no cache), then its route waits for a
+    worker thread: with more requests at once than the pool has connections, a
+    connection kept from the lookup while waiting left every thread waiting for
+    a connection, until the pool's 30 s timeout answered 500."""
+    root = artifact_root(live_server)
+    jobs = [running_job(db, root)[0] for _ in range(JOBS)]
+    token = live_server.tokens["alice"]
+    paths = [f"/v1/jobs/{job_id}/logs?follow=true" for job_id in jobs] * 3
+    paths += [f"/v1/jobs/{job_id}/events/stream" for job_id in jobs] * 3
+    paths += [f"/v1/jobs/{job_id}" for job_id in jobs] * 2
+    socks = [socket.create_connection(("127.0.0.1", live_server.port)) for _ in paths]
+    try:
+        for sock, path in zip(socks, paths, strict=True):
+            sock.sendall(
+                f"GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+            )
+        started, statuses = time.monotonic(), []
+        for sock in socks:
+            sock.settimeout(max(0.1, started + 10 - time.monotonic()))
+            try:
+                statuses.append(int(sock.recv(4096)[9:12]))
+            except TimeoutError:
+                statuses.append(None)
+        assert statuses == [200] * len(paths)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert eventually(lambda: live_server.app.state.watcher.open_streams() == 0)
+
+
 # --- what streams deliver ----------------------------------------------------------------
 
 
