@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import h11
@@ -38,13 +39,22 @@ LINGER_SECONDS = 1.0
 
 
 class _HeadLimit:
-    """What both protocols share: the limit and the 431 itself."""
+    """What both protocols share: the limit and the 431 itself, and the end of
+    the app's streams when the server stops."""
 
     max_header_bytes: ClassVar[int] = 65_536
+    on_shutdown: ClassVar[Callable[[], None] | None] = None
     transport: asyncio.Transport
     server_state: Any
     loop: asyncio.AbstractEventLoop
     client: tuple[str, int] | None
+
+    def shutdown(self) -> None:
+        # uvicorn asks each connection to finish as it starts to stop, then
+        # waits for them all; a stream would keep it waiting until its job ends.
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        super().shutdown()  # type: ignore[misc]
 
     def _answer_431(self) -> None:
         transport = self.transport
@@ -171,10 +181,13 @@ else:
     HeadLimitedHttpToolsProtocol = _HeadLimitedHttpToolsProtocol
 
 
-def protocol_class(http: str, max_header_bytes: int) -> type[asyncio.Protocol]:
+def protocol_class(
+    http: str, max_header_bytes: int, on_shutdown: Callable[[], None] | None = None
+) -> type[asyncio.Protocol]:
     """The HTTP protocol for uvicorn's ``--http`` choice, limiting heads to ``max_header_bytes``.
 
     ``auto`` is httptools when it is installed, else h11, as in uvicorn.
+    ``on_shutdown`` is called (once per open connection) as the server starts to stop.
     """
     if http not in HTTP_IMPLEMENTATIONS:
         raise ValueError(f"http must be one of {', '.join(HTTP_IMPLEMENTATIONS)}, not {http!r}")
@@ -185,7 +198,19 @@ def protocol_class(http: str, max_header_bytes: int) -> type[asyncio.Protocol]:
         raise ValueError("httptools is not installed (pip install httptools)")
     else:
         base = HeadLimitedHttpToolsProtocol
-    return type(base.__name__, (base,), {"max_header_bytes": max_header_bytes})
+    attributes = {"max_header_bytes": max_header_bytes, "on_shutdown": staticmethod(on_shutdown)}
+    return type(base.__name__, (base,), attributes)
+
+
+def _end_streams(app: Any) -> Callable[[], None]:
+    """Ends ``app``'s event streams and followed logs (server/api/follow.py)."""
+
+    def end() -> None:
+        watcher = getattr(getattr(app, "state", None), "watcher", None)
+        if watcher is not None:
+            watcher.close()
+
+    return end
 
 
 def uvicorn_config(
@@ -198,12 +223,13 @@ def uvicorn_config(
     log_level: str = "info",
     access_log: bool = True,
 ) -> uvicorn.Config:
-    """uvicorn's Config for the API: the protocol for ``http`` and the settings' limits."""
+    """uvicorn's Config for the API: the protocol for ``http`` and the settings' limits;
+    the app's streams end when the server stops."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol_class(http, settings.max_header_bytes),
+        http=protocol_class(http, settings.max_header_bytes, _end_streams(app)),
         h11_max_incomplete_event_size=settings.max_header_bytes + H11_SLACK_BYTES,
         lifespan="on",
         log_level=log_level,

@@ -131,7 +131,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def live_server(request, database_url: str, tmp_path) -> Iterator[LiveServer]:
+def live_settings() -> dict:
+    """Settings the live server is made with beyond the tests' defaults; a test
+    parametrizes ``live_settings`` to change them (``max_streams_per_user``, ...)."""
+    return {}
+
+
+@pytest.fixture
+def live_server(request, database_url: str, tmp_path, live_settings: dict) -> Iterator[LiveServer]:
     """The live server; parametrize it indirectly with "h11" or "httptools" to
     choose uvicorn's HTTP implementation (default: auto)."""
     from server.app import create_app
@@ -149,6 +156,7 @@ def live_server(request, database_url: str, tmp_path) -> Iterator[LiveServer]:
         database_url=database_url,
         data_dir=tmp_path / "data",
         max_request_bytes=64 * 1024,
+        **live_settings,
     )
     http = getattr(request, "param", "auto")
     server = LiveServer(create_app(settings), free_port(), tokens, database_url, settings, http)

@@ -80,10 +80,21 @@ async def authenticate(request: Request, session: Session, token: str) -> Caller
     user = cache.get(token)
     if user is None:
         try:
-            user = await run_in_threadpool(cache.resolve, session, token)
+            user = await run_in_threadpool(_look_up, cache, session, token)
         except TokenRefusedError as exc:
             raise ApiError(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED) from None
     return user
+
+
+def _look_up(cache: TokenCache, session: Session, token: str) -> Caller:
+    """The token's caller from the database; the session then gives its connection
+    back. The route waits for a worker thread next, and a connection kept while
+    waiting deadlocks a burst of requests: every thread waits for a connection
+    that a request waiting for a thread holds, until the pool's timeout (500)."""
+    try:
+        return cache.resolve(session, token)
+    finally:
+        session.close()
 
 
 async def current_user(

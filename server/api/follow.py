@@ -11,6 +11,11 @@ A waiting stream holds no connection and no thread; it reads (events, log
 bytes) only when woken.
 
 Each user holds at most ``per_user`` streams at once; one more is a 429.
+
+A stream lasts as long as its job, so a stopping server would wait for every
+followed job to end before it could stop. The server closes the watcher as
+it starts to stop (server/serving.py): every stream then sends what it has
+and ends, and the server stops at once.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -62,6 +68,7 @@ class Follow:
         self.job_id, self.path = job_id, path
         self.state: JobState | None = None  # None until the first read: that read wakes it
         self.size: int | None = None
+        self.closed = False  # the server is stopping: end the stream
         self._changed = asyncio.Event()
 
     def update(self, state: JobState, size: int | None) -> None:
@@ -69,8 +76,13 @@ class Follow:
             self.state, self.size = state, size
             self._changed.set()
 
+    def close(self) -> None:
+        self.closed = True
+        self._changed.set()
+
     async def wait(self, timeout: float) -> bool:
-        """True when something changed, False after ``timeout`` seconds without change."""
+        """True when something changed (or the follow was closed), False after
+        ``timeout`` seconds without change."""
         try:
             await asyncio.wait_for(self._changed.wait(), timeout)
         except TimeoutError:
@@ -84,12 +96,24 @@ class JobWatcher:
         self.sessions, self.interval, self.per_user = sessions, interval, per_user
         self._follows: set[Follow] = set()
         self._streams: Counter[int] = Counter()
+        # The stream routes run on worker threads and the releases on the event
+        # loop: the count is read and written under this lock only.
+        self._streams_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
+        self.closing = False
 
     # --- lifetime (the app's lifespan) ------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="job-watcher")
+
+    def close(self) -> None:
+        """End every stream, now and from now on: the server is stopping."""
+        if self.closing:
+            return
+        self.closing = True
+        for follow in self._follows:
+            follow.close()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -102,35 +126,40 @@ class JobWatcher:
     def reserve(self, user_id: int) -> Callable[[], None]:
         """Count one more open stream for ``user_id`` (429 past the limit); returns
         the release, which may be called more than once."""
-        if self._streams[user_id] >= self.per_user:
-            raise ApiError(
-                429,
-                "too_many_streams",
-                f"at most {self.per_user} event streams and followed logs per user are "
-                "open at once; close one, or poll",
-                {"limit": self.per_user},
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            )
-        self._streams[user_id] += 1
+        with self._streams_lock:
+            if self._streams[user_id] >= self.per_user:
+                raise ApiError(
+                    429,
+                    "too_many_streams",
+                    f"at most {self.per_user} event streams and followed logs per user are "
+                    "open at once; close one, or poll",
+                    {"limit": self.per_user},
+                    headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                )
+            self._streams[user_id] += 1
         released = False
 
         def release() -> None:
             nonlocal released
-            if not released:
-                released = True
-                self._streams[user_id] -= 1
-                if self._streams[user_id] <= 0:
-                    del self._streams[user_id]
+            with self._streams_lock:
+                if not released:
+                    released = True
+                    self._streams[user_id] -= 1
+                    if self._streams[user_id] <= 0:
+                        del self._streams[user_id]
 
         return release
 
     def open_streams(self, user_id: int | None = None) -> int:
         """Streams open now: ``user_id``'s, or everyone's."""
-        return self._streams[user_id] if user_id is not None else self._streams.total()
+        with self._streams_lock:
+            return self._streams[user_id] if user_id is not None else self._streams.total()
 
     @contextlib.asynccontextmanager
     async def follow(self, job_id: int, path: Path | None = None) -> AsyncIterator[Follow]:
         follow = Follow(job_id, path)
+        if self.closing:
+            follow.close()
         self._follows.add(follow)
         try:
             yield follow

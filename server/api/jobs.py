@@ -266,6 +266,8 @@ async def _stream(
                 return
             while not await follow.wait(STREAM_KEEPALIVE_SECONDS):
                 yield ": ping\n\n"
+            if follow.closed:  # the server is stopping; a client resumes with Last-Event-ID
+                return
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:

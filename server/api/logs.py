@@ -30,6 +30,7 @@ router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=
 CHUNK = 64 * 1024
 FINAL_LINES_SECONDS = 1.0
 IDLE_SECONDS = 60.0  # a silent log is read again this often, whatever the watcher says
+STOPPING = b"=== the server is stopping; follow the log again to go on ===\n"
 
 
 def _header(attempt: int) -> bytes:
@@ -74,6 +75,9 @@ async def _lines(
             async for chunk in _read_out(path, offset):
                 offset += len(chunk)
                 yield chunk
+            if follow.closed:
+                yield STOPPING
+                return
             if state is None:
                 continue
             while state.attempt > current:
