@@ -86,7 +86,15 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
 # --- submit and list ----------------------------------------------------------
 
 
-@router.post("/jobs", status_code=201, response_model=JobOut, responses=documented(409))
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobOut,
+    responses={
+        200: {"model": JobOut, "description": "The job an earlier use of the Idempotency-Key made"},
+        **documented(409),
+    },
+)
 def submit_job(
     body: JobSubmit,
     session: SessionDep,

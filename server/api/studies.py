@@ -33,17 +33,32 @@ from silo_core.spec import SpecError, parse_spec
 router = APIRouter(prefix="/v1", tags=["studies"], route_class=ApiRoute, responses=documented(401))
 
 
-def _request_field(schedule_index: int, where: str) -> str:
-    """Where in a study request a member spec's field came from."""
-    if where == "schedule" or where.startswith("schedule."):
+def _request_field(schedule_index: int | None, where: str) -> str:
+    """Where in a study request a member spec's field came from (``schedule_index``
+    None: the base spec's own schedule)."""
+    if schedule_index is not None and (where == "schedule" or where.startswith("schedule.")):
         return f"schedules[{schedule_index}]" + where.removeprefix("schedule")
-    return f"spec.{where}"
+    return "spec" if where == "spec" else f"spec.{where}"
+
+
+def _base_problems(data: StudySubmit) -> list[dict[str, str]]:
+    """The base spec's own problems. Its schedule and seed are replaced in every
+    member, but a wrong one is still refused, not silently dropped."""
+    if "schedule" not in data.spec and "seed" not in data.spec:
+        return []
+    base = {**data.spec, "schedule": data.spec.get("schedule", data.schedules[0])}
+    try:
+        parse_spec(base)
+    except SpecError as exc:
+        field_of = partial(_request_field, None if "schedule" in data.spec else 0)
+        return [spec_problem(line, field_of) for line in exc.problems]
+    return []
 
 
 def _members(data: StudySubmit) -> list[studies.Member]:
     """Every member spec, validated; all problems at once, named by request field."""
     labels = studies.labels(data.schedules)
-    members, problems = [], []
+    members, problems = [], _base_problems(data)
     for index, (label, schedule) in enumerate(zip(labels, data.schedules, strict=True)):
         for seed in data.seeds:
             try:

@@ -52,8 +52,9 @@ def _within_dense_training(spec: dict[str, Any]) -> None:
         "epochs_per_cycle", 10
     )
     rewind = pruning.get("rewind_epoch")
-    if isinstance(rewind, int) and isinstance(epochs, int) and rewind > epochs:
-        pruning["rewind_epoch"] = epochs
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (rewind, epochs))
+    if numbers and rewind > epochs:
+        pruning["rewind_epoch"] = int(epochs)
 
 
 def _target_within_reach(spec: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 LIMIT = 65_536  # the default SILO_MAX_HEADER_BYTES
 MIB = 1 << 20
@@ -229,7 +230,7 @@ def test_healthz_stays_fast_while_ten_clients_send_endless_headers(live_server, 
 @pytest.mark.slow  # silo serve's start-up
 def test_silo_serve_takes_its_limit_from_the_settings(tmp_path):
     """What users run: `silo serve --http h11` with SILO_MAX_HEADER_BYTES set."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "SILO_DATA_DIR": str(tmp_path),
@@ -261,9 +262,3 @@ def test_silo_serve_takes_its_limit_from_the_settings(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

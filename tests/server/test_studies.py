@@ -64,6 +64,18 @@ def test_a_bad_member_is_refused_naming_the_field_and_nothing_is_stored(live_ser
         ({"seeds": [1, 1]}, "seeds"),
         ({"spec": {**BASE, "model": {"name": "nope"}}}, "spec.model.name"),
         ({"schedules": []}, "schedules"),
+        # The base spec's own schedule and seed are replaced, yet a wrong one is refused.
+        ({"spec": {**BASE, "schedule": {"name": "silo", "milestones": ["x"]}}}, "spec.schedule"),
+        ({"spec": {**BASE, "seed": "seven"}}, "spec.seed"),
+        (
+            {
+                "spec": {
+                    **BASE,
+                    "pruning": {"cycles": 2, "retraining": "weight_rewind", "rewind_epoch": 99},
+                }
+            },
+            '"spec"',  # a rule across spec fields is the spec's, not "spec.spec"
+        ),
     ]
     with live_server.client() as client:
         for change, field in cases:
