@@ -112,7 +112,12 @@ class PruningSpec(_Spec):
             "allOf": [
                 {
                     "anyOf": [
-                        {"required": ["cycles"], "properties": {"cycles": {"type": "integer"}}},
+                        {
+                            "required": ["cycles"],
+                            "properties": {
+                                "cycles": {"type": "integer", "minimum": 1, "maximum": MAX_CYCLES}
+                            },
+                        },
                         {
                             "required": ["target_sparsity"],
                             "properties": {"target_sparsity": {"type": "number"}},

@@ -41,6 +41,14 @@ ENDED_JOB_ID = int(os.environ.get("SILO_FUZZ_ENDED_JOB_ID", "0"))
 STREAMS = ("/v1/jobs/{job_id}/events/stream", "/v1/jobs/{job_id}/logs")
 ARTIFACT_ROOT = os.environ.get("SILO_FUZZ_ARTIFACT_ROOT", "/nonexistent")
 MAX_CYCLES = 200
+MAX_ID, MAX_INT = 2**53 - 1, 2**31 - 1
+
+
+def _valid(parameters: dict[str, Any], name: str, largest: int) -> bool:
+    """Whether a path id was valid already: a request meant to break the schema
+    stays broken. (Some phases hand path parameters over as text.)"""
+    text = str(parameters.get(name))
+    return text.isascii() and text.isdigit() and 1 <= int(text) <= largest
 
 
 def _within_dense_training(spec: dict[str, Any]) -> None:
@@ -78,19 +86,19 @@ def _in_own_output_folder(body: dict[str, Any], job_id: Any) -> None:
 def before_call(ctx: Any, case: Any, kwargs: Any) -> None:
     path = case.operation.path
     parameters = case.path_parameters or {}
-    # Some phases hand over path parameters as the text they are sent as.
+    # Some phases hand path parameters over as the text they are sent as.
     if path == "/v1/tokens/{token_id}/revoke" and str(parameters.get("token_id")) == OWN_TOKEN_ID:
         parameters["token_id"] = int(OWN_TOKEN_ID) + 1_000_000
     elif path == "/v1/users/{name}" and str(parameters.get("name")) == OWN_USER:
         parameters["name"] = OWN_USER + "-other"
     elif (
         "/attempts/" in path
-        # Only ids that were valid already: a case meant to break the schema stays broken.
-        and all(str(parameters.get(name)).isdigit() for name in ("job_id", "attempt"))
+        and _valid(parameters, "job_id", MAX_ID)
+        and _valid(parameters, "attempt", MAX_INT)
         and random.random() < 0.5
     ):
         parameters["job_id"], parameters["attempt"] = JOB_ID, ATTEMPT
-    elif path in STREAMS and str(parameters.get("job_id")).isdigit():
+    elif path in STREAMS and _valid(parameters, "job_id", MAX_ID):
         parameters["job_id"] = ENDED_JOB_ID
     body = case.body if isinstance(case.body, dict) else None
     if body is None:
