@@ -223,7 +223,12 @@ class StudySubmit(BaseModel):
         max_length=MAX_SCHEDULES,
         description="Schedule specs, as in a JobSpec's `schedule`",
     )
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2], min_length=1, max_length=MAX_SEEDS)
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [0, 1, 2],
+        min_length=1,
+        max_length=MAX_SEEDS,
+        json_schema_extra={"uniqueItems": True},
+    )
     name: str | None = Field(None, max_length=NAME_LENGTH)
     priority: Priority = 0
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
