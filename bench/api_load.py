@@ -91,8 +91,13 @@ class Result:
         return len(self.latencies) / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return percentile_ms(self.latencies, q)
+
+
+def percentile_ms(latencies: list[float], q: float) -> float:
+    """The ``q`` quantile of latencies in seconds, in milliseconds."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 # --- databases and the server -------------------------------------------------

@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from api_load import DIGITS_SPEC, database, hammer, prepare
+from api_load import DIGITS_SPEC, database, hammer, percentile_ms, prepare
 from rich.console import Console
 from rich.table import Table
 from serve import silo_serve_process
@@ -77,8 +77,7 @@ class Phase:
         return len(self.latencies) / self.seconds
 
     def percentile(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return percentile_ms(self.latencies, q)
 
 
 # --- the database -----------------------------------------------------------------

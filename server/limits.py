@@ -28,6 +28,18 @@ def headers_too_large_body(limit: int) -> bytes:
     )
 
 
+async def refuse_and_close(send: Send, status: int, body: bytes) -> None:
+    """Answer ``status`` with the error ``body`` and say the connection closes: the
+    rest of the request is not read, so the connection cannot carry another."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def head_size(scope: Scope) -> int:
     """The bytes of a request's head as sent: request line, header lines, blank line."""
     query = scope["query_string"]
@@ -50,14 +62,7 @@ class HeaderSizeLimit:
         if scope["type"] != "http" or head_size(scope) <= self.max_bytes:
             await self.app(scope, receive, send)
             return
-        body = headers_too_large_body(self.max_bytes)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 431, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse_and_close(send, 431, headers_too_large_body(self.max_bytes))
 
 
 class BodySizeLimit:
@@ -116,12 +121,4 @@ class BodySizeLimit:
             f"request bodies are limited to {self.max_bytes} bytes",
             {"limit": self.max_bytes},
         )
-        # The rest of the body is not read: the connection cannot carry another
-        # request, so the client is told it closes.
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await refuse_and_close(send, 413, body)

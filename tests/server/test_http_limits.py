@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from servers import free_port
 
 LIMIT = 65_536  # the default SILO_MAX_HEADER_BYTES
 MIB = 1 << 20

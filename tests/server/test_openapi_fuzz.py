@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import LiveServer, free_port
+from servers import LiveServer, free_port
 from sqlalchemy import select
 from tiny_jobs import SPEC
 
