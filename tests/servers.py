@@ -6,6 +6,9 @@ Importable as ``servers`` from any test (tests/ is on sys.path); the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 
 
@@ -77,3 +80,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextmanager
+def database_session(live_server: LiveServer) -> Iterator:
+    """A session on the live server's database, committed when the block ends."""
+    from server.db.session import make_engine, make_session_factory
+
+    engine = make_engine(live_server.database_url)
+    try:
+        with make_session_factory(engine).begin() as session:
+            yield session
+    finally:
+        engine.dispose()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+from servers import database_session as db
+
 from server.db.models import Artifact, Job, JobEvent
-from server.db.session import make_engine, make_session_factory
 from workers.layout import output_folder
 
 SPEC = {
@@ -35,16 +35,6 @@ def submit(client, expect=201, **body):
     response = client.post("/v1/jobs", json=body)
     assert response.status_code == expect, response.text
     return response.json()
-
-
-@contextmanager
-def db(live_server):
-    engine = make_engine(live_server.database_url)
-    try:
-        with make_session_factory(engine).begin() as session:
-            yield session
-    finally:
-        engine.dispose()
 
 
 def add_events(live_server, job_id, count, *, superseded=(), status=None):

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from tiny_jobs import SPEC
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
-SECONDS = int(os.environ.get("SILO_FUZZ_SECONDS", "60"))
+SECONDS = int(os.environ.get("SILO_FUZZ_SECONDS", "30"))  # a longer run: set it
 SEED = 20261203  # fixed, so a failure can be replayed; SILO_FUZZ_SEED overrides it
 
 

@@ -17,6 +17,7 @@ import pytest
 import ray
 import torch
 from tiny_jobs import SPEC as TINY_SPEC
+from tiny_jobs import sqlite_only
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
@@ -247,6 +248,7 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dis
         time.sleep(0.2)
 
 
+@sqlite_only  # Ray's node sizes against a request: the database plays no part
 def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(
     live_server, dispatching
 ):
@@ -301,6 +303,7 @@ def test_a_study_runs_its_members_training_each_dense_network_once(live_server, 
         assert len(trained) == 1, f"seed {seed}: dense trained by {trained}"
 
 
+@sqlite_only  # the hold-back is the dispatcher's; test_queue_reasons covers both databases
 def test_study_members_wait_for_one_dense_training_then_start_from_it(live_server, local_ray):
     """The cluster has room for all three members (0.5 CPU each on 2 CPUs), yet one
     trains cycle 0 while the others wait for it; they then start from its dense
