@@ -90,6 +90,10 @@ def test_schemathesis_finds_nothing_the_document_does_not_say(fuzz_target, tmp_p
         seed,
         "--generation-database",
         "none",
+        # Hypothesis's health checks judge the generator's speed, not the API: on a
+        # busy two-core machine they fail a run whose requests all passed.
+        "--suppress-health-check",
+        "all",
         "--no-color",
     ]
     run_env = {
@@ -107,11 +111,12 @@ def test_schemathesis_finds_nothing_the_document_does_not_say(fuzz_target, tmp_p
         timeout=SECONDS + 300,
     )
     output = result.stdout + result.stderr
+    (tmp_path / "schemathesis.txt").write_text(output)
     summary = re.search(r"(\d+) generated.*", output)
     print(
         f"schemathesis ({server.database_url.split(':')[0]}, seed {seed}):", summary and summary[0]
     )
-    assert result.returncode == 0, output[-20_000:]
+    assert result.returncode == 0, f"exit {result.returncode}:\n{output[-20_000:]}"
     assert "Server error" not in output and "Undocumented" not in output
     # The run kept its token to the end: what it tested was tested with it.
     headers = {"Authorization": f"Bearer {env['SILO_FUZZ_USER_TOKEN']}"}
