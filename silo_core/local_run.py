@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -19,8 +20,17 @@ from silo_core.engine import (
     LocalCheckpointStore,
     PruningEngine,
 )
+from silo_core.export import (
+    FORMAT_VERSION,
+    MASKS_FILE,
+    MODEL_FILE,
+    SIZES_FILE,
+    metadata_for,
+    save_tensors,
+    weight_sizes,
+)
 from silo_core.spec import JobSpec
-from silo_core.tables import cycle_table
+from silo_core.tables import cycle_table, sizes_table
 
 
 class ProgressReporter:
@@ -51,8 +61,10 @@ class ProgressReporter:
             self.progress.update(self.epoch_task, status=note)
 
 
-def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> None:
-    """cycles.csv, cycles.json, model.pt (weights with zeros), masks.pt, spec.yaml."""
+def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> dict[str, Any]:
+    """cycles.csv, cycles.json, model.pt (weights with zeros), masks.pt, the same
+    two in safetensors, spec.yaml, and sizes.json (what each takes on disk,
+    which it returns)."""
     out.mkdir(parents=True, exist_ok=True)
     rows = [c.to_dict() for c in result.cycles]
     with (out / "cycles.csv").open("w", newline="") as handle:
@@ -62,7 +74,19 @@ def write_outputs(result: JobResult, spec: JobSpec, out: Path) -> None:
     (out / "cycles.json").write_text(json.dumps(rows, indent=2))
     torch.save(result.model_state, out / "model.pt")
     torch.save(result.masks, out / "masks.pt")
+    sparsity = result.cycles[-1].sparsity if result.cycles else 0.0
+    metadata = metadata_for(spec, result.info, sparsity)
+    save_tensors(result.model_state, out / MODEL_FILE, metadata)
+    save_tensors(result.masks, out / MASKS_FILE, metadata)
     (out / "spec.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    written = ("cycles.csv", "cycles.json", "model.pt", "masks.pt", MODEL_FILE, MASKS_FILE)
+    sizes = {
+        "format_version": FORMAT_VERSION,
+        "files": {name: (out / name).stat().st_size for name in (*written, "spec.yaml")},
+        "weights": weight_sizes(result.model_state, result.masks),
+    }
+    (out / SIZES_FILE).write_text(json.dumps(sizes, indent=2))
+    return sizes
 
 
 def run_locally(
@@ -86,11 +110,12 @@ def run_locally(
         if resumed:
             console.print(f"resuming from {store.latest_path}")
         result = engine.run()
-    write_outputs(result, spec, out)
+    sizes = write_outputs(result, spec, out)
     title = (
         f"{spec.model.name} on {spec.dataset.name}, {spec.schedule.name}, "
         f"{spec.pruning.method} p={spec.pruning.fraction}"
     )
     console.print(cycle_table(result.cycles, title))
+    console.print(sizes_table(sizes))
     console.print(f"outputs in {out}")
     return result

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
-from silo_core.data import Splits, load_dataset
+from silo_core.data import DatasetInfo, Splits, load_dataset
 from silo_core.engine.build import (
     build_optimizer,
     dense_schedule,
@@ -67,6 +67,7 @@ class JobResult:
     masks: dict[str, torch.Tensor]
     stopped: bool
     identity: str
+    info: DatasetInfo  # the input shape and classes the model was built for
 
 
 @dataclass(frozen=True)
@@ -460,6 +461,7 @@ class PruningEngine:
             masks=self.masks.state_dict(),
             stopped=stopped,
             identity=self.spec.identity(),
+            info=self.data.info,
         )
 
     # -- checkpoints ----------------------------------------------------------
