@@ -34,7 +34,7 @@ from silo_client.render import (
     study_table,
 )
 from silo_client.watch import wait_study, watch_job
-from silo_core.tables import cycle_table
+from silo_core.tables import cycle_table, sizes_table
 
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
@@ -272,7 +272,8 @@ def download(
     token: Token = None,
     as_json: Json = False,
 ) -> None:
-    """Download a job's artifacts, each checked against its SHA-256."""
+    """Download a job's artifacts, each checked against its SHA-256, and show their
+    sizes; `silo_core.export.load_pruned(DEST)` rebuilds the pruned network."""
     with _connect(server, token) as client:
         paths = client.download(job_id, dest or Path(f"silo-job-{job_id}"))
     if as_json:
@@ -280,6 +281,9 @@ def download(
         return
     for path in paths:
         out.print(f"{path}  ({path.stat().st_size} bytes)", highlight=False)
+    sizes = next((p for p in paths if p.name == "sizes.json"), None)
+    if sizes is not None:  # jobs of older versions have none
+        out.print(sizes_table(json.loads(sizes.read_text())))
 
 
 # --- studies ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from outputs_check import check_portable_outputs
 from tiny_jobs import SPEC, run_job, sqlite_only
 from typer.testing import CliRunner
 
@@ -145,7 +146,12 @@ def test_watch_on_a_finished_job_prints_the_cycle_table(silo, finished_job, tmp_
 
     downloaded = silo("download", str(finished_job), str(tmp_path / "out"), "--json")
     names = {Path(p).name for p in json.loads(downloaded.stdout)}
-    assert {"model.pt", "masks.pt", "cycles.csv"} <= names
+    assert {"model.pt", "masks.pt", "cycles.csv", "model.safetensors", "masks.safetensors"} <= names
+    check_portable_outputs(tmp_path / "out")  # the downloaded folder rebuilds the network
+
+    shown = silo("download", str(finished_job), str(tmp_path / "again"))
+    assert shown.exit_code == 0, shown.output
+    assert "sizes on disk" in shown.stdout and "weights CSR, int32 indices" in shown.stdout
 
 
 @sqlite_only

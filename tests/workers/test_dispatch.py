@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import ray
+import safetensors.torch
 import torch
 from tiny_jobs import SPEC as TINY_SPEC
 from tiny_jobs import sqlite_only
@@ -62,6 +63,10 @@ def wait_for(client, job_id: int, done, timeout: float = 180.0) -> dict:
         time.sleep(0.2)
 
 
+def safetensors_equal(loaded: dict, state: dict) -> bool:
+    return loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
 def finished(job: dict) -> bool:
     return job["status"] in ("succeeded", "failed", "cancelled")
 
@@ -87,8 +92,15 @@ def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_serv
         assert [round(row["sparsity"], 2) for row in cycles] == [0.0, 0.5, 0.75]
         weights = client.get(f"/v1/jobs/{job_id}/artifacts/model.pt").content
         masks = client.get(f"/v1/jobs/{job_id}/artifacts/masks.pt").content
+        listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
+        portable = client.get(f"/v1/jobs/{job_id}/artifacts/model.safetensors").content
+        portable_masks = client.get(f"/v1/jobs/{job_id}/artifacts/masks.safetensors").content
+    names = {a["name"] for a in listed}
+    assert {"model.safetensors", "masks.safetensors", "sizes.json"} <= names
     state = torch.load(io.BytesIO(weights), map_location="cpu")
     mask = torch.load(io.BytesIO(masks), map_location="cpu")
+    assert safetensors_equal(safetensors.torch.load(portable), state)
+    assert safetensors_equal(safetensors.torch.load(portable_masks), mask)
     zeros = sum(int((state[name] == 0).sum()) for name in mask)
     total = sum(m.numel() for m in mask.values())
     assert zeros / total >= 0.75
