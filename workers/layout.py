@@ -7,7 +7,11 @@ must not load the engine (torch) to know it, so it lives here alone::
                                      so attempt n+1 resumes where attempt n stopped
     jobs/<job id>/attempts/<n>/      an attempt's report spool and its log (worker.log)
     jobs/<job id>/oracle/            an Oracle cycle's Tune trials, while it is searched
-    jobs/<job id>/output/            the artifacts (model.pt, masks.pt, cycles.csv, ...)
+    jobs/<job id>/output/            the artifacts, as silo_core.local_run.write_outputs writes
+                                     them: cycles.csv, cycles.json, model.pt and masks.pt,
+                                     model.safetensors and masks.safetensors (the same
+                                     tensors, with the metadata silo_core.export.load_pruned
+                                     rebuilds the network from), spec.yaml, sizes.json
     dense/<dense identity>.pt        finished dense trainings, shared by jobs that
                                      differ only after cycle 0 (a study's schedules)
 """
