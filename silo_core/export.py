@@ -14,6 +14,7 @@ from __future__ import annotations
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -83,9 +84,14 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: dict
     path.chmod(mode)
 
 
+def _csr_bytes(mask: torch.Tensor, value_bytes: int, index_bytes: int) -> int:
+    rows = mask.shape[0] if mask.dim() else 1
+    return int(mask.sum()) * (value_bytes + index_bytes) + (rows + 1) * index_bytes
+
+
 def weight_sizes(
     model_state: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Bytes of the weights stored dense, and in CSR with the pruned weights left out.
 
     Each masked weight is read as the 2-D matrix ``(shape[0], rest)`` (a conv's
@@ -98,23 +104,18 @@ def weight_sizes(
         t.numel() * t.element_size() for name, t in model_state.items() if name not in masks
     )
     alive = sum(int(m.sum()) for m in masks.values())
-    prunable = sum(m.numel() for m in masks.values())
-    sizes: dict[str, object] = {
-        "dense_bytes": dense,
-        "prunable_weights": prunable,
-        "alive_weights": alive,
-        "sparse_csr_bytes": {},
-        "ratio": {},
+    csr = {
+        dtype: unmasked
+        + sum(_csr_bytes(m, model_state[n].element_size(), index) for n, m in masks.items())
+        for dtype, index in _INDEX_BYTES.items()
     }
-    for dtype, index in _INDEX_BYTES.items():
-        csr = unmasked
-        for name, mask in masks.items():
-            value = model_state[name].element_size()
-            rows = mask.shape[0] if mask.dim() else 1
-            csr += int(mask.sum()) * (value + index) + (rows + 1) * index
-        sizes["sparse_csr_bytes"][dtype] = csr  # type: ignore[index]
-        sizes["ratio"][dtype] = round(csr / dense, 4) if dense else None  # type: ignore[index]
-    return sizes
+    return {
+        "dense_bytes": dense,
+        "prunable_weights": sum(m.numel() for m in masks.values()),
+        "alive_weights": alive,
+        "sparse_csr_bytes": csr,
+        "ratio": {dtype: round(size / dense, 4) if dense else None for dtype, size in csr.items()},
+    }
 
 
 def metadata_for(spec: JobSpec, info: DatasetInfo, sparsity: float) -> dict[str, str]:
