@@ -381,3 +381,26 @@ class AuditEventOut(BaseModel):
 class AuditPage(BaseModel):
     items: list[AuditEventOut]
     next_before: int | None = Field(None, description="Pass as ?before= for older events")
+
+
+class OriginOut(BaseModel):
+    """Where a catalog name comes from: built in, or an installed plug-in package."""
+
+    source: Literal["builtin", "plugin"]
+    distribution: str | None = Field(None, description="The plug-in's package")
+    version: str | None = Field(None, description="The plug-in package's version")
+
+
+class CatalogItem(BaseModel):
+    name: str
+    origin: OriginOut
+
+
+class CatalogOut(BaseModel):
+    """What this deployment can run: the names a spec may use, and where each comes from."""
+
+    models: list[CatalogItem]
+    datasets: list[CatalogItem]
+    pruning_methods: list[CatalogItem]
+    schedules: list[CatalogItem]
+    presets: list[CatalogItem]

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from silo_client.models import (
     AuditEventOut,
+    CatalogOut,
     CellOut,
     JobOut,
     JobSummary,
@@ -242,4 +243,21 @@ def audit_table(events: Iterable[AuditEventOut]) -> Table:
         table.add_row(
             str(event.id), _time(event.at), event.actor, event.action, event.target, details
         )
+    return table
+
+
+def catalog_table(catalog: CatalogOut) -> Table:
+    """One row per name: its family, and where it comes from."""
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header in ("kind", "name", "from"):
+        table.add_column(header, no_wrap=True)
+    for kind, items in catalog:
+        for item in items:
+            origin = item.origin
+            source = (
+                "built in"
+                if origin.source == "builtin"
+                else f"{origin.distribution} {origin.version}"
+            )
+            table.add_row(kind.replace("_", " "), item.name, source)
     return table

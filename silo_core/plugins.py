@@ -161,9 +161,7 @@ class Registry:
                 f"{self.kind} {name!r} is declared by two plug-ins ({providers}); "
                 "uninstall one of them"
             )
-        raise UnknownNameError(
-            f"unknown {self.kind} {name!r}; allowed: {', '.join(found.entries)}"
-        )
+        raise UnknownNameError(f"unknown {self.kind} {name!r}; allowed: {', '.join(found.entries)}")
 
     def load(self, name: str) -> Any:
         return self.get(name).load()
