@@ -383,17 +383,23 @@ class AuditPage(BaseModel):
     next_before: int | None = Field(None, description="Pass as ?before= for older events")
 
 
-class OriginOut(BaseModel):
-    """Where a catalog name comes from: built in, or an installed plug-in package."""
+class BuiltinOrigin(BaseModel):
+    """A name this project ships."""
 
-    source: Literal["builtin", "plugin"]
-    distribution: str | None = Field(None, description="The plug-in's package")
-    version: str | None = Field(None, description="The plug-in package's version")
+    source: Literal["builtin"]
+
+
+class PluginOrigin(BaseModel):
+    """A name an installed plug-in package declares (an entry point)."""
+
+    source: Literal["plugin"]
+    distribution: str = Field(description="The plug-in's package")
+    version: str = Field(description="The plug-in package's version")
 
 
 class CatalogItem(BaseModel):
     name: str
-    origin: OriginOut
+    origin: Annotated[BuiltinOrigin | PluginOrigin, Field(discriminator="source")]
 
 
 class CatalogOut(BaseModel):

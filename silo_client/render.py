@@ -13,6 +13,7 @@ from silo_client.models import (
     CellOut,
     JobOut,
     JobSummary,
+    PluginOrigin,
     Progress,
     StudyOut,
     StudySummary,
@@ -255,9 +256,9 @@ def catalog_table(catalog: CatalogOut) -> Table:
         for item in items:
             origin = item.origin
             source = (
-                "built in"
-                if origin.source == "builtin"
-                else f"{origin.distribution} {origin.version}"
+                f"{origin.distribution} {origin.version}"
+                if isinstance(origin, PluginOrigin)
+                else "built in"
             )
             table.add_row(kind.replace("_", " "), item.name, source)
     return table
