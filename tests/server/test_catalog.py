@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 from plugin_dists import TEAM, TEAM_SPEC, TEAM_VERSION
 from tiny_jobs import sqlite_only
 
@@ -62,3 +68,27 @@ def test_a_plugin_name_is_accepted_and_an_unknown_one_is_a_422_listing_the_names
         assert [job["id"] for job in client.get("/v1/jobs").json()["items"]] == [
             accepted.json()["id"]
         ]
+
+
+def test_the_api_checks_and_lists_plugins_without_importing_them_or_torch(team_plugins):
+    # A fresh interpreter with the API's modules: checking a spec and answering
+    # the catalog must come from the distributions' metadata alone.
+    program = textwrap.dedent(
+        f"""
+        import json, sys
+        import server.app
+        from server.api.catalog import read_catalog
+        from silo_core.spec import parse_spec
+        parse_spec({TEAM_SPEC!r})
+        names = [item.name for item in read_catalog().models]
+        loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("silo_team"))
+        print(json.dumps({{"names": names, "loaded": loaded}}))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(team_plugins), os.getcwd()])}
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+    )
+    report = json.loads(done.stdout)
+    assert "team_mlp" in report["names"]
+    assert report["loaded"] == []
