@@ -163,9 +163,6 @@ class Registry:
             )
         raise UnknownNameError(f"unknown {self.kind} {name!r}; allowed: {', '.join(found.entries)}")
 
-    def load(self, name: str) -> Any:
-        return self.get(name).load()
-
     def _discover(self) -> _Found:
         found = self._found
         if found is None:
