@@ -68,6 +68,10 @@ def test_a_plugin_name_is_accepted_and_an_unknown_one_is_a_422_listing_the_names
         assert [job["id"] for job in client.get("/v1/jobs").json()["items"]] == [
             accepted.json()["id"]
         ]
+        # The document lists the names installed when it was made.
+        schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "team_mlp" in schemas["ModelSpec"]["properties"]["name"]["enum"]
+    assert "team_blobs" in schemas["DatasetSpec"]["properties"]["name"]["enum"]
 
 
 def test_the_api_checks_and_lists_plugins_without_importing_them_or_torch(team_plugins):
