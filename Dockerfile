@@ -29,6 +29,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
 
 COPY README.md ./
 COPY silo_core ./silo_core
+COPY silo_client ./silo_client
 COPY server ./server
 COPY workers ./workers
 COPY migrations ./migrations

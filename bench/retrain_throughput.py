@@ -51,7 +51,8 @@ from silo_core.data import load_dataset
 from silo_core.engine.device_plan import DevicePlan, plan_for
 from silo_core.engine.runner import PruningEngine
 from silo_core.engine.training import set_lr, train_epoch
-from silo_core.models import MODEL_NAMES, build_model
+from silo_core.models import build_model
+from silo_core.plugins import MODELS
 from silo_core.pruning import MaskSet, is_exactly_zero, prunable_weights
 from silo_core.spec import TrainingSpec, parse_spec
 
@@ -551,9 +552,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", help="a torch.compile backend (e.g. inductor); default off")
     args = parser.parse_args(argv)
     args.models = [name.strip() for name in args.models.split(",") if name.strip()]
-    unknown = [name for name in args.models if name not in MODEL_NAMES]
+    unknown = [name for name in args.models if name not in MODELS.names()]
     if unknown or not args.models:
-        parser.error(f"--models: unknown {unknown}; allowed: {', '.join(MODEL_NAMES)}")
+        parser.error(f"--models: unknown {unknown}; allowed: {', '.join(MODELS.names())}")
     for flag in ("batch_size", "steps", "repeats", "prune_repeats"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")

@@ -27,6 +27,7 @@ from silo_client.config import ConfigError, config_file, resolve
 from silo_client.errors import SiloApiError, SiloError
 from silo_client.models import JobOut
 from silo_client.render import (
+    catalog_table,
     comparison_table,
     counts,
     job_detail,
@@ -365,6 +366,17 @@ def study_list(server: Server = None, token: Token = None, as_json: Json = False
         out.print(study_table(studies))
 
 
+def catalog(server: Server = None, token: Token = None, as_json: Json = False) -> None:
+    """What the service can run: models, data sets, pruning methods, schedules and
+    presets, built in or from which plug-in package."""
+    with _connect(server, token) as client:
+        found = client.catalog()
+    if as_json:
+        _print_json(found)
+    else:
+        out.print(catalog_table(found))
+
+
 def register_client_commands(app: typer.Typer) -> None:
     """Add the service client's commands to the ``silo`` app."""
     for command, name in (
@@ -376,6 +388,7 @@ def register_client_commands(app: typer.Typer) -> None:
         (retry, "retry"),
         (logs, "logs"),
         (download, "download"),
+        (catalog, "catalog"),
     ):
         app.command(name)(command)
     app.add_typer(study_app, name="study")

@@ -30,6 +30,7 @@ from silo_client.models import (
     ArtifactOut,
     AuditEventOut,
     AuditPage,
+    CatalogOut,
     CycleList,
     CycleOut,
     EventOut,
@@ -396,6 +397,11 @@ class SiloClient:
     def me(self) -> MeOut:
         """Who this client's token belongs to (name, admin, the token's id and expiry)."""
         return self._call(MeOut, "GET", "/v1/me")
+
+    def catalog(self) -> CatalogOut:
+        """What the deployment can run: models, data sets, pruning methods, schedules
+        and presets, each with its origin (built in, or a plug-in package and version)."""
+        return self._call(CatalogOut, "GET", "/v1/catalog")
 
     def list_tokens(
         self, *, user: str | None = None, include_inactive: bool = False

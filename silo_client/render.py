@@ -9,9 +9,11 @@ from rich.table import Table
 
 from silo_client.models import (
     AuditEventOut,
+    CatalogOut,
     CellOut,
     JobOut,
     JobSummary,
+    PluginOrigin,
     Progress,
     StudyOut,
     StudySummary,
@@ -242,4 +244,21 @@ def audit_table(events: Iterable[AuditEventOut]) -> Table:
         table.add_row(
             str(event.id), _time(event.at), event.actor, event.action, event.target, details
         )
+    return table
+
+
+def catalog_table(catalog: CatalogOut) -> Table:
+    """One row per name: its family, and where it comes from."""
+    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    for header in ("kind", "name", "from"):
+        table.add_column(header, no_wrap=True)
+    for kind, items in catalog:
+        for item in items:
+            origin = item.origin
+            source = (
+                f"{origin.distribution} {origin.version}"
+                if isinstance(origin, PluginOrigin)
+                else "built in"
+            )
+            table.add_row(kind.replace("_", " "), item.name, source)
     return table

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from plugin_dists import write_team_plugins
 from servers import LiveServer, free_port
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -22,6 +23,24 @@ from sqlalchemy.engine import make_url
 PG_ADMIN_URL = os.environ.get(
     "SILO_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
+
+
+@pytest.fixture(scope="session")
+def plugin_folder(tmp_path_factory) -> Path:
+    """The tests' plug-in distributions (tests/plugin_dists.py), one folder for the
+    session: the local Ray head's workers have it on their PYTHONPATH."""
+    return write_team_plugins(tmp_path_factory.mktemp("plugins"))
+
+
+@pytest.fixture
+def team_plugins(plugin_folder: Path, monkeypatch) -> Iterator[Path]:
+    """The tests' plug-ins installed in this process for one test."""
+    from silo_core import plugins
+
+    monkeypatch.syspath_prepend(str(plugin_folder))
+    plugins.refresh()
+    yield plugin_folder
+    plugins.refresh()  # reread once the path is restored
 
 
 @pytest.fixture(scope="session")

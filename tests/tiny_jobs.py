@@ -8,6 +8,8 @@ tests/conftest.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from server.db.session import make_engine, make_session_factory
@@ -58,3 +60,18 @@ def run_job(live_server, spec: dict | None = None) -> int:
     outcome = run_attempt(order)
     assert outcome.status == "succeeded", outcome.message
     return order.job_id
+
+
+def wait_for(client, job_id: int, done, timeout: float = 180.0) -> dict:
+    """Poll the job through the API until ``done(job)``; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"timed out; job is {job['status']}: {job}"
+        time.sleep(0.2)
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")

@@ -2,18 +2,19 @@
 
 from .base import (
     DatasetInfo,
+    DatasetLoader,
     DatasetNotFoundError,
     DataSource,
     Splits,
     UnknownDatasetError,
     default_data_root,
 )
-from .registry import DATASET_NAMES, load_dataset
+from .registry import load_dataset
 
 __all__ = [
-    "DATASET_NAMES",
     "DataSource",
     "DatasetInfo",
+    "DatasetLoader",
     "DatasetNotFoundError",
     "Splits",
     "UnknownDatasetError",

@@ -61,6 +61,27 @@ class Splits:
     augment_default: bool
 
 
+class DatasetLoader(Protocol):
+    """Signature of every data-set loader, built in or plug-in (``silo.datasets``).
+
+    All of a spec's ``dataset`` settings are passed to every loader; one that stores
+    nothing on disk ignores ``root`` and ``download``. ``options`` are the spec's
+    data-set specific integers; a loader refuses keys it does not know
+    (:func:`resolve_options`).
+    """
+
+    def __call__(
+        self,
+        *,
+        device: torch.device,
+        root: str | None,
+        download: bool,
+        val_fraction: float,
+        split_seed: int,
+        options: Mapping[str, Any] | None,
+    ) -> Splits: ...
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """The files of a data set are not where they were expected.
 

@@ -7,6 +7,7 @@ every batch is cropped, flipped and normalised there; no host-side loader is nee
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from torchvision.datasets import CIFAR10, CIFAR100
 
 from .base import (
     DatasetInfo,
+    DatasetLoader,
     DatasetNotFoundError,
     Splits,
     missing_data_message,
@@ -102,3 +104,8 @@ def load_cifar_splits(
         test=source(_to_device(test_images, device), torch.from_numpy(test_labels).to(device)),
         augment_default=True,
     )
+
+
+# The loaders the data-set registry names (silo_core.plugins.DATASETS).
+load_cifar10: DatasetLoader = partial(load_cifar_splits, "cifar10")
+load_cifar100: DatasetLoader = partial(load_cifar_splits, "cifar100")

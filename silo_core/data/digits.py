@@ -24,6 +24,8 @@ _MAX_PIXEL = 16.0
 def load_digits_splits(
     *,
     device: torch.device,
+    root: str | None = None,
+    download: bool = False,
     val_fraction: float,
     split_seed: int,
     options: Mapping[str, Any] | None,
@@ -34,6 +36,7 @@ def load_digits_splits(
     ``val_fraction`` or any training setting changes. Pixels are scaled to [0, 1] and then
     standardised with the train split's statistics, the only split a model may learn from.
     """
+    del root, download  # digits ship with scikit-learn: nothing to find on disk or fetch
     resolve_options("digits", options, {})
     bunch = load_digits()
     images = torch.from_numpy(bunch.images).to(torch.float32).div_(_MAX_PIXEL).unsqueeze(1)

@@ -229,11 +229,13 @@ def load_imagefolder_splits(
     *,
     device: torch.device,
     root: str | None,
+    download: bool = False,
     val_fraction: float,
     split_seed: int,
     options: Mapping[str, Any] | None,
 ) -> Splits:
     """Index ``root/train`` and ``root/val``; validation is a stratified slice of train."""
+    del download  # a tree on shared storage: there is nothing to fetch it from
     opts = resolve_options("imagefolder", options, default_options())
     image_size = positive_int_option("imagefolder", "image_size", opts["image_size"])
     workers = positive_int_option("imagefolder", "workers", opts["workers"], minimum=0)

@@ -1,4 +1,4 @@
-"""Name -> loader dispatch: the single entry point the training engine calls."""
+"""Loading a data set by name: the single entry point the training engine calls."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ from typing import Any
 
 import torch
 
-from silo_core.names import DATASET_NAMES
+from silo_core.plugins import DATASETS, UnknownNameError
 
-from .base import Splits, UnknownDatasetError
-from .cifar import load_cifar_splits
-from .digits import load_digits_splits
-from .imagefolder import load_imagefolder_splits
-from .synthetic import load_synthetic_splits
+from .base import DatasetLoader, Splits, UnknownDatasetError
 
 
 def load_dataset(
@@ -26,41 +22,29 @@ def load_dataset(
     split_seed: int = 0,
     options: Mapping[str, Any] | None = None,
 ) -> Splits:
-    """Load data set ``name`` as train/val/test splits on ``device``.
+    """Load data set ``name`` (built in or plug-in) as train/val/test splits on ``device``.
 
     ``split_seed`` alone decides which examples land in which split, so runs that differ
     only in their training seed are evaluated on exactly the same held-out data.
-    ``root`` and ``download`` matter only for data sets stored on disk.
+    ``root`` and ``download`` matter only for data sets stored on disk. A plug-in's
+    failure to import or to load raises ``silo_core.plugins.PluginError`` naming it.
     """
-    if name not in DATASET_NAMES:
-        raise UnknownDatasetError(
-            f"unknown data set {name!r}; allowed names: {', '.join(DATASET_NAMES)}"
-        )
+    try:
+        entry = DATASETS.get(name)
+    except UnknownNameError as exc:
+        raise UnknownDatasetError(str(exc)) from None
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    device = torch.device(device)
-    if name == "digits":
-        return load_digits_splits(
-            device=device, val_fraction=val_fraction, split_seed=split_seed, options=options
-        )
-    if name == "synthetic":
-        return load_synthetic_splits(
-            device=device, val_fraction=val_fraction, split_seed=split_seed, options=options
-        )
-    if name == "imagefolder":
-        return load_imagefolder_splits(
-            device=device,
+    loader: DatasetLoader = entry.load()
+    with entry.blamed("load its data"):
+        splits = loader(
+            device=torch.device(device),
             root=root,
+            download=download,
             val_fraction=val_fraction,
             split_seed=split_seed,
             options=options,
         )
-    return load_cifar_splits(
-        name,
-        device=device,
-        root=root,
-        download=download,
-        val_fraction=val_fraction,
-        split_seed=split_seed,
-        options=options,
-    )
+        if not isinstance(splits, Splits):
+            raise TypeError(f"it returned a {type(splits).__name__}, not silo_core.data.Splits")
+    return splits

@@ -59,11 +59,14 @@ def _samples(
 def load_synthetic_splits(
     *,
     device: torch.device,
+    root: str | None = None,
+    download: bool = False,
     val_fraction: float,
     split_seed: int,
     options: Mapping[str, Any] | None,
 ) -> Splits:
     """Generate train/val (from ``num_train``) and test (``num_test``) from ``split_seed``."""
+    del root, download  # synthetic data is generated: nothing to find on disk or fetch
     opts = resolve_options("synthetic", options, DEFAULT_OPTIONS)
     num_train = positive_int_option("synthetic", "num_train", opts["num_train"])
     num_test = positive_int_option("synthetic", "num_test", opts["num_test"])

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from silo_core.models.registry import register_model
+from silo_core.models.registry import ModelBuilder
 
 __all__ = ["BasicBlock", "CifarResNet", "OptionAShortcut"]
 
@@ -106,17 +106,18 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-def _register(name: str, depth: int) -> None:
+def _builder(depth: int) -> ModelBuilder:
     blocks_per_stage = (depth - 2) // 6
 
-    @register_model(name)
     def build(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         del image_size  # global pooling makes the network size-agnostic
         return CifarResNet(blocks_per_stage, in_channels, num_classes)
 
-    build.__name__ = build.__qualname__ = f"build_{name}"
-    build.__doc__ = f"Registry entry for the {depth}-layer CIFAR ResNet (option A)."
+    build.__name__ = build.__qualname__ = f"build_resnet{depth}"
+    build.__doc__ = f"Builder of the {depth}-layer CIFAR ResNet (option A)."
+    return build
 
 
-for _name, _depth in (("resnet20", 20), ("resnet32", 32), ("resnet56", 56)):
-    _register(_name, _depth)
+build_resnet20 = _builder(20)
+build_resnet32 = _builder(32)
+build_resnet56 = _builder(56)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from silo_core.models.registry import register_model
+from silo_core.models.registry import ModelBuilder
 
 __all__ = ["VGG_STAGES", "CifarVGG"]
 
@@ -73,17 +73,18 @@ class CifarVGG(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
-def _register(name: str) -> None:
+def _builder(name: str) -> ModelBuilder:
     stages = VGG_STAGES[name]
 
-    @register_model(name)
     def build(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
         del image_size  # ceil-mode pools and global pooling accept any size
         return CifarVGG(stages, in_channels, num_classes)
 
     build.__name__ = build.__qualname__ = f"build_{name}"
-    build.__doc__ = f"Registry entry for CIFAR-sized {name} with BatchNorm."
+    build.__doc__ = f"Builder of CIFAR-sized {name} with BatchNorm."
+    return build
 
 
-for _name in VGG_STAGES:
-    _register(_name)
+build_vgg11 = _builder("vgg11")
+build_vgg16 = _builder("vgg16")
+build_vgg19 = _builder("vgg19")

@@ -1,18 +1,18 @@
-"""Name-to-builder registry for every network the pruning service can train.
+"""Building a model by name: the built-in architectures and plug-in builders alike.
 
 Jobs name their model with a plain string (it travels through YAML presets, HTTP
-requests and worker queues), so one table maps those strings to builder
-functions. Keeping the table here, apart from the architectures, lets each
-architecture module register itself on import and lets callers validate a name
-or an input shape before a job is queued, instead of failing inside a worker.
+requests and worker queues); ``silo_core.plugins.MODELS`` maps those strings to
+builder functions, imported only when a job builds one. Every builder, built in
+or plug-in, has the keyword signature of :class:`ModelBuilder`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from torch import nn
+
+from silo_core.plugins import MODELS, UnknownNameError
 
 __all__ = [
     "IncompatibleInputError",
@@ -20,13 +20,11 @@ __all__ = [
     "UnknownModelError",
     "build_model",
     "check_image_size",
-    "register_model",
-    "registered_names",
 ]
 
 
 class UnknownModelError(ValueError):
-    """Raised for a model name that no module has registered."""
+    """Raised for a model name that neither a built-in nor a plug-in provides."""
 
 
 class IncompatibleInputError(ValueError):
@@ -34,36 +32,9 @@ class IncompatibleInputError(ValueError):
 
 
 class ModelBuilder(Protocol):
-    """Signature every registered builder has: keyword-only input description."""
+    """Signature of every builder, built in or plug-in: keyword-only input description."""
 
     def __call__(self, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module: ...
-
-
-_BUILDERS: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Return a decorator that files a builder under ``name``.
-
-    A second registration of the same name is an error rather than a silent
-    override, because two modules fighting over one name would make the model a
-    job gets depend on import order.
-    """
-    if not isinstance(name, str) or not name or name != name.strip():
-        raise ValueError(f"model name must be a non-empty string without padding, got {name!r}")
-
-    def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _BUILDERS:
-            raise ValueError(f"model {name!r} is already registered")
-        _BUILDERS[name] = builder
-        return builder
-
-    return decorator
-
-
-def registered_names() -> tuple[str, ...]:
-    """Sorted names of all builders registered so far."""
-    return tuple(sorted(_BUILDERS))
 
 
 def _check_positive_int(model: str, label: str, value: object, error: type[ValueError]) -> None:
@@ -101,17 +72,24 @@ def build_model(name: str, *, in_channels: int, num_classes: int, image_size: in
     ``torch.manual_seed`` gives the same weights; nothing is ever downloaded.
 
     Raises:
-        UnknownModelError: ``name`` is not registered; the message lists the
-            registered names.
+        UnknownModelError: no built-in or plug-in is called ``name``; the
+            message lists the available names.
+        silo_core.plugins.PluginError: a plug-in builder failed to import or
+            to build; the message names the plug-in and its distribution.
         IncompatibleInputError: the model cannot take this input shape.
         ValueError: ``num_classes`` is below 1.
         TypeError: a size argument is not an int.
     """
-    builder = _BUILDERS.get(name)
-    if builder is None:
-        allowed = ", ".join(registered_names())
-        raise UnknownModelError(f"unknown model {name!r}; allowed models are: {allowed}")
+    try:
+        entry = MODELS.get(name)
+    except UnknownNameError as exc:
+        raise UnknownModelError(str(exc)) from None
     _check_positive_int(name, "in_channels", in_channels, IncompatibleInputError)
     _check_positive_int(name, "image_size", image_size, IncompatibleInputError)
     _check_positive_int(name, "num_classes", num_classes, ValueError)
-    return builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+    builder: ModelBuilder = entry.load()
+    with entry.blamed("build"):
+        model = builder(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"it returned a {type(model).__name__}, not a torch.nn.Module")
+    return model

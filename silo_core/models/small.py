@@ -12,7 +12,7 @@ import itertools
 import torch
 from torch import nn
 
-from silo_core.models.registry import check_image_size, register_model
+from silo_core.models.registry import check_image_size
 
 __all__ = ["MLP", "LeNet5"]
 
@@ -75,14 +75,12 @@ class LeNet5(nn.Module):
         return self.classifier(self.features(x))
 
 
-@register_model("mlp")
 def build_mlp(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Registry entry for :class:`MLP`; any input size works."""
+    """Builder of :class:`MLP`; any input size works."""
     return MLP(in_channels * image_size * image_size, num_classes)
 
 
-@register_model("lenet5")
 def build_lenet5(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Registry entry for :class:`LeNet5`; two 2x2 pools need at least 4x4 input."""
+    """Builder of :class:`LeNet5`; two 2x2 pools need at least 4x4 input."""
     check_image_size("lenet5", image_size, minimum=LENET5_MIN_IMAGE_SIZE)
     return LeNet5(in_channels, num_classes, image_size)

@@ -25,7 +25,7 @@ import math
 import torchvision
 from torch import nn
 
-from silo_core.models.registry import check_image_size, register_model
+from silo_core.models.registry import check_image_size
 
 __all__ = ["VIT_PATCH_SIZE"]
 
@@ -57,23 +57,20 @@ def _build_resnet(name: str, in_channels: int, num_classes: int) -> nn.Module:
     return model
 
 
-@register_model("resnet18")
 def build_resnet18(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Registry entry for torchvision's ResNet-18 (no pretrained weights)."""
+    """Builder of torchvision's ResNet-18 (no pretrained weights)."""
     del image_size  # adaptive pooling: any size works, see the module docstring
     return _build_resnet("resnet18", in_channels, num_classes)
 
 
-@register_model("resnet50")
 def build_resnet50(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Registry entry for torchvision's ResNet-50 (no pretrained weights)."""
+    """Builder of torchvision's ResNet-50 (no pretrained weights)."""
     del image_size  # adaptive pooling: any size works, see the module docstring
     return _build_resnet("resnet50", in_channels, num_classes)
 
 
-@register_model("vit_b_16")
 def build_vit_b_16(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
-    """Registry entry for torchvision's ViT-B/16 at the requested image size.
+    """Builder of torchvision's ViT-B/16 at the requested image size.
 
     The position embeddings are sized for ``(image_size // 16) ** 2`` patches,
     so a model built for one size only accepts that size.

@@ -1,12 +1,12 @@
 """Unstructured pruning: which weights are prunable, masks, and how to choose."""
 
-from silo_core.pruning.masks import PRUNING_METHODS, MaskSet
+from silo_core.pruning.masks import MaskSet, PruningMethod
 from silo_core.pruning.selection import removal_count, smallest_k
 from silo_core.pruning.targets import count_parameters, is_exactly_zero, prunable_weights
 
 __all__ = [
-    "PRUNING_METHODS",
     "MaskSet",
+    "PruningMethod",
     "count_parameters",
     "is_exactly_zero",
     "prunable_weights",

@@ -12,12 +12,13 @@ at the cost of one fused kernel per step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from silo_core.names import PRUNING_METHODS
+from silo_core.plugins import PRUNING_METHODS
 from silo_core.pruning.selection import removal_count, smallest_k
 
 
@@ -70,25 +71,22 @@ class MaskSet:
     # -- pruning ------------------------------------------------------------
     @torch.no_grad()
     def prune_(self, fraction: float, method: str = "global_magnitude", *, seed: int = 0) -> int:
-        """Remove ``fraction`` of the weights still alive; returns how many were removed."""
+        """Remove ``fraction`` of the weights still alive with ``method``, a built-in or
+        plug-in pruning method (``silo_core.plugins.PRUNING_METHODS``); returns how
+        many were removed."""
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-        if method not in PRUNING_METHODS:
-            raise ValueError(
-                f"unknown pruning method {method!r}; allowed: {', '.join(PRUNING_METHODS)}"
-            )
-        if method == "layerwise_magnitude":
-            removed = 0
-            for weight, mask in zip(self.weights, self.masks, strict=True):
-                alive = mask.flatten().bool()
-                k = removal_count(int(alive.sum()), fraction)
-                drop = smallest_k(weight.detach().abs().flatten(), alive, k)
-                mask.view(-1)[drop] = 0
-                removed += k
-            self.apply_()
-            return removed
+        entry = PRUNING_METHODS.get(method)
+        prune: PruningMethod = entry.load()
+        with entry.blamed("prune"):
+            removed = prune(self, fraction, seed=seed)
+        self.apply_()
+        return removed
 
-        scores = self._scores(method, seed)
+    @torch.no_grad()
+    def remove_lowest_(self, scores: Sequence[torch.Tensor], fraction: float) -> int:
+        """Remove ``fraction`` of the alive weights with the lowest ``scores`` (one
+        tensor per weight, compared across all layers); returns how many were removed."""
         flat_scores = torch.cat([s.flatten() for s in scores])
         alive = torch.cat([m.flatten().bool() for m in self.masks])
         k = removal_count(int(alive.sum()), fraction)
@@ -98,22 +96,7 @@ class MaskSet:
             n = mask.numel()
             mask.view(-1)[drop[offset : offset + n]] = 0
             offset += n
-        self.apply_()
         return k
-
-    def _scores(self, method: str, seed: int) -> list[torch.Tensor]:
-        if method == "global_magnitude":
-            # Scores are compared across devices only after torch.cat, so keep
-            # them on the first weight's device.
-            device = self.weights[0].device
-            return [w.detach().abs().to(device) for w in self.weights]
-        device = self.weights[0].device
-        generator = torch.Generator(device=device)
-        generator.manual_seed(seed)
-        return [
-            torch.rand(w.shape, generator=generator, device=device, dtype=torch.float32)
-            for w in self.weights
-        ]
 
     # -- persistence --------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -130,3 +113,49 @@ class MaskSet:
             )
         for name, mask in zip(self.names, self.masks, strict=True):
             mask.copy_(state[name].to(mask.device, mask.dtype))
+
+
+class PruningMethod(Protocol):
+    """Signature of every pruning method, built in or plug-in (``silo.pruning``): set
+    to 0 the masks of ``fraction`` of the weights still alive (the caller zeroes the
+    weights after) and return how many were removed. ``seed`` is the cycle's seed
+    for any random choice."""
+
+    def __call__(self, masks: MaskSet, fraction: float, *, seed: int) -> int: ...
+
+
+# The built-in methods (silo_core.plugins.PRUNING_METHODS names them).
+
+
+def prune_global_magnitude(masks: MaskSet, fraction: float, *, seed: int) -> int:
+    """The smallest weights by magnitude, compared across all layers."""
+    del seed  # deterministic
+    # Scores are compared across devices only after torch.cat, so keep them on
+    # the first weight's device.
+    device = masks.weights[0].device
+    return masks.remove_lowest_([w.detach().abs().to(device) for w in masks.weights], fraction)
+
+
+def prune_layerwise_magnitude(masks: MaskSet, fraction: float, *, seed: int) -> int:
+    """The smallest weights by magnitude, ``fraction`` of each layer's alive weights."""
+    del seed  # deterministic
+    removed = 0
+    for weight, mask in zip(masks.weights, masks.masks, strict=True):
+        alive = mask.flatten().bool()
+        k = removal_count(int(alive.sum()), fraction)
+        drop = smallest_k(weight.detach().abs().flatten(), alive, k)
+        mask.view(-1)[drop] = 0
+        removed += k
+    return removed
+
+
+def prune_random(masks: MaskSet, fraction: float, *, seed: int) -> int:
+    """Weights drawn uniformly at random from ``seed`` (the baseline of the literature)."""
+    device = masks.weights[0].device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    scores = [
+        torch.rand(w.shape, generator=generator, device=device, dtype=torch.float32)
+        for w in masks.weights
+    ]
+    return masks.remove_lowest_(scores, fraction)

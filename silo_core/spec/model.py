@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from silo_core.names import DATASET_NAMES, MODEL_NAMES, PRUNING_METHODS
+from silo_core.plugins import DATASETS, MODELS, PRUNING_METHODS, Registry
 from silo_core.schedules import SILO_PRESETS
 from silo_core.spec.json_types import Integral, JsonFloat, Strictly
 
@@ -35,18 +35,24 @@ class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _one_of(allowed: tuple[str, ...], what: str) -> Any:
+def _registered(registry: Registry) -> Any:
+    """A name ``registry`` provides: a built-in or an installed plug-in's (read from
+    the plug-ins' metadata, importing none of them); a 422 lists what is available."""
+
     def check(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"unknown {what} {value!r}; allowed: {', '.join(allowed)}")
+        registry.get(value)  # UnknownNameError, a ValueError, lists the available names
         return value
 
-    return Annotated[str, AfterValidator(check), Field(json_schema_extra={"enum": list(allowed)})]
+    def enum(schema: dict[str, Any]) -> None:
+        # The names installed when the schema is made (once per API process).
+        schema["enum"] = list(registry.names())
+
+    return Annotated[str, AfterValidator(check), Field(json_schema_extra=enum)]
 
 
-ModelName = _one_of(MODEL_NAMES, "model")
-DatasetName = _one_of(DATASET_NAMES, "dataset")
-PruningMethod = _one_of(PRUNING_METHODS, "pruning method")
+ModelName = _registered(MODELS)
+DatasetName = _registered(DATASETS)
+PruningMethod = _registered(PRUNING_METHODS)
 Fraction = Annotated[JsonFloat, Field(gt=0.0, lt=1.0)]
 PositiveLR = Annotated[JsonFloat, Field(gt=0.0, le=10.0)]
 Milestones = Annotated[tuple[Fraction, ...], Field(max_length=8)]
@@ -55,7 +61,7 @@ OptionValue = Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral]
 
 
 class ModelSpec(_Spec):
-    name: ModelName = Field(description="A registered model")
+    name: ModelName = Field(description="A built-in model or an installed plug-in's")
 
 
 class DatasetSpec(_Spec):

@@ -226,3 +226,21 @@ def test_the_installed_silo_command(live_server, spec_file, tmp_path):
     )
     assert listed.returncode == 0, listed.stderr
     assert any(line.split()[:1] == [str(job.id)] for line in listed.stdout.splitlines())
+
+
+@sqlite_only
+def test_catalog_prints_each_name_with_its_origin(silo, team_plugins):
+    table = silo("catalog")
+    assert table.exit_code == 0, table.output
+    rows = {" ".join(line.split()) for line in table.stdout.splitlines()}
+    assert "models resnet20 built in" in rows
+    assert "models team_mlp silo-team-models 0.1" in rows
+    assert "pruning methods team_largest silo-team-models 0.1" in rows
+    assert "presets digits-silo built in" in rows
+
+    listed = json.loads(silo("catalog", "--json").stdout)
+    assert {
+        "name": "team_blobs",
+        "origin": {"source": "plugin", "distribution": "silo-team-models", "version": "0.1"},
+    } in listed["datasets"]
+    assert silo("catalog", auth=False).exit_code != 0

@@ -12,7 +12,6 @@ from data_files import accept_fake_cifar, write_fake_cifar10, write_image_tree
 from sklearn.datasets import load_digits
 
 from silo_core.data import (
-    DATASET_NAMES,
     DatasetInfo,
     DatasetNotFoundError,
     DataSource,
@@ -21,6 +20,7 @@ from silo_core.data import (
     load_dataset,
 )
 from silo_core.data.memory import random_crop_flip
+from silo_core.plugins import DATASETS
 
 CPU = torch.device("cpu")
 
@@ -283,7 +283,7 @@ def test_unknown_dataset_error_lists_allowed_names():
     with pytest.raises(UnknownDatasetError) as info:
         load_dataset("mnist", device=CPU)
     assert "mnist" in str(info.value)
-    for name in DATASET_NAMES:
+    for name in DATASETS.names():
         assert name in str(info.value)
     assert isinstance(info.value, ValueError)
 

@@ -6,16 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from silo_core.models import (
-    MODEL_NAMES,
-    IncompatibleInputError,
-    UnknownModelError,
-    build_model,
-    register_model,
-)
+from silo_core.models import IncompatibleInputError, UnknownModelError, build_model
 from silo_core.models.cifar_resnet import OptionAShortcut
-from silo_core.models.registry import registered_names
-from silo_core.names import require_names
+from silo_core.plugins import MODELS
 
 # Natural input for each model: (in_channels, image_size, num_classes).
 NATURAL_INPUT = {
@@ -45,15 +38,8 @@ def logits(model: nn.Module, in_channels: int, image_size: int, batch: int = 2) 
 
 
 def test_model_names_are_sorted_and_complete():
-    assert tuple(sorted(MODEL_NAMES)) == MODEL_NAMES
-    assert set(MODEL_NAMES) == set(NATURAL_INPUT)
-    assert set(registered_names()) == set(MODEL_NAMES)
-
-
-def test_a_registry_out_of_step_with_the_declared_names_stops_the_import():
-    require_names("model", ("mlp", "lenet5"), ("mlp", "lenet5"))  # in step: nothing happens
-    with pytest.raises(ImportError, match=r"declared but not provided \['lenet5'\].*\['vgg7'\]"):
-        require_names("model", ("mlp", "lenet5"), ("mlp", "vgg7"))
+    assert tuple(sorted(MODELS.names())) == MODELS.names()
+    assert set(MODELS.names()) == set(NATURAL_INPUT)
 
 
 @pytest.mark.parametrize("name", sorted(NATURAL_INPUT))
@@ -161,7 +147,7 @@ def test_unknown_name_error_names_the_bad_name_and_lists_allowed_ones():
     assert isinstance(info.value, ValueError)
     message = str(info.value)
     assert "resnet21" in message
-    for name in MODEL_NAMES:
+    for name in MODELS.names():
         assert name in message
 
 
@@ -215,9 +201,3 @@ def test_own_models_have_no_dropout(name):
         name, in_channels=in_channels, num_classes=num_classes, image_size=image_size
     )
     assert not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
-
-
-def test_registering_a_taken_name_fails():
-    with pytest.raises(ValueError, match="already registered"):
-        register_model("mlp")(lambda **_: nn.Identity())
-    assert build_model("mlp", in_channels=1, num_classes=2, image_size=2) is not None

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import ray
 import safetensors.torch
 import torch
 from tiny_jobs import SPEC as TINY_SPEC
-from tiny_jobs import sqlite_only
+from tiny_jobs import finished, sqlite_only, wait_for
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
@@ -31,44 +30,8 @@ from workers.ray_cluster import client_address
 SPEC = {**TINY_SPEC, "seed": 5}
 
 
-@pytest.fixture
-def cancel_grace() -> float:
-    return 30.0
-
-
-@pytest.fixture
-def dispatching(live_server, local_ray, cancel_grace) -> Iterator[None]:
-    """A dispatcher beside the live API, as `silo serve` runs one."""
-    settings = live_server.app.state.settings.model_copy(
-        update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": cancel_grace}
-    )
-    engine = make_engine(live_server.database_url)
-    dispatcher = Dispatcher(settings, make_session_factory(engine), live_server.base_url)
-    stop = threading.Event()
-    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=10)
-    engine.dispose()
-
-
-def wait_for(client, job_id: int, done, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if done(job):
-            return job
-        assert time.monotonic() < deadline, f"timed out; job is {job['status']}: {job}"
-        time.sleep(0.2)
-
-
 def safetensors_equal(loaded: dict, state: dict) -> bool:
     return loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
-
-
-def finished(job: dict) -> bool:
-    return job["status"] in ("succeeded", "failed", "cancelled")
 
 
 def kill_first_attempt_and_wait(client, job_id: int) -> None:
