@@ -74,12 +74,10 @@ def weights_reference(value: str) -> tuple[str, int, str | None] | None:
 
 class ModelSpec(_Spec):
     name: ModelName = Field(description="A registered model")
-    weights: Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]*$")] | None = (
-        Field(
-            None,
-            description="Starting weights (safetensors, or a PyTorch state dict): "
-            f"{WEIGHTS_FORMS}; `silo run` also reads a local path",
-        )
+    weights: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None,
+        description="Starting weights (safetensors, or a PyTorch state dict): "
+        f"{WEIGHTS_FORMS}; `silo run` also reads a local path",
     )
 
 
@@ -363,19 +361,10 @@ class JobSpec(_Spec):
         json_schema_extra={
             "anyOf": [
                 {"required": ["model"], "properties": {"model": {"required": ["weights"]}}},
-                {"not": {"required": ["training"]}},
-                {"properties": {"training": {"not": {"required": ["dense"]}}}},
-                {
-                    "properties": {
-                        "training": {"properties": {"dense": {"not": {"required": ["epochs"]}}}}
-                    }
-                },
                 {
                     "properties": {
                         "training": {
-                            "properties": {
-                                "dense": {"properties": {"epochs": {"not": {"const": 0}}}}
-                            }
+                            "properties": {"dense": {"properties": {"epochs": {"minimum": 1}}}}
                         }
                     }
                 },
