@@ -106,6 +106,6 @@ def local_weights(reference: str | None) -> Path | None:
     if weights_reference(reference) is not None:
         raise WeightsError(
             f"model.weights: {reference!r} names a file of the service; `silo run` reads a "
-            "local path (download it first: silo artifacts / the API), or submit the job"
+            "local path (fetch it first, e.g. silo download), or submit the job to the service"
         )
     return Path(reference).expanduser()

@@ -405,7 +405,8 @@ class JobSpec(_Spec):
 
         Jobs that differ only in how they prune and retrain afterwards (their
         schedule, the fraction, the number of cycles) hash the same, so one
-        dense training can serve them all.
+        dense training can serve them all. ``model`` includes its starting
+        weights' reference, so jobs from different weights never share.
         """
         payload = self.model_dump(
             mode="json",

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from silo_core.cli import app
 from silo_core.data import load_dataset
-from silo_core.engine import PruningEngine
+from silo_core.engine import LocalDenseCache, PruningEngine
 from silo_core.engine.device_plan import plan_for
 from silo_core.engine.training import evaluate
 from silo_core.models import build_model
@@ -160,3 +160,29 @@ def test_a_malicious_pickle_fails_silo_run_and_its_payload_never_runs(tmp_path):
     with pytest.raises(WeightsError, match="refused"):
         PruningEngine(spec, weights=path).run()
     assert not marker.exists()
+
+
+def test_jobs_starting_from_the_same_weights_share_cycle_0_and_others_do_not(tmp_path):
+    state, _ = trained_mlp(tmp_path)
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_file(state, first)
+    save_file({k: v * 0.5 for k, v in state.items()}, second)
+    cache = LocalDenseCache(tmp_path / "dense")
+
+    def run(weights: Path, schedule: str):
+        spec = small_spec(
+            model={"name": "mlp", "weights": str(weights)},
+            schedule={"name": schedule},
+            training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
+            pruning={"cycles": 1},
+        )
+        engine = PruningEngine(spec, dense_cache=cache, weights=weights)
+        return engine, engine.run()
+
+    made, result = run(first, "silo")
+    assert made.start.source == "scratch"
+    shared, again = run(first, "lr_rewind")
+    assert shared.start.source == "shared dense"
+    assert again.cycles[0].to_dict() == result.cycles[0].to_dict()
+    other, _ = run(second, "lr_rewind")
+    assert other.start.source == "scratch"  # other weights: another dense identity
