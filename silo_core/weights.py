@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from silo_core.spec.model import weights_reference
+
 MISMATCHES_SHOWN = 5
 SAFETENSORS_MAGIC_OFFSET = 8  # a u64 header length, then a JSON header starting with "{"
 
@@ -99,8 +101,6 @@ def load_weights(model: nn.Module, path: str | Path) -> None:
 def local_weights(reference: str | None) -> Path | None:
     """The path ``silo run`` reads for ``model.weights``; a service reference
     (``file:``, ``job:``) means nothing without the service."""
-    from silo_core.spec.model import weights_reference
-
     if reference is None:
         return None
     if weights_reference(reference) is not None:
