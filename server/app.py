@@ -102,7 +102,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(metrics.middleware)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_request_bytes,
+        streamed={"/v1/files": settings.max_upload_bytes},  # uploads: server/api/files.py
+    )
     app.add_middleware(HeaderSizeLimit, max_bytes=settings.max_header_bytes)
     app.add_middleware(MethodSemantics, router_app=app)
 

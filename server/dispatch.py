@@ -37,8 +37,9 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Job, JobAttempt, utcnow
+from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
-from server.jobs.attempts import finish_cancel, settle_lost_attempt
+from server.jobs.attempts import finish_cancel, report_status, settle_lost_attempt
 from server.jobs.claims import Claim, claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.states import JobStatus
@@ -222,13 +223,28 @@ class Dispatcher:
         ]
 
     def _launch(self, claim: Claim) -> None:
+        root = self.settings.resolved_artifact_root()
+        try:
+            weights = self._weights(claim, root)
+        except WeightsUnavailableError as exc:
+            # Checked at submit; gone since (a file deleted, a job's outputs removed).
+            log.warning("job %s cannot start: %s", claim.job_id, exc)
+            with self.sessions.begin() as session:
+                attempt = session.scalar(
+                    select(JobAttempt).where(
+                        JobAttempt.job_id == claim.job_id, JobAttempt.number == claim.attempt
+                    )
+                )
+                report_status(session, attempt, JobStatus.FAILED.value, f"model.weights: {exc}")
+            return
         order = AttemptOrder(
             job_id=claim.job_id,
             attempt=claim.attempt,
             token=claim.token,
             spec=claim.spec,
             api_url=self.api_url,
-            artifact_root=self.settings.resolved_artifact_root(),
+            artifact_root=root,
+            weights=weights,
         )
         self._launched_at[(claim.job_id, claim.attempt)] = time.monotonic()
         try:
@@ -245,6 +261,14 @@ class Dispatcher:
                 )
             return
         log.info("job %s attempt %s launched", claim.job_id, claim.attempt)
+
+    def _weights(self, claim: Claim, root: str) -> str | None:
+        """The path of the starting weights the job's spec names, if any."""
+        reference = claim.spec.get("model", {}).get("weights")
+        if reference is None:
+            return None
+        with self.sessions() as session:
+            return str(weights_path(session, reference, root))
 
     def _explain_waits(
         self,

@@ -10,6 +10,7 @@ bytes happened to be split into reads.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -71,16 +72,29 @@ class BodySizeLimit:
     A declared Content-Length over the limit is refused at once. A body sent
     without one (chunked) is read here up to the limit and then handed on, so
     the application never buffers more than ``max_bytes``.
+
+    ``streamed`` maps the paths whose POST body the route streams itself (an
+    upload) to their own, larger limit: there only a declared length over it is
+    refused here, and nothing is buffered; the route counts what arrives.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, streamed: Mapping[str, int] | None = None
+    ) -> None:
+        self.app, self.max_bytes, self.streamed = app, max_bytes, dict(streamed or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
+        streamed = self.streamed.get(scope["path"]) if scope["method"] == "POST" else None
+        if streamed is not None:
+            if declared is not None and declared.isdigit() and int(declared) > streamed:
+                await refuse_and_close(send, 413, too_large_body(streamed))
+                return
+            await self.app(scope, receive, send)
+            return
         if declared is not None:
             if declared.isdigit() and int(declared) > self.max_bytes:
                 await self._refuse(send)
@@ -116,9 +130,10 @@ class BodySizeLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = error_body(
-            "payload_too_large",
-            f"request bodies are limited to {self.max_bytes} bytes",
-            {"limit": self.max_bytes},
-        )
-        await refuse_and_close(send, 413, body)
+        await refuse_and_close(send, 413, too_large_body(self.max_bytes))
+
+
+def too_large_body(limit: int) -> bytes:
+    return error_body(
+        "payload_too_large", f"request bodies are limited to {limit} bytes", {"limit": limit}
+    )

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         "requests served at once (the worker-thread limit is 40)",
     )
     max_request_bytes: int = Field(1_048_576, ge=1024)
+    max_upload_bytes: int = Field(
+        4 * 1024**3,
+        ge=1024,
+        description="Largest file POST /v1/files takes (streamed to the artifact root, "
+        "never held in memory); a larger one is answered 413 and nothing is kept",
+    )
     max_header_bytes: int = Field(
         65_536,
         ge=4096,

@@ -1,5 +1,5 @@
 """The ``silo`` commands that talk to the service: submit, list, status, watch, cancel,
-retry, logs, download, study.
+retry, logs, download, upload, study.
 
 Every command takes ``--server``, ``--token`` (see silo_client/config.py for the
 defaults) and ``--json`` (the API's JSON instead of tables). A failure is one
@@ -21,6 +21,7 @@ import typer
 import yaml
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from silo_client.client import SiloClient
 from silo_client.config import ConfigError, config_file, resolve
@@ -287,6 +288,36 @@ def download(
         out.print(sizes_table(json.loads(sizes.read_text())))
 
 
+def upload(
+    file: Annotated[Path, typer.Argument(help="The file, e.g. starting weights", exists=True)],
+    server: Server = None,
+    token: Token = None,
+    as_json: Json = False,
+) -> None:
+    """Upload a file; prints its id. A spec starts from it with model.weights: file:<id>."""
+    size = file.stat().st_size
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    # A bar on a terminal only: --json and pipes get the answer alone.
+    with (
+        _connect(server, token) as client,
+        Progress(*columns, console=err, transient=True, disable=as_json) as progress,
+    ):
+        task = progress.add_task(file.name, total=size)
+        info = client.upload(file, on_progress=lambda sent: progress.update(task, completed=sent))
+    if as_json:
+        _print_json(info)
+        return
+    out.print(
+        f"{info.id}  {info.reference}  {info.name}  {info.size} bytes  sha256 {info.sha256}",
+        highlight=False,
+    )
+
+
 # --- studies ----------------------------------------------------------------------
 
 study_app = typer.Typer(
@@ -389,6 +420,7 @@ def register_client_commands(app: typer.Typer) -> None:
         (logs, "logs"),
         (download, "download"),
         (catalog, "catalog"),
+        (upload, "upload"),
     ):
         app.command(name)(command)
     app.add_typer(study_app, name="study")

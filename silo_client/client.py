@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +35,8 @@ from silo_client.models import (
     CycleOut,
     EventOut,
     EventPage,
+    FileOut,
+    FilePage,
     JobOut,
     JobPage,
     JobSummary,
@@ -52,6 +54,7 @@ from silo_client.models import (
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DOWNLOAD_CHUNK = 1 << 20
+UPLOAD_CHUNK = 1 << 20
 
 M = TypeVar("M", bound=BaseModel)
 Item = TypeVar("Item", bound=BaseModel)
@@ -149,15 +152,17 @@ class SiloClient:
         *,
         params: Mapping[str, Any] | None = None,
         json: Any = None,
+        content: Iterator[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
-        """Send with retries; the response is a success (an error raises SiloApiError)."""
+        """Send with retries; the response is a success (an error raises SiloApiError).
+        A ``content`` stream is sent again only if no connection was ever made."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         request = self._http.build_request(
-            method, path, params=query, json=json, headers=headers, **extra
+            method, path, params=query, json=json, content=content, headers=headers, **extra
         )
         # A request that may have reached the server is sent again only when a
         # repeat cannot do the work twice: reads, and submits with an Idempotency-Key.
@@ -207,7 +212,10 @@ class SiloClient:
             ) from None
 
     def _pages(
-        self, path: str, page: type[JobPage] | type[StudyPage], params: dict[str, Any]
+        self,
+        path: str,
+        page: type[JobPage] | type[StudyPage] | type[FilePage],
+        params: dict[str, Any],
     ) -> Iterator[Any]:
         """Every item of a cursor-paged list, one page request at a time."""
         cursor = None
@@ -363,6 +371,46 @@ class SiloClient:
             raise ChecksumMismatchError(artifact.name, expected, digest.hexdigest())
         partial.replace(target)
         return target
+
+    # --- uploaded files -----------------------------------------------------------
+
+    def upload(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> FileOut:
+        """Upload a file (e.g. starting weights), streamed from disk a block at a
+        time; a spec names it by the answer's ``reference`` in ``model.weights``.
+        ``on_progress`` hears the bytes sent so far after each block."""
+        source = Path(path)
+        size = source.stat().st_size
+
+        def blocks() -> Iterator[bytes]:
+            sent = 0
+            with source.open("rb") as handle:
+                while block := handle.read(UPLOAD_CHUNK):
+                    yield block
+                    sent += len(block)
+                    if on_progress is not None:
+                        on_progress(sent)
+
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        params = {"name": name or source.name}
+        return self._call(
+            FileOut, "POST", "/v1/files", params=params, content=blocks(), headers=headers
+        )
+
+    def files(self, *, page_size: int = 50) -> Iterator[FileOut]:
+        """Your uploaded files, newest first."""
+        return self._pages("/v1/files", FilePage, {"limit": page_size})
+
+    def file(self, file_id: int) -> FileOut:
+        return self._call(FileOut, "GET", f"/v1/files/{int(file_id)}")
+
+    def delete_file(self, file_id: int) -> None:
+        self._send("DELETE", f"/v1/files/{int(file_id)}").close()
 
     # --- studies ------------------------------------------------------------------
 

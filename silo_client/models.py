@@ -30,6 +30,7 @@ NAME_LENGTH = 200  # a job's or a study's name, as stored
 USER_NAME_LENGTH = 64
 MAX_TAGS = 20
 USER_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+FILE_NAME_LENGTH = 255  # an uploaded file's name, as its uploader gave it
 ACTOR_LENGTH = 128  # who did an administrative change (``user:alice``, ``local:root``)
 MAX_TOKEN_LIFETIME_SECONDS = 10 * 366 * 86400  # ten years
 
@@ -194,6 +195,26 @@ class ArtifactOut(BaseModel):
 
 class ArtifactList(BaseModel):
     items: list[ArtifactOut]
+
+
+# --- uploaded files --------------------------------------------------------------
+
+
+class FileOut(BaseModel):
+    """An uploaded file; ``reference`` is what a spec's ``model.weights`` names it by."""
+
+    id: Id
+    reference: str = Field(description="file:<id>, for model.weights")
+    name: str
+    size: BigCount
+    sha256: str
+    owner: str
+    created_at: Timestamp
+
+
+class FilePage(BaseModel):
+    items: list[FileOut]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page")
 
 
 # --- studies -----------------------------------------------------------------

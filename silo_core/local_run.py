@@ -31,6 +31,7 @@ from silo_core.export import (
 )
 from silo_core.spec import JobSpec
 from silo_core.tables import cycle_table, sizes_table
+from silo_core.weights import local_weights
 
 
 class ProgressReporter:
@@ -105,7 +106,9 @@ def run_locally(
     with Progress(*columns, console=console, transient=False) as progress:
         planned = spec.pruning.planned_cycles()
         reporter = ProgressReporter(progress, planned)
-        engine = PruningEngine(spec, reporter=reporter, store=store)
+        engine = PruningEngine(
+            spec, reporter=reporter, store=store, weights=local_weights(spec.model.weights)
+        )
         resumed = store.latest_path.exists()
         if resumed:
             console.print(f"resuming from {store.latest_path}")

@@ -46,6 +46,8 @@ class AttemptOrder:
     spec: dict[str, Any]
     api_url: str
     artifact_root: str
+    # The file the spec's model.weights names, resolved by the dispatcher.
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ def _run(
             else None
         ),
         on_start=lambda start: log.info("job %s %s", order.job_id, start),
+        weights=order.weights,
     )
     log.info("spec %s: %s on %s", spec.identity(), spec.model.name, spec.dataset.name)
     result = engine.run()

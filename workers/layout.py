@@ -14,6 +14,9 @@ must not load the engine (torch) to know it, so it lives here alone::
                                      rebuilds the network from), spec.yaml, sizes.json
     dense/<dense identity>.pt        finished dense trainings, shared by jobs that
                                      differ only after cycle 0 (a study's schedules)
+    files/<key>                      files users uploaded (POST /v1/files); the
+                                     database keeps this path relative to the root
+    files/.<key>.part                an upload still arriving (renamed when complete)
 """
 
 from __future__ import annotations
@@ -49,3 +52,13 @@ def output_folder(artifact_root: str | Path, job_id: int) -> Path:
 
 def dense_folder(artifact_root: str | Path) -> Path:
     return Path(artifact_root) / "dense"
+
+
+def uploaded_file(key: str) -> str:
+    """An uploaded file's location relative to the artifact root (what its row keeps)."""
+    return f"files/{key}"
+
+
+def partial_upload(final: Path) -> Path:
+    """Where an upload is written while it arrives; renamed to ``final`` when complete."""
+    return final.with_name(f".{final.name}.part")

@@ -12,8 +12,9 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
+from server import files
 from server.api import job_out
-from server.api.access import Reader, ReaderDep
+from server.api.access import Reader, ReaderDep, reader_for
 from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
 from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
@@ -83,6 +84,19 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
         raise invalid_spec([spec_problem(line) for line in exc.problems]) from None
 
 
+def check_weights(
+    session: Session, spec: JobSpec, reader: Reader, artifact_root: str, field: str
+) -> None:
+    """422 naming ``field`` unless the spec's starting weights are a file or an
+    artifact the submitter may read (missing and invisible answer alike)."""
+    if spec.model.weights is None:
+        return
+    try:
+        files.weights_path(session, spec.model.weights, artifact_root, reader)
+    except files.WeightsUnavailableError as exc:
+        raise invalid_spec([{"field": field, "message": str(exc)}]) from None
+
+
 # --- submit and list ----------------------------------------------------------
 
 
@@ -108,6 +122,13 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
+    check_weights(
+        session,
+        spec,
+        reader_for(user, settings.read_access),
+        settings.resolved_artifact_root(),
+        "spec.model.weights",
+    )
     refuse_unfit(session, settings, body.resources)
     try:
         with caller_writes(session, user):

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from silo_client.models import ACTOR_LENGTH, NOTE_LENGTH
+from silo_client.models import ACTOR_LENGTH, FILE_NAME_LENGTH, NOTE_LENGTH
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -243,6 +243,24 @@ class Artifact(Base):
     checksum: Mapped[str] = mapped_column(String(64))
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UploadedFile(Base):
+    """A file a user uploaded (POST /v1/files), e.g. a network's starting weights.
+    The row is written once the file is complete under the artifact root."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_owner_created_id", "owner_id", "created_at", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(FILE_NAME_LENGTH))  # as the uploader named it
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str] = mapped_column(Text)  # relative to the artifact root
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    owner: Mapped[User] = relationship()
 
 
 class ClusterCapacity(Base):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -43,6 +44,7 @@ from silo_core.pruning import MaskSet, prunable_weights
 from silo_core.records import CycleResult, EpochEvent, EpochScores
 from silo_core.schedules import Schedule
 from silo_core.spec import JobSpec, OracleScheduleSpec
+from silo_core.weights import load_weights
 
 CHECKPOINT_VERSION = 1
 
@@ -135,10 +137,13 @@ class PruningEngine:
         dense_cache: DenseCache | None = None,
         oracle_search: OracleSearch | None = None,
         on_start: Callable[[RunStart], None] | None = None,
+        weights: str | Path | None = None,
     ) -> None:
         """``on_start`` hears how ``run()`` began (``self.start`` keeps it) before
-        any epoch is trained."""
+        any epoch is trained. ``weights``: the file ``spec.model.weights`` names,
+        as a path here (the service resolves its references to one)."""
         self.spec = spec
+        self.weights = weights
         self.on_start = on_start
         self.start: RunStart | None = None
         self.oracle_search = oracle_search or search_in_process(self)
@@ -212,6 +217,9 @@ class PruningEngine:
             self._adopt_dense(shared)
             self.start = RunStart("shared dense", identity)
         else:
+            if self.weights is not None:
+                # Before anything is trained: weights that do not fit fail the job now.
+                load_weights(self.model, self.weights)
             if self._rewinds_to(0):
                 self.rewind_state = _cpu_copy(self.model.state_dict())
             self.start = RunStart("scratch", identity)
@@ -220,6 +228,9 @@ class PruningEngine:
         p = self.progress
         while p.cycle <= self.cycles and not self._target_reached():
             cycle = p.cycle
+            if cycle == 0 and self.epochs_in(0) == 0:
+                self._evaluate_dense()
+                continue
             if p.epochs_done == 0 and cycle > 0:
                 self._start_cycle(cycle)
                 if isinstance(self.spec.schedule, OracleScheduleSpec):
@@ -308,6 +319,22 @@ class PruningEngine:
             self.store.save(checkpoint)
         if cycle == 0 and p.cycle == 1:
             self._share_dense(checkpoint)
+
+    def _evaluate_dense(self) -> None:
+        """Cycle 0 without training (``training.dense.epochs: 0``): the starting
+        weights are the dense network, scored as they are, and shared as a
+        trained one would be."""
+        started = time.perf_counter()
+        val_loss, val_acc = evaluate(self.model, self._eval_batches(self.data.val), self.plan)
+        _, test_acc = evaluate(self.model, self._eval_batches(self.data.test), self.plan)
+        p = self.progress
+        p.epochs = [EpochScores(val_loss, val_acc, test_acc)]
+        p.cycle_seconds = time.perf_counter() - started
+        self._finish_cycle(best_epoch=0)
+        checkpoint = self._checkpoint() if self.store or self.dense_cache else None
+        if self.store:
+            self.store.save(checkpoint)
+        self._share_dense(checkpoint)
 
     # -- the dense training, shared between jobs ------------------------------
     def _shared_dense(self) -> dict[str, Any] | None:
@@ -410,7 +437,10 @@ class PruningEngine:
         assert isinstance(oracle, OracleScheduleSpec), "only an Oracle job has trials"
         return oracle
 
-    def _finish_cycle(self, extras: dict[str, Any] | None = None) -> None:
+    def _finish_cycle(
+        self, extras: dict[str, Any] | None = None, best_epoch: int | None = None
+    ) -> None:
+        """Record the cycle; ``best_epoch`` 0 says it was evaluated, not trained."""
         p = self.progress
         val = [e.val_accuracy for e in p.epochs]
         best = int(np.argmax(val))  # first best epoch: ties go to the earlier one
@@ -419,7 +449,7 @@ class PruningEngine:
             sparsity=self.masks.sparsity(),
             alive_weights=self.masks.alive(),
             max_lr=self.schedule_for(p.cycle).max_lr(p.cycle),
-            best_epoch=best + 1,
+            best_epoch=best + 1 if best_epoch is None else best_epoch,
             best_val_accuracy=val[best],
             test_accuracy_at_best_val=p.epochs[best].test_accuracy,
             final_val_accuracy=val[-1],

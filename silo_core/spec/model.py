@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -60,8 +61,30 @@ OptionName = Annotated[str, Field(min_length=1, max_length=64)]
 OptionValue = Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral]
 
 
+# What model.weights may name: an uploaded file, an artifact of an earlier job, or
+# (``silo run`` only; the API refuses it) a local path.
+FILE_REFERENCE = r"^file:(?P<file>[1-9][0-9]{0,15})$"
+JOB_REFERENCE = r"^job:(?P<job>[1-9][0-9]{0,15})/(?P<artifact>[A-Za-z0-9][A-Za-z0-9._-]{0,199})$"
+WEIGHTS_FORMS = "file:<id> (an uploaded file) or job:<id>/<artifact> (e.g. job:12/model.pt)"
+
+
+def weights_reference(value: str) -> tuple[str, int, str | None] | None:
+    """("file", id, None) or ("job", id, artifact name) for a service reference;
+    None for anything else (a local path, which only ``silo run`` reads)."""
+    if match := re.match(FILE_REFERENCE, value):
+        return "file", int(match["file"]), None
+    if match := re.match(JOB_REFERENCE, value):
+        return "job", int(match["job"]), match["artifact"]
+    return None
+
+
 class ModelSpec(_Spec):
     name: ModelName = Field(description="A built-in model or an installed plug-in's")
+    weights: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
+        None,
+        description="Starting weights (safetensors, or a PyTorch state dict): "
+        f"{WEIGHTS_FORMS}; `silo run` also reads a local path",
+    )
 
 
 class DatasetSpec(_Spec):
@@ -288,8 +311,10 @@ class DenseTrainingSpec(_StepDecayShape):
     """Cycle 0. Independent of the retraining schedule so that jobs which differ
     only in their schedule share (and can reuse) the same dense network."""
 
-    epochs: Annotated[int, Strictly, Field(ge=1, le=1000), Integral] | None = Field(
-        None, description="Default: training.epochs_per_cycle"
+    epochs: Annotated[int, Strictly, Field(ge=0, le=1000), Integral] | None = Field(
+        None,
+        description="Default: training.epochs_per_cycle; 0 (with model.weights): cycle 0 "
+        "evaluates the given weights without training them",
     )
     max_lr: PositiveLR = 0.1
 
@@ -312,7 +337,7 @@ class TrainingSpec(_Spec):
 
     @property
     def dense_epochs(self) -> int:
-        return self.dense.epochs or self.epochs_per_cycle
+        return self.epochs_per_cycle if self.dense.epochs is None else self.dense.epochs
 
 
 class OptimizerSpec(_Spec):
@@ -336,6 +361,31 @@ class JobSpec(_Spec):
     optimizer: OptimizerSpec = OptimizerSpec()
     seed: Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral] = 0
     device: Device = Field("auto", description="auto picks cuda when available, else cpu")
+
+    model_config = ConfigDict(
+        # What _weights_for_no_dense_training checks, said in the JSON schema too.
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["model"], "properties": {"model": {"required": ["weights"]}}},
+                {
+                    "properties": {
+                        "training": {
+                            "properties": {"dense": {"properties": {"epochs": {"minimum": 1}}}}
+                        }
+                    }
+                },
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _weights_for_no_dense_training(self) -> JobSpec:
+        if self.training.dense.epochs == 0 and self.model.weights is None:
+            raise ValueError(
+                "training.dense.epochs: 0 means no dense training, which needs starting "
+                "weights: set model.weights, or give 1 or more epochs"
+            )
+        return self
 
     @model_validator(mode="after")
     def _rewind_inside_dense(self) -> JobSpec:
@@ -361,7 +411,8 @@ class JobSpec(_Spec):
 
         Jobs that differ only in how they prune and retrain afterwards (their
         schedule, the fraction, the number of cycles) hash the same, so one
-        dense training can serve them all.
+        dense training can serve them all. ``model`` includes its starting
+        weights' reference, so jobs from different weights never share.
         """
         payload = self.model_dump(
             mode="json",

@@ -244,3 +244,17 @@ def test_catalog_prints_each_name_with_its_origin(silo, team_plugins):
         "origin": {"source": "plugin", "distribution": "silo-team-models", "version": "0.1"},
     } in listed["datasets"]
     assert silo("catalog", auth=False).exit_code != 0
+
+
+@sqlite_only
+def test_silo_upload_prints_the_id_and_reference(silo, tmp_path):
+    path = tmp_path / "w.pt"
+    path.write_bytes(b"weights")
+    done = silo("upload", str(path))
+    assert done.exit_code == 0, done.output
+    file_id, reference, name = done.stdout.split()[:3]
+    assert reference == f"file:{file_id}" and name == "w.pt"
+    as_json = silo("upload", str(path), "--json")
+    assert as_json.exit_code == 0 and '"reference": "file:' in as_json.stdout
+    missing = silo("upload", str(tmp_path / "nope"))
+    assert missing.exit_code == 2

@@ -9,7 +9,7 @@ A stream (events, a followed log) runs until its job ends, and the jobs of
 the run never end (no dispatcher runs them): streams are pointed at a job
 that has ended.
 
-Three rules of the server depend on more than one field or on its state, so
+Four rules of the server depend on more than one field or on its state, so
 JSON Schema cannot state them, and a request that satisfies the schema may
 still break them (a 422 that names the field, as it should). Requests are
 brought within them before they are sent, so the fuzzer's valid requests
@@ -17,7 +17,9 @@ reach what comes after:
 
 - a weight_rewind job rewinds to an epoch of its dense training;
 - a target_sparsity without cycles is reached within 200 cycles;
-- an artifact is a file of its job's own output folder.
+- an artifact is a file of its job's own output folder;
+- a spec's model.weights names a file the server holds (the run's one upload,
+  which the fuzzer's deletes are pointed away from).
 
 schemathesis re-validates a request changed here, so a request meant to break
 the schema is still judged as one.
@@ -38,6 +40,7 @@ OWN_USER = os.environ.get("SILO_FUZZ_USER", "")
 JOB_ID = int(os.environ.get("SILO_FUZZ_JOB_ID", "0"))
 ATTEMPT = int(os.environ.get("SILO_FUZZ_ATTEMPT", "0"))
 ENDED_JOB_ID = int(os.environ.get("SILO_FUZZ_ENDED_JOB_ID", "0"))
+FILE_ID = os.environ.get("SILO_FUZZ_FILE_ID", "")
 STREAMS = ("/v1/jobs/{job_id}/events/stream", "/v1/jobs/{job_id}/logs")
 ARTIFACT_ROOT = os.environ.get("SILO_FUZZ_ARTIFACT_ROOT", "/nonexistent")
 MAX_CYCLES = 200
@@ -57,9 +60,9 @@ def _within_dense_training(spec: dict[str, Any]) -> None:
     if not isinstance(pruning, dict) or not isinstance(training, dict):
         return
     dense = training.get("dense") or {}
-    epochs = (dense.get("epochs") if isinstance(dense, dict) else None) or training.get(
-        "epochs_per_cycle", 10
-    )
+    epochs = dense.get("epochs") if isinstance(dense, dict) else None
+    if epochs is None:  # 0 is an epoch count too (no dense training)
+        epochs = training.get("epochs_per_cycle", 10)
     rewind = pruning.get("rewind_epoch")
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (rewind, epochs))
     if numbers and rewind > epochs:
@@ -77,6 +80,12 @@ def _target_within_reach(spec: dict[str, Any]) -> None:
         pruning["cycles"] = MAX_CYCLES
 
 
+def _names_the_upload(spec: dict[str, Any]) -> None:
+    model = spec.get("model")
+    if isinstance(model, dict) and isinstance(model.get("weights"), str):
+        model["weights"] = f"file:{FILE_ID}"
+
+
 def _in_own_output_folder(body: dict[str, Any], job_id: Any) -> None:
     if isinstance(body.get("location"), str) and isinstance(body.get("name"), str):
         folder = Path(ARTIFACT_ROOT) / "jobs" / str(job_id) / "output"
@@ -90,6 +99,8 @@ def before_call(ctx: Any, case: Any, kwargs: Any) -> None:
     # Some phases hand path parameters over as the text they are sent as.
     if path == "/v1/tokens/{token_id}/revoke" and str(parameters.get("token_id")) == OWN_TOKEN_ID:
         parameters["token_id"] = int(OWN_TOKEN_ID) + 1_000_000
+    elif path == "/v1/files/{file_id}" and str(parameters.get("file_id")) == FILE_ID:
+        parameters["file_id"] = int(FILE_ID) + 1_000_000
     elif path == "/v1/users/{name}" and str(parameters.get("name")) == OWN_USER:
         parameters["name"] = OWN_USER + "-other"
     elif (
@@ -107,5 +118,6 @@ def before_call(ctx: Any, case: Any, kwargs: Any) -> None:
     if path in ("/v1/jobs", "/v1/studies") and isinstance(body.get("spec"), dict):
         _within_dense_training(body["spec"])
         _target_within_reach(body["spec"])
+        _names_the_upload(body["spec"])
     elif path.endswith("/artifacts") and "job_id" in parameters:
         _in_own_output_folder(body, parameters["job_id"])

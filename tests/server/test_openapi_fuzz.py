@@ -32,7 +32,8 @@ SEED = 20261203  # fixed, so a failure can be replayed; SILO_FUZZ_SEED overrides
 @pytest.fixture
 def fuzz_target(database_url: str, tmp_path) -> Iterator[tuple[LiveServer, dict[str, str]]]:
     """The live app with the default body limit, an admin for the fuzzer, a job
-    with a live attempt (for the intake) and a job that has ended (for streams)."""
+    with a live attempt (for the intake), a job that has ended (for streams) and
+    an uploaded file (for model.weights)."""
     from server.app import create_app
     from server.auth.admin import create_token
     from server.db.models import Job, User
@@ -53,6 +54,13 @@ def fuzz_target(database_url: str, tmp_path) -> Iterator[tuple[LiveServer, dict[
 
         ended_attempt = session.scalar(select(JobAttempt).where(JobAttempt.job_id == ended.id))
         report_status(session, ended_attempt, "succeeded")
+        from server.db.models import UploadedFile
+
+        upload = UploadedFile(
+            owner_id=owner, name="w.pt", size=1, sha256="0" * 64, location="files/fuzz"
+        )
+        session.add(upload)
+        session.flush()
         env = {
             "SILO_FUZZ_USER_TOKEN": created.token,
             "SILO_FUZZ_TOKEN_ID": str(created.id),
@@ -61,10 +69,13 @@ def fuzz_target(database_url: str, tmp_path) -> Iterator[tuple[LiveServer, dict[
             "SILO_FUZZ_ATTEMPT": str(number),
             "SILO_FUZZ_ATTEMPT_TOKEN": attempt_token,
             "SILO_FUZZ_ENDED_JOB_ID": str(ended.id),
+            "SILO_FUZZ_FILE_ID": str(upload.id),
         }
     engine.dispose()
     settings = Settings(database_url=database_url, data_dir=tmp_path / "data")
     env["SILO_FUZZ_ARTIFACT_ROOT"] = settings.resolved_artifact_root()
+    (tmp_path / "data" / "artifacts" / "files").mkdir(parents=True)
+    (tmp_path / "data" / "artifacts" / "files" / "fuzz").write_bytes(b"w")
     server = LiveServer(create_app(settings), free_port(), {}, database_url, settings)
     server.start()
     yield server, env
