@@ -10,8 +10,7 @@ import pickle
 import pytest
 import torch
 from safetensors.torch import save_file
-from test_dispatch import cancel_grace, dispatching, finished, wait_for  # noqa: F401 (fixtures)
-from tiny_jobs import SPEC, sqlite_only
+from tiny_jobs import SPEC, finished, sqlite_only, wait_for
 
 from silo_core.engine import PruningEngine
 from silo_core.spec import parse_spec
