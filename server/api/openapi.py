@@ -1,6 +1,6 @@
 """The OpenAPI document, telling what the server really accepts.
 
-FastAPI's document is amended in three ways:
+FastAPI's document is amended in four ways:
 
 - A submit body's ``spec`` is validated by ``silo_core.spec.parse_spec`` (so
   its errors name the spec's own fields), which makes it a plain object to
@@ -12,6 +12,10 @@ FastAPI's document is amended in three ways:
   a free-form object (``extras``) holds ``JsonValue``s, which say it too.
 - FastAPI's models keep numeric bounds as floats; an integer's bounds are put
   back as integers (exact: every bound is below 2**53).
+- The service takes only references as ``model.weights`` (``silo run`` also
+  reads a local path), and the document says so with their pattern; the submit
+  bodies carry an example, the shipped ``digits-silo`` preset, which also gives
+  schema-driven generators a valid body to vary one field of at a time.
 
 Clients and fuzzers then generate and check requests against the rules the
 server applies.
@@ -20,12 +24,15 @@ server applies.
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from silo_core.presets import load_preset
 from silo_core.spec import JobSpec
+from silo_core.spec.model import FILE_REFERENCE, JOB_REFERENCE
 
 SCHEMAS = "#/components/schemas/"
 NO_NUL = r"^[^\x00]*$"
@@ -44,6 +51,14 @@ JSON_VALUE = {
         },
     ],
 }
+
+
+def _ecma(pattern: str) -> str:
+    """A Python pattern as JSON Schema writes it (no named groups)."""
+    return re.sub(r"\(\?P<\w+>", "(", pattern)
+
+
+SERVICE_WEIGHTS = f"^({_ecma(FILE_REFERENCE)[1:-1]}|{_ecma(JOB_REFERENCE)[1:-1]})$"
 _CONSTRAINED = ("pattern", "enum", "const", "format")
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 
@@ -102,6 +117,16 @@ def _with_job_spec(document: dict[str, Any]) -> dict[str, Any]:
         properties = schemas[model]["properties"]
         properties[field] = {**target, "description": properties[field].get("description", "")}
 
+    weights = schemas["ModelSpec"]["properties"]["weights"]
+    weights["anyOf"] = [
+        {**option, "pattern": SERVICE_WEIGHTS} if option.get("type") == "string" else option
+        for option in weights["anyOf"]
+    ]
+    example = load_preset("digits-silo").model_dump(mode="json", exclude_defaults=True)
+    schemas["JobSubmit"]["examples"] = [{"spec": example, "name": "digits", "tags": ["demo"]}]
+    schemas["StudySubmit"]["examples"] = [
+        {"spec": example, "schedules": [{"name": "silo"}, {"name": "lr_rewind"}], "seeds": [0]}
+    ]
     point("JobSubmit", "spec", {"$ref": SCHEMAS + "JobSpec"})
     point("StudySubmit", "spec", {"$ref": SCHEMAS + "StudyBaseSpec"})
     schedules = schemas["StudySubmit"]["properties"]["schedules"]

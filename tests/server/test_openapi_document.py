@@ -4,9 +4,11 @@ has to find it."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from tiny_jobs import sqlite_only
 
 from server.app import create_app
 from server.settings import Settings
@@ -108,3 +110,22 @@ def test_a_submit_is_declared_as_the_job_spec(document):
     assert "schedule" in schemas["JobSpec"]["required"]
     assert "schedule" not in schemas["StudyBaseSpec"]["required"]
     assert "oneOf" in schemas["StudySubmit"]["properties"]["schedules"]["items"]
+
+
+@sqlite_only
+def test_the_submit_examples_are_accepted_and_weights_are_references(live_server):
+    with live_server.client("alice") as alice:
+        schemas = alice.get("/openapi.json").json()["components"]["schemas"]
+        (job,) = schemas["JobSubmit"]["examples"]
+        (study,) = schemas["StudySubmit"]["examples"]
+        assert alice.post("/v1/jobs", json=job).status_code == 201
+        assert alice.post("/v1/studies", json=study).status_code == 201
+        weights = schemas["ModelSpec"]["properties"]["weights"]["anyOf"][0]["pattern"]
+        for reference in ("file:7", "job:12/model.safetensors"):
+            assert re.fullmatch(weights, reference), reference
+        # A path (which only `silo run` reads) is outside the pattern, and refused.
+        assert not re.fullmatch(weights, "/etc/passwd")
+        job["spec"]["model"]["weights"] = "/etc/passwd"
+        refused = alice.post("/v1/jobs", json=job)
+        assert refused.status_code == 422
+        assert refused.json()["error"]["details"][0]["field"] == "spec.model.weights"
