@@ -158,7 +158,8 @@ class SiloClient:
         timeout: httpx.Timeout | None = None,
     ) -> httpx.Response:
         """Send with retries; the response is a success (an error raises SiloApiError).
-        A ``content`` stream is sent again only if no connection was ever made."""
+        A ``content`` stream is sent again only if no connection was ever made (a 503
+        after it was read is raised, not retried)."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
         request = self._http.build_request(
@@ -178,7 +179,8 @@ class SiloClient:
                     raise SiloConnectionError(f"cannot reach {self.base_url}: {reason}") from None
                 time.sleep(self._delay(attempt, None))
                 continue
-            if response.status_code == 503 and not last:
+            # A streamed body was read by the server already: it cannot be sent again.
+            if response.status_code == 503 and not last and content is None:
                 delay = self._delay(attempt, response)
                 response.close()
                 time.sleep(delay)

@@ -141,6 +141,21 @@ def test_a_503_past_the_retries_raises_it():
     assert len(upstream.seen) == 3
 
 
+def test_an_upload_answered_503_is_raised_not_sent_again(tmp_path):
+    """The server read the streamed file before it answered: a retry would send
+    nothing, so the 503 reaches the caller."""
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x" * 300_000)
+    with (
+        Upstream([UNAVAILABLE] * 3) as upstream,
+        SiloClient(upstream.url, "t", retries=2, max_wait=0.01) as client,
+        pytest.raises(SiloApiError) as caught,
+    ):
+        client.upload(weights)
+    assert (caught.value.status, caught.value.code) == (503, "database_unavailable")
+    assert len(upstream.seen) == 1
+
+
 def test_a_404_is_not_retried():
     body = json.dumps({"error": {"code": "not_found", "message": "no such job"}}).encode()
     with (
