@@ -186,3 +186,23 @@ def test_a_file_a_queued_job_starts_from_cannot_be_deleted(live_server):
         assert alice.delete(f"/v1/files/{file_id}").status_code == 204
         assert alice.get(f"/v1/files/{file_id}").status_code == 404
     assert stored(live_server) == [] and rows(live_server) == 0
+
+
+def test_migration_0007_adds_the_files_table_and_takes_it_back(empty_database_url):
+    from alembic import command
+    from sqlalchemy import inspect
+
+    from server.db.migrate import alembic_config, current_revision, upgrade
+    from server.db.session import make_engine
+
+    upgrade(empty_database_url, "0006")
+    upgrade(empty_database_url, "0007")
+    engine = make_engine(empty_database_url)
+    assert current_revision(engine) == "0007"
+    assert "files" in inspect(engine).get_table_names()
+    command.downgrade(alembic_config(empty_database_url), "0006")
+    engine.dispose()
+    engine = make_engine(empty_database_url)
+    assert current_revision(engine) == "0006"
+    assert "files" not in inspect(engine).get_table_names()
+    engine.dispose()

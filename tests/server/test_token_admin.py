@@ -267,7 +267,7 @@ def test_migration_0006_upgrades_from_0004_keeps_tokens_working_and_downgrades(
             )
         )
     factory = make_session_factory(engine)
-    upgrade(url)
+    upgrade(url, "0006")
     assert current_revision(engine) == "0006"
     with factory() as session:
         caller = caller_for_token(session, "silo_old-token")
@@ -287,6 +287,6 @@ def test_migration_0006_upgrades_from_0004_keeps_tokens_working_and_downgrades(
         assert connection.execute(text("SELECT prefix FROM api_tokens")).scalars().all() == [
             "silo_oldtoke"
         ]
-    upgrade(url)
+    upgrade(url, "0006")
     assert current_revision(engine) == "0006"
     engine.dispose()
