@@ -7,10 +7,10 @@ containers only and refuses any other global, so a pickle whose ``__reduce__``
 calls a function fails before the call. A file that is neither is refused with
 one message naming both formats.
 
-A state dict saved by this project (a job's ``model.pt``: pruned weights as
-zeros) loads like any other. Its zeros are not turned into masks: pruning goes
-on from the loaded weights, and global magnitude pruning removes the zeros
-first, since nothing is smaller.
+A state dict saved by this project (a job's ``model.pt`` or
+``model.safetensors``: pruned weights as zeros) loads like any other; the
+engine then takes its zeros as pruned (``MaskSet.mask_zeros_``), so a pruned
+network is pruned further from the sparsity it has.
 """
 
 from __future__ import annotations

@@ -220,6 +220,7 @@ class PruningEngine:
             if self.weights is not None:
                 # Before anything is trained: weights that do not fit fail the job now.
                 load_weights(self.model, self.weights)
+                self.masks.mask_zeros_()
             if self._rewinds_to(0):
                 self.rewind_state = _cpu_copy(self.model.state_dict())
             self.start = RunStart("scratch", identity)

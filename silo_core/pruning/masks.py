@@ -68,6 +68,16 @@ class MaskSet:
                 if isinstance(value, torch.Tensor) and value.shape == mask.shape:
                     value.mul_(mask)
 
+    @torch.no_grad()
+    def mask_zeros_(self) -> None:
+        """Take every weight that is exactly zero as pruned. Starting weights from
+        a pruned network (a job's outputs) carry their pruning as zeros; masking
+        them keeps the network's sparsity through further training instead of
+        letting those weights grow back. A trained dense network has no exact
+        zeros, so it starts with every weight alive."""
+        for weight, mask in zip(self.weights, self.masks, strict=True):
+            mask.mul_(weight != 0)
+
     # -- pruning ------------------------------------------------------------
     @torch.no_grad()
     def prune_(self, fraction: float, method: str = "global_magnitude", *, seed: int = 0) -> int:

@@ -92,7 +92,8 @@ def test_epochs_zero_needs_weights_and_evaluates_them_without_training(tmp_path)
     engine = PruningEngine(spec, reporter=recorder, weights=path)
     result = engine.run()
     dense = result.cycles[0]
-    assert dense.best_epoch == 0 and dense.sparsity == 0.0
+    assert dense.best_epoch == 0
+    assert dense.sparsity == pytest.approx(0.2, abs=1e-3)  # the given network's own (pruned once)
     assert [e.cycle for e in recorder.events] == [1]  # cycle 0 trained no epoch
     # Evaluated directly: the same network on the same test split.
     model = build_model("mlp", in_channels=1, num_classes=10, image_size=8)
@@ -104,8 +105,9 @@ def test_epochs_zero_needs_weights_and_evaluates_them_without_training(tmp_path)
     assert dense.final_test_accuracy == pytest.approx(accuracy, abs=1e-9)
 
 
-def test_a_job_model_pt_starts_the_next_job_and_its_zeros_are_pruned_first(tmp_path):
-    """A pruned job's model.pt (a state dict with zeros) loads; pruning goes on."""
+def test_a_pruned_network_keeps_its_pruning_and_is_pruned_further(tmp_path):
+    """A pruned job's model.pt (a state dict with zeros) starts the next job at
+    its sparsity: its zeros are masks, so they stay zero, and cycles go on."""
     first = PruningEngine(small_spec(pruning={"fraction": 0.5, "cycles": 1})).run()
     path = tmp_path / "model.pt"
     torch.save(first.model_state, path)
@@ -114,12 +116,23 @@ def test_a_job_model_pt_starts_the_next_job_and_its_zeros_are_pruned_first(tmp_p
         pruning={"fraction": 0.5, "cycles": 1},
         training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
     )
-    engine = PruningEngine(spec, weights=path)
-    result = engine.run()
-    assert result.cycles[-1].sparsity == pytest.approx(0.5, abs=1e-3)
-    # The weights pruned by the first job were the first to go again.
+    result = PruningEngine(spec, weights=path).run()
+    assert [round(c.sparsity, 3) for c in result.cycles] == [0.5, 0.75]
     for name, alive in first.masks.items():
-        assert not result.masks[name][~alive].any(), name
+        assert not result.masks[name][~alive].any(), name  # pruned before: still pruned
+        assert not result.model_state[name][~alive].any(), name  # and still zero
+
+
+def test_a_dense_network_from_weights_starts_with_every_weight_alive(tmp_path):
+    path = tmp_path / "dense.pt"
+    torch.save(build_model("mlp", in_channels=1, num_classes=10, image_size=8).state_dict(), path)
+    spec = small_spec(
+        model={"name": "mlp", "weights": str(path)},
+        pruning={"fraction": 0.5, "cycles": 1},
+        training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
+    )
+    result = PruningEngine(spec, weights=path).run()
+    assert [round(c.sparsity, 3) for c in result.cycles] == [0.0, 0.5]
 
 
 def test_silo_run_reads_a_local_weights_path_and_refuses_a_service_reference(tmp_path):
