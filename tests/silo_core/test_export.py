@@ -12,26 +12,18 @@ import torch
 from outputs_check import check_portable_outputs
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from test_cli import SMALL
 from typer.testing import CliRunner
 
 from silo_core.cli import app
 from silo_core.export import ExportError, load_pruned, save_tensors
-
-SPEC = """\
-model: {name: mlp}
-dataset: {name: digits}
-pruning: {fraction: 0.5, cycles: 2}
-schedule: {name: silo}
-training: {epochs_per_cycle: 1, batch_size: 128, dense: {epochs: 2}}
-device: cpu
-"""
 
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory) -> tuple[Path, str]:
     """A `silo run` output folder and what the command printed."""
     root = tmp_path_factory.mktemp("run")
-    (root / "job.yaml").write_text(SPEC)
+    (root / "job.yaml").write_text(SMALL)
     result = CliRunner().invoke(
         app, ["run", str(root / "job.yaml"), "--out", str(root / "out")], terminal_width=120
     )

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from silo_core.cli import app
 from silo_core.data import load_dataset
-from silo_core.engine import LocalDenseCache, PruningEngine
+from silo_core.engine import JobResult, LocalDenseCache, PruningEngine
 from silo_core.engine.device_plan import plan_for
 from silo_core.engine.training import evaluate
 from silo_core.models import build_model
@@ -105,18 +105,23 @@ def test_epochs_zero_needs_weights_and_evaluates_them_without_training(tmp_path)
     assert dense.final_test_accuracy == pytest.approx(accuracy, abs=1e-9)
 
 
+def prune_once_from(path: Path) -> JobResult:
+    """One cycle at fraction 0.5 from the weights at ``path``, cycle 0 untrained."""
+    spec = small_spec(
+        model={"name": "mlp", "weights": str(path)},
+        pruning={"fraction": 0.5, "cycles": 1},
+        training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
+    )
+    return PruningEngine(spec, weights=path).run()
+
+
 def test_a_pruned_network_keeps_its_pruning_and_is_pruned_further(tmp_path):
     """A pruned job's model.pt (a state dict with zeros) starts the next job at
     its sparsity: its zeros are masks, so they stay zero, and cycles go on."""
     first = PruningEngine(small_spec(pruning={"fraction": 0.5, "cycles": 1})).run()
     path = tmp_path / "model.pt"
     torch.save(first.model_state, path)
-    spec = small_spec(
-        model={"name": "mlp", "weights": str(path)},
-        pruning={"fraction": 0.5, "cycles": 1},
-        training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
-    )
-    result = PruningEngine(spec, weights=path).run()
+    result = prune_once_from(path)
     assert [round(c.sparsity, 3) for c in result.cycles] == [0.5, 0.75]
     for name, alive in first.masks.items():
         assert not result.masks[name][~alive].any(), name  # pruned before: still pruned
@@ -126,12 +131,7 @@ def test_a_pruned_network_keeps_its_pruning_and_is_pruned_further(tmp_path):
 def test_a_dense_network_from_weights_starts_with_every_weight_alive(tmp_path):
     path = tmp_path / "dense.pt"
     torch.save(build_model("mlp", in_channels=1, num_classes=10, image_size=8).state_dict(), path)
-    spec = small_spec(
-        model={"name": "mlp", "weights": str(path)},
-        pruning={"fraction": 0.5, "cycles": 1},
-        training={"epochs_per_cycle": 1, "batch_size": 64, "dense": {"epochs": 0}},
-    )
-    result = PruningEngine(spec, weights=path).run()
+    result = prune_once_from(path)
     assert [round(c.sparsity, 3) for c in result.cycles] == [0.0, 0.5]
 
 
