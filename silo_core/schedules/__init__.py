@@ -23,11 +23,8 @@ from silo_core.schedules.shapes import (
     WarmupStepDecay,
 )
 
-SCHEDULE_NAMES = ("silo", "lr_rewind", "fine_tune", "slr", "clr", "constant")
-
 __all__ = [
     "CLR_SHAPE",
-    "SCHEDULE_NAMES",
     "SILO_PRESETS",
     "SILO_SHAPE",
     "SLR_SHAPE",
