@@ -91,7 +91,9 @@ class Progress(BaseModel):
     epoch: int | None = None
     epochs: int | None = Field(None, description="Epochs of the current cycle")
     sparsity: float | None = None
-    best_accuracy: float | None = None
+    best_accuracy: float | None = Field(
+        None, description="Highest validation accuracy of any epoch so far (not test accuracy)"
+    )
     elapsed_seconds: float | None = None
     eta_seconds: float | None = Field(None, description="Estimate; null when unknown")
     note: str | None = Field(

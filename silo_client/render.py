@@ -63,7 +63,7 @@ def age(value: datetime, now: datetime | None = None) -> str:
 # when the terminal has no room for them (`silo status` shows everything).
 _JOB_COLUMNS = (
     ("id", True), ("name", False), ("status", False), ("model", False), ("schedule", False),
-    ("cycle", True), ("sparsity", True), ("best", True), ("age", True),
+    ("cycle", True), ("sparsity", True), ("best val", True), ("age", True),
     ("owner", False), ("tags", False),
 )  # fmt: skip
 _OPTIONAL = ("owner", "tags")
@@ -83,7 +83,7 @@ def job_table(jobs: Iterable[JobSummary], width: int = 80) -> Table:
             "schedule": job.schedule or "?",
             "cycle": _cycle(job.progress),
             "sparsity": _pct(job.progress.sparsity, 1),
-            "best": _pct(job.progress.best_accuracy, 1),
+            "best val": _pct(job.progress.best_accuracy, 1),
             "age": age(job.created_at),
             "owner": job.owner,
             "tags": ",".join(job.tags),
@@ -137,7 +137,7 @@ def job_detail(job: JobOut) -> Table:
         ("cycle", f"{p.cycle if p.cycle is not None else '-'} of {p.cycles or '-'}"),
         ("epoch", f"{p.epoch if p.epoch is not None else '-'} of {p.epochs or '-'}"),
         ("sparsity", _pct(p.sparsity)),
-        ("best accuracy", _pct(p.best_accuracy)),
+        ("best val accuracy", _pct(p.best_accuracy)),
         ("elapsed", _duration(p.elapsed_seconds)),
         ("eta", _duration(p.eta_seconds)),
     ]

@@ -79,7 +79,7 @@ def _member_status(member: MemberOut) -> str:
         return member.status
     if p.note:
         return p.note
-    accuracy = f"  best {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
+    accuracy = f"  best val {p.best_accuracy:.1%}" if p.best_accuracy is not None else ""
     return f"cycle {p.cycle} epoch {p.epoch}/{p.epochs}  sparsity {p.sparsity or 0:.1%}{accuracy}"
 
 

@@ -70,6 +70,7 @@ def test_submit_list_status_cancel_and_retry(silo, spec_file):
     assert table.exit_code == 0
     header, row = table.stdout.splitlines()[:2]
     assert header.split()[:5] == ["id", "name", "status", "model", "schedule"]
+    assert "best val" in header  # validation accuracy, as the column says
     model, schedule = SPEC["model"]["name"], SPEC["schedule"]["name"]
     assert row.split()[:5] == [str(job.id), "n1", "queued", model, schedule]
     assert all(len(line) <= 80 for line in table.stdout.splitlines())

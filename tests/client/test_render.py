@@ -1,4 +1,5 @@
-"""The CLI's job list fits the terminal: the name gives way first, then owner and tags."""
+"""The CLI's tables and lines: the job list fits the terminal (the name gives way
+first, then owner and tags), and the best accuracy says it is validation accuracy."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from silo_client.models import JobOut, JobSummary, Progress, QueueInfo, Resources
+from silo_client.models import JobOut, JobSummary, MemberOut, Progress, QueueInfo, Resources
 from silo_client.render import age, job_detail, job_table
+from silo_client.watch import _member_status
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LONG_NAME = "resnet20-cifar10-silo-alpha0.08-seed3"
@@ -44,7 +46,7 @@ def test_a_narrow_terminal_cuts_the_name_and_leaves_out_owner_and_tags():
     narrow = lines(80, [job(7), job(12, name=None, progress=Progress())])
     assert all(len(line) <= 80 for line in narrow)
     assert narrow[0].split() == [
-        "id", "name", "status", "model", "schedule", "cycle", "sparsity", "best", "age",
+        "id", "name", "status", "model", "schedule", "cycle", "sparsity", "best", "val", "age",
     ]  # fmt: skip
     cells = narrow[1].split()
     assert cells[0] == "7" and cells[1].endswith("…") and LONG_NAME.startswith(cells[1][:-1])
@@ -80,3 +82,12 @@ def test_job_status_shows_the_progress_note_while_there_is_one():
     searching = detail_lines(Progress(cycle=2, cycles=5, note=note))
     assert f"doing {note}" in searching
     assert not any(line.startswith("doing") for line in detail_lines(Progress(cycle=2)))
+    # The job's best accuracy is its validation accuracy, and says so.
+    assert "best val accuracy 91.72%" in detail_lines(Progress(best_accuracy=0.9172))
+
+
+def test_a_running_study_member_names_its_best_accuracy_validation_accuracy():
+    progress = Progress(cycle=2, cycles=5, epoch=1, epochs=4, sparsity=0.75, best_accuracy=0.9721)
+    member = MemberOut(job_id=7, schedule="silo", seed=0, status="running", progress=progress)
+    assert _member_status(member) == "cycle 2 epoch 1/4  sparsity 75.0%  best val 97.2%"
+    assert _member_status(member.model_copy(update={"status": "queued"})) == "queued"

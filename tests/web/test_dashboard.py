@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from dashboard_support import DESKTOP, PHONE
 from tiny_jobs import SPEC, claim_order, run_job
@@ -53,6 +54,25 @@ def chart_data(browser, name: str) -> list[list] | None:
         "return el && el.uplot ? el.uplot.data : null;",
         name,
     )
+
+
+def axis_labels(browser, name: str) -> list[list[str]] | None:
+    """The tick labels uPlot drew on each axis of chart ``name`` (None until drawn)."""
+    return browser.execute_script(
+        "const u = document.querySelector(`[data-chart='${arguments[0]}']`)?.uplot;"
+        "return u && u.axes.every(a => a._values) ? u.axes.map(a => a._values) : null;",
+        name,
+    )
+
+
+def report(order, kind: str, body: dict) -> None:
+    """POST ``body`` to the attempt's intake route ``kind``, as its worker would."""
+    response = httpx.post(
+        f"{order.api_url}/v1/jobs/{order.job_id}/attempts/{order.attempt}/{kind}",
+        json=body,
+        headers={"Authorization": f"Bearer {order.token}"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def script_errors(browser) -> list[str]:
@@ -202,16 +222,9 @@ def test_cancel_on_a_running_job_changes_the_status_on_the_page(live_server, bro
 
 
 def test_the_jobs_page_shows_a_running_job_s_note_from_its_heartbeat(live_server, browser):
-    import httpx
-
     order = claim_order(live_server, SPEC)
     note = "Oracle search: 7/40 trial epochs, best so far max_lr 0.1 (91.0% val)"
-    beat = httpx.post(
-        f"{live_server.base_url}/v1/jobs/{order.job_id}/attempts/{order.attempt}/status",
-        json={"status": "running", "note": note},
-        headers={"Authorization": f"Bearer {order.token}"},
-    )
-    assert beat.status_code == 200, beat.text
+    report(order, "status", {"status": "running", "note": note})
     open_page(browser, live_server, "#/jobs")
     shown = wait_for(browser, lambda b: css(b, ".progress-note"), "the progress note")
     assert shown[0].text == note
@@ -253,6 +266,8 @@ def test_a_study_page_compares_schedules_over_seeds(live_server, browser, tmp_pa
     headers = [th.text for th in css(browser, "[aria-label^='Comparison'] thead th")]
     assert headers == ["Cycle", "Sparsity", *study["schedules"]]
     assert len(css(browser, "[aria-label^='Comparison'] tbody tr")) == len(comparison)
+    member_headers = [th.text for th in css(browser, "[aria-label='Member jobs'] thead th")]
+    assert member_headers[-1] == "Best val accuracy"
     links = css(browser, "[aria-label='Member jobs'] a")
     assert [a.get_attribute("href").split("#")[1] for a in links] == [
         f"/jobs/{m['job_id']}" for m in study["members"]
@@ -286,4 +301,58 @@ def test_an_oracle_job_charts_each_grid_value_s_accuracy_per_cycle(live_server, 
     )
     assert labels == ["max_lr 0.0100", "max_lr 0.100"]
     assert chart_data(browser, "max-lr")[1] == [c["max_lr"] for c in cycles]
+    assert script_errors(browser) == []
+
+
+def test_a_narrow_accuracy_range_gets_ticks_with_the_decimals_it_needs(live_server, browser):
+    # Accuracies between 96 % and 98 %: whole-percent ticks would read 97%, 97%, 97%.
+    order = claim_order(live_server, SPEC)
+    accuracy = [0.981, 0.975, 0.968, 0.961]
+    sparsity = [0.0, 0.5, 0.75, 0.875]
+    for cycle, (acc, sp) in enumerate(zip(accuracy, sparsity, strict=True)):
+        epoch = {"cycle": cycle, "epoch": 1, "epochs": 1, "cycles": 3, "lr": 0.01, "max_lr": 0.1}
+        losses = {"train_loss": 0.1, "val_loss": 0.1, "sparsity": sp, "seconds": 1.0}
+        event = {**epoch, **losses, "train_accuracy": acc - 0.001, "val_accuracy": acc}
+        report(order, "events", {"events": [event]})
+        row = {"cycle": cycle, "sparsity": sp, "alive_weights": 100, "max_lr": 0.1}
+        scores = {"best_val_accuracy": acc, "final_val_accuracy": acc, "final_test_accuracy": acc}
+        report(
+            order,
+            "cycles",
+            {**row, **scores, "best_epoch": 1, "test_accuracy_at_best_val": acc, "seconds": 1.0},
+        )
+
+    open_page(browser, live_server, f"#/jobs/{order.job_id}")
+    wait_for(browser, lambda b: len((chart_data(b, "accuracy") or [[]])[0]) == 4, "the cycles")
+    for name in ("accuracy", "training"):
+        labels = wait_for(browser, lambda b, n=name: axis_labels(b, n), f"the {name} axes")
+        ticks = [t for t in labels[1] if t]  # the accuracy axis
+        assert len(ticks) >= 3, f"{name}: {ticks}"
+        assert len(set(ticks)) == len(ticks), f"{name}: repeated tick labels {ticks}"
+        assert all("." in t and t.endswith("%") for t in ticks), f"{name}: {ticks}"
+        assert all(96 <= float(t[:-1]) <= 98.5 for t in ticks), f"{name}: {ticks}"
+    # Sparsity spans 0-87.5 %: its ticks are far apart and need no decimals.
+    sparsity_ticks = [t for t in axis_labels(browser, "accuracy")[0] if t]
+    assert len(set(sparsity_ticks)) == len(sparsity_ticks) >= 3
+    assert all(t[:-1].isdigit() for t in sparsity_ticks), sparsity_ticks
+
+    # The rule itself, on the steps uPlot picks (1, 2, 2.5 or 5 times a power of ten).
+    steps = [0.2, 0.1, 0.05, 0.01, 0.005, 0.0025, 0.001, 0.0005, 0.3 * 0.1 / 3]
+    decimals = browser.execute_async_script(
+        "const [steps, done] = arguments;"
+        "import('/static/js/charts.js').then(m => done(steps.map(m.pctDecimals)));",
+        steps,
+    )
+    assert decimals == [0, 0, 0, 0, 1, 2, 1, 2, 0]
+
+    # The job's best accuracy is its best validation accuracy, and says so.
+    terms = [dt.text for dt in css(browser, "#job-summary dt")]
+    assert "Best val accuracy" in terms and "Best accuracy" not in terms
+    best = css(browser, "#job-summary dd")[terms.index("Best val accuracy")].text
+    assert best == f"{max(accuracy):.2%}"
+    browser.execute_script("location.hash = '#/jobs'")
+    row = wait_for(browser, lambda b: css(b, f"tr[data-key='{order.job_id}']"), "the job's row")[0]
+    headers = [th.text for th in css(browser, "#main table thead th")]
+    cells = [td.text for td in row.find_elements("css selector", "td")]
+    assert cells[headers.index("Best val accuracy")] == best
     assert script_errors(browser) == []

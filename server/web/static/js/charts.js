@@ -5,7 +5,24 @@ import { h } from "./dom.js";
 
 export const COLORS = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777"];
 
-const pctAxis = (u, values) => values.map((v) => `${(100 * v).toFixed(0)}%`);
+/**
+ * Decimals a percentage tick needs so that ticks `step` apart (a fraction:
+ * 0.005 is 0.5 %) read differently: 10 % → 0, 0.5 % → 1, 0.25 % → 2. Read
+ * from the step rather than the range, since uPlot picks the step (1, 2, 2.5
+ * or 5 times a power of ten) to fit the axis's length.
+ */
+export function pctDecimals(step) {
+  const pct = Math.abs(100 * step);
+  if (!Number.isFinite(pct) || pct === 0) return 0;
+  let digits = 0;
+  // The step is a float (0.1 * 3 ...): "exact" within a millionth of itself.
+  while (digits < 6 && Math.abs(pct - Number(pct.toFixed(digits))) > pct * 1e-6) digits += 1;
+  return digits;
+}
+
+// uPlot calls an axis's `values` with the ticks and, last, the step between them.
+const pctAxis = (u, ticks, axis, space, step) =>
+  ticks.map((v) => (v == null ? "" : `${(100 * v).toFixed(pctDecimals(step))}%`));
 const lrAxis = (u, values) => values.map((v) => Number(v).toPrecision(2));
 
 export const AXIS = { pct: pctAxis, lr: lrAxis };

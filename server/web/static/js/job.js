@@ -104,7 +104,7 @@ function summary(job) {
     ["Model / data set", `${spec.model.name} / ${spec.dataset.name}`],
     ["Schedule", spec.schedule.name],
     ["Progress", progressCell(job)],
-    ["Best accuracy", fmt.pct(job.progress.best_accuracy, 2)],
+    ["Best val accuracy", fmt.pct(job.progress.best_accuracy, 2)],
     ["Attempt", String(job.attempt)],
     ["Created", `${new Date(job.created_at).toLocaleString()} (${fmt.age(job.created_at)} ago)`],
     ["Tags", job.tags.join(", ") || "–"],

@@ -34,7 +34,7 @@ const COLUMNS = [
   { label: "Model / data set", cell: (j) => (j.model ? `${j.model} / ${j.dataset}` : "–") },
   { label: "Schedule", cell: (j) => j.schedule ?? "–" },
   { label: "Progress", cell: progressCell },
-  { label: "Best accuracy", cell: (j) => fmt.pct(j.progress?.best_accuracy, 2) },
+  { label: "Best val accuracy", cell: (j) => fmt.pct(j.progress?.best_accuracy, 2) },
   { label: "Sparsity", cell: (j) => fmt.pct(j.progress?.sparsity) },
   { label: "Age", cell: (j) => fmt.age(j.created_at) },
 ];

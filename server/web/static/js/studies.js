@@ -109,7 +109,7 @@ const MEMBER_COLUMNS = [
   { label: "Seed", cell: (m) => String(m.seed) },
   { label: "Status", cell: (m) => badge(m.status) },
   { label: "Progress", cell: progressCell },
-  { label: "Best accuracy", cell: (m) => fmt.pct(m.progress.best_accuracy, 2) },
+  { label: "Best val accuracy", cell: (m) => fmt.pct(m.progress.best_accuracy, 2) },
 ];
 
 export function studyView(main, ctx, id) {
