@@ -189,7 +189,8 @@ class _StopWhenAsked(tune.Stopper):
         self.asked = False
         self._checked = -math.inf
 
-    def __call__(self, trial_id: str, result: dict) -> bool:
+    # Tune's Stopper signature; this stopper ends every trial or none.
+    def __call__(self, trial_id: str, result: dict) -> bool:  # noqa: ARG002
         return self.stop_all()
 
     def stop_all(self) -> bool:
@@ -216,8 +217,13 @@ class _TellProgress(tune.Callback):
     def __init__(self, progress: SearchProgress | None) -> None:
         self.progress = progress
 
-    def on_trial_result(
-        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    def on_trial_result(  # Tune's Callback signature; only the trial and its result matter
+        self,
+        iteration: int,  # noqa: ARG002
+        trials: list,  # noqa: ARG002
+        trial: Any,
+        result: dict,
+        **info: Any,  # noqa: ARG002
     ) -> None:
         if self.progress is not None:
             max_lr = trial.config["max_lr"]

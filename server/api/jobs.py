@@ -113,7 +113,6 @@ def submit_job(
     body: JobSubmit,
     session: SessionDep,
     user: UserDep,
-    response: Response,
     settings: SettingsDep,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)

@@ -249,7 +249,7 @@ def _active_tokens(session: Session, now: datetime) -> dict[int, int]:
         )
         .group_by(ApiToken.user_id)
     ).all()
-    return {user_id: count for user_id, count in rows}
+    return dict(rows)
 
 
 def user_out(session: Session, user: User) -> UserOut:

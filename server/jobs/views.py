@@ -160,8 +160,8 @@ def queue_position(session: Session, job_id: int) -> int | None:
 def specs_by_hash(session: Session, spec_hashes: set[str]) -> dict[str, dict[str, Any]]:
     """One spec per hash (equal hashes mean equal specs), read in one statement."""
     first = select(func.min(Job.id)).where(Job.spec_hash.in_(spec_hashes)).group_by(Job.spec_hash)
-    rows = session.execute(select(Job.spec_hash, Job.spec).where(Job.id.in_(first)))
-    return {spec_hash: spec for spec_hash, spec in rows}
+    rows = session.execute(select(Job.spec_hash, Job.spec).where(Job.id.in_(first))).all()
+    return dict(rows)
 
 
 # --- lists ------------------------------------------------------------------------

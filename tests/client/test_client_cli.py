@@ -230,7 +230,8 @@ def test_the_installed_silo_command(live_server, spec_file, tmp_path):
 
 
 @sqlite_only
-def test_catalog_prints_each_name_with_its_origin(silo, team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_catalog_prints_each_name_with_its_origin(silo):
     table = silo("catalog")
     assert table.exit_code == 0, table.output
     rows = {" ".join(line.split()) for line in table.stdout.splitlines()}

@@ -93,7 +93,7 @@ def _in_own_output_folder(body: dict[str, Any], job_id: Any) -> None:
 
 
 @schemathesis.hook
-def before_call(ctx: Any, case: Any, kwargs: Any) -> None:
+def before_call(ctx: Any, case: Any, kwargs: Any) -> None:  # noqa: ARG001 (the hook's signature)
     path = case.operation.path
     parameters = case.path_parameters or {}
     # Some phases hand path parameters over as the text they are sent as.

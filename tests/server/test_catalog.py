@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from plugin_dists import TEAM, TEAM_SPEC, TEAM_VERSION
 from tiny_jobs import sqlite_only
 
@@ -20,7 +21,8 @@ BUILTIN = {"source": "builtin"}
 
 
 @sqlite_only
-def test_the_catalog_lists_builtins_and_plugins_with_their_origin(live_server, team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_the_catalog_lists_builtins_and_plugins_with_their_origin(live_server):
     with live_server.client() as client:
         response = client.get("/v1/catalog")
     assert response.status_code == 200, response.text
@@ -46,9 +48,8 @@ def test_the_catalog_lists_builtins_and_plugins_with_their_origin(live_server, t
 
 
 @sqlite_only
-def test_a_plugin_name_is_accepted_and_an_unknown_one_is_a_422_listing_the_names(
-    live_server, team_plugins
-):
+@pytest.mark.usefixtures("team_plugins")
+def test_a_plugin_name_is_accepted_and_an_unknown_one_is_a_422_listing_the_names(live_server):
     with live_server.client() as client:
         accepted = client.post("/v1/jobs", json={"spec": TEAM_SPEC})
         assert accepted.status_code == 201, accepted.text

@@ -259,7 +259,7 @@ def test_a_listed_job_carries_its_spec_names_and_progress(live_server, monkeypat
             for key in ("model", "dataset", "schedule", "status", "tags"):
                 assert listed[key] == read[key]
             assert drop(listed["progress"]) == drop(read["progress"])
-        assert items[running]["progress"] | {k: None for k in timeless} == {
+        assert items[running]["progress"] | dict.fromkeys(timeless) == {
             "cycle": 2,
             "cycles": 5,
             "epoch": 1,

@@ -113,21 +113,21 @@ def test_event_key_is_unique_in_the_database(database_url):
         session.add(job)
         session.flush()
         job_id = job.id
-    row = dict(
-        job_id=job_id,
-        attempt=1,
-        cycle=0,
-        epoch=1,
-        epochs=2,
-        lr=0.1,
-        max_lr=0.1,
-        train_loss=1.0,
-        train_accuracy=0.5,
-        val_loss=1.0,
-        val_accuracy=0.5,
-        sparsity=0.0,
-        seconds=1.0,
-    )
+    row = {
+        "job_id": job_id,
+        "attempt": 1,
+        "cycle": 0,
+        "epoch": 1,
+        "epochs": 2,
+        "lr": 0.1,
+        "max_lr": 0.1,
+        "train_loss": 1.0,
+        "train_accuracy": 0.5,
+        "val_loss": 1.0,
+        "val_accuracy": 0.5,
+        "sparsity": 0.0,
+        "seconds": 1.0,
+    }
     with factory.begin() as session:
         session.add(JobEvent(seq=1, **row))
     with pytest.raises(IntegrityError), factory.begin() as session:

@@ -83,7 +83,8 @@ def test_cli_creates_lists_and_revokes_tokens(silo, factory):
     assert actor.startswith("local:")
 
 
-def test_cli_deactivates_activates_promotes_demotes_users(silo, factory):
+@pytest.mark.usefixtures("factory")
+def test_cli_deactivates_activates_promotes_demotes_users(silo):
     assert silo("token", "create", "--user", "root", "--admin").exit_code == 0
     assert silo("token", "create", "--user", "carol").exit_code == 0
     assert silo("user", "deactivate", "carol").stdout == "carol deactivated\n"
@@ -100,7 +101,7 @@ def test_cli_deactivates_activates_promotes_demotes_users(silo, factory):
     assert "user.deactivate" in silo("audit").stdout
 
 
-def test_cli_errors_are_one_line(silo, monkeypatch, tmp_path):
+def test_cli_errors_are_one_line(silo, monkeypatch):
     assert silo("token", "create", "--user", "root", "--admin").exit_code == 0
     cases = [
         (("token", "create", "--user", "x", "--expires", "soon"), 2, "--expires:"),

@@ -31,7 +31,8 @@ def site(tmp_path, monkeypatch) -> Iterator[Path]:
     plugins.refresh()
 
 
-def test_plugins_are_listed_with_their_distribution_and_used_like_builtins(team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_plugins_are_listed_with_their_distribution_and_used_like_builtins():
     found = catalog()
     assert {"name": "team_mlp", "origin": TEAM_ORIGIN} in found["models"]
     assert {"name": "team_blobs", "origin": TEAM_ORIGIN} in found["datasets"]
@@ -53,7 +54,8 @@ def test_plugins_are_listed_with_their_distribution_and_used_like_builtins(team_
     assert max(float(w.detach().abs().max()) for w in masks.weights) < largest
 
 
-def test_an_unknown_name_is_refused_naming_the_field_and_listing_plugins_too(team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_an_unknown_name_is_refused_naming_the_field_and_listing_plugins_too():
     with pytest.raises(SpecError) as info:
         parse_spec({**TEAM_SPEC, "model": {"name": "team_mpl"}})
     message = str(info.value)
@@ -63,7 +65,8 @@ def test_an_unknown_name_is_refused_naming_the_field_and_listing_plugins_too(tea
         build_model("team_mpl", in_channels=1, num_classes=2, image_size=4)
 
 
-def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_a_plugin_that_fails_to_import_is_named_with_its_distribution():
     parse_spec({**TEAM_SPEC, "model": {"name": "broken_net"}})  # metadata only: valid
     with pytest.raises(plugins.PluginError) as info:
         build_model("broken_net", in_channels=1, num_classes=2, image_size=4)
@@ -75,7 +78,8 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_distribution(team_plugi
     assert isinstance(info.value.__cause__, RuntimeError)  # its traceback stays chained
 
 
-def test_a_builder_returning_no_module_fails_naming_the_plugin(team_plugins):
+@pytest.mark.usefixtures("team_plugins")
+def test_a_builder_returning_no_module_fails_naming_the_plugin():
     with pytest.raises(plugins.PluginError, match=r"'team_nothing'.*failed to build: .*str"):
         build_model("team_nothing", in_channels=1, num_classes=2, image_size=4)
 

@@ -40,7 +40,7 @@ def malicious_pickle(tmp_path: Path) -> tuple[Path, Path]:
     return path, marker
 
 
-def trained_mlp(tmp_path: Path) -> tuple[dict[str, torch.Tensor], float]:
+def trained_mlp() -> tuple[dict[str, torch.Tensor], float]:
     """A digits MLP trained (and pruned once) by the engine, and its test accuracy."""
     result = PruningEngine(small_spec(pruning={"cycles": 1})).run()
     return result.model_state, result.cycles[-1].final_test_accuracy
@@ -80,7 +80,7 @@ def test_weights_that_do_not_fit_name_the_first_mismatches(tmp_path):
 def test_epochs_zero_needs_weights_and_evaluates_them_without_training(tmp_path):
     with pytest.raises(SpecError, match=r"training\.dense\.epochs: 0 .* set model\.weights"):
         small_spec(training={"dense": {"epochs": 0}})
-    state, accuracy = trained_mlp(tmp_path)
+    state, accuracy = trained_mlp()
     path = tmp_path / "dense.safetensors"
     save_file(state, path)
     spec = small_spec(
@@ -136,7 +136,7 @@ def test_a_dense_network_from_weights_starts_with_every_weight_alive(tmp_path):
 
 
 def test_silo_run_reads_a_local_weights_path_and_refuses_a_service_reference(tmp_path):
-    state, _ = trained_mlp(tmp_path)
+    state, _ = trained_mlp()
     path = tmp_path / "dense.pt"
     torch.save(state, path)
     text = f"""\
@@ -176,7 +176,7 @@ def test_a_malicious_pickle_fails_silo_run_and_its_payload_never_runs(tmp_path):
 
 
 def test_jobs_starting_from_the_same_weights_share_cycle_0_and_others_do_not(tmp_path):
-    state, _ = trained_mlp(tmp_path)
+    state, _ = trained_mlp()
     first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
     save_file(state, first)
     save_file({k: v * 0.5 for k, v in state.items()}, second)

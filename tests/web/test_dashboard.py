@@ -152,7 +152,7 @@ def test_a_finished_job_draws_its_charts_and_tables_from_the_api(live_server, br
 
     open_page(browser, live_server, "#/jobs")
     row = wait_for(browser, lambda b: css(b, f"tr[data-key='{job_id}']"), "the job's row")[0]
-    wait_for(browser, lambda b: "succeeded" in row.text and "mlp / digits" in row.text, "details")
+    wait_for(browser, lambda _: "succeeded" in row.text and "mlp / digits" in row.text, "details")
     progress = row.find_element("css selector", "progress")
     assert progress.get_attribute("value") == progress.get_attribute("max") == "3"
     screenshots(browser, tmp_path / "output", "jobs")

@@ -42,8 +42,9 @@ def cancel_grace() -> float:
 
 
 @pytest.fixture
-def dispatching(live_server, local_ray, cancel_grace) -> Iterator[None]:
-    """A dispatcher beside the live API, as `silo serve` runs one."""
+def dispatching(live_server, local_ray, cancel_grace) -> Iterator[None]:  # noqa: ARG001
+    """A dispatcher beside the live API, as `silo serve` runs one (on the
+    session's local Ray, which must be up before it starts)."""
     settings = live_server.app.state.settings.model_copy(
         update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": cancel_grace}
     )

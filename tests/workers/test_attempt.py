@@ -92,7 +92,7 @@ def test_a_failing_job_is_reported_failed_with_its_error(live_server, tmp_path):
     assert "Traceback" not in job["error_message"]
 
 
-def test_the_log_of_each_attempt_is_served_and_can_be_followed(live_server, tmp_path):
+def test_the_log_of_each_attempt_is_served_and_can_be_followed(live_server):
     order = claim_order(live_server, SPEC)
     lines: list[str] = []
     with live_server.client() as client:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 import ray
 
 from workers.ray_cluster import _session_members, free_port
@@ -20,9 +21,8 @@ def silo(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_demo_runs_a_study_through_the_service_and_stop_ends_only_its_own_ray(
-    tmp_path, local_ray
-):
+@pytest.mark.usefixtures("local_ray")
+def test_the_demo_runs_a_study_through_the_service_and_stop_ends_only_its_own_ray(tmp_path):
     port = free_port()
     env = {**os.environ, "SILO_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "120"}
     for name in ("SILO_DATABASE_URL", "SILO_RAY_ADDRESS", "SILO_TOKEN", "SILO_SERVER"):

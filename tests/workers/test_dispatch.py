@@ -45,7 +45,8 @@ def kill_first_attempt_and_wait(client, job_id: int) -> None:
     assert job["attempt"] == 2
 
 
-def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_server, dispatching):
+@pytest.mark.usefixtures("dispatching")
+def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_server):
     with live_server.client() as client:
         job_id = client.post("/v1/jobs", json={"spec": SPEC}).json()["id"]
         job = wait_for(client, job_id, finished)
@@ -69,9 +70,8 @@ def test_a_submitted_job_runs_on_ray_and_its_results_can_be_downloaded(live_serv
     assert zeros / total >= 0.75
 
 
-def test_a_worker_killed_mid_job_is_retried_and_ends_as_an_uninterrupted_run(
-    live_server, dispatching
-):
+@pytest.mark.usefixtures("dispatching")
+def test_a_worker_killed_mid_job_is_retried_and_ends_as_an_uninterrupted_run(live_server):
     spec = {**SPEC, "training": {**SPEC["training"], "epochs_per_cycle": 15}}
     with live_server.client() as client:
         job_id = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
@@ -91,7 +91,8 @@ def test_a_worker_killed_mid_job_is_retried_and_ends_as_an_uninterrupted_run(
     assert {e["attempt"] for e in events} == {1, 2}
 
 
-def test_jobs_keep_running_while_the_api_and_dispatcher_restart(live_server, local_ray):
+@pytest.mark.usefixtures("local_ray")
+def test_jobs_keep_running_while_the_api_and_dispatcher_restart(live_server):
     """Running jobs live in detached actors: the API and the dispatcher going away
     (their reports wait in the worker's spool) neither stops nor restarts them."""
     settings = live_server.app.state.settings.model_copy(update={"dispatch_interval_seconds": 0.2})
@@ -142,7 +143,8 @@ def postgres(action: str) -> None:
 
 
 @pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
-def test_the_database_going_down_costs_no_progress(live_server, dispatching):
+@pytest.mark.usefixtures("dispatching")
+def test_the_database_going_down_costs_no_progress(live_server):
     """PostgreSQL stopped mid-job: the API answers 503 with Retry-After, the worker
     trains on and spools its reports, and they all land once the database is back."""
     if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
@@ -191,7 +193,8 @@ def cancel_mid_job(live_server) -> tuple[int, dict, list[dict]]:
     return job_id, job, cycles
 
 
-def test_a_cancelled_job_stops_itself_and_keeps_its_finished_cycles(live_server, dispatching):
+@pytest.mark.usefixtures("dispatching")
+def test_a_cancelled_job_stops_itself_and_keeps_its_finished_cycles(live_server):
     job_id, job, cycles = cancel_mid_job(live_server)
     assert job["status"] == "cancelled"
     assert attempt_status(live_server, job_id) == "cancelled"  # the worker stopped, not killed
@@ -201,7 +204,8 @@ def test_a_cancelled_job_stops_itself_and_keeps_its_finished_cycles(live_server,
 
 
 @pytest.mark.parametrize("cancel_grace", [0.0])
-def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dispatching):
+@pytest.mark.usefixtures("dispatching")
+def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server):
     """An epoch of resnet20 on 8,192 synthetic images takes seconds on this CPU: longer
     than a grace period of 0 s, so the dispatcher kills the worker mid-epoch."""
     spec = {
@@ -224,9 +228,8 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server, dis
 
 
 @sqlite_only  # Ray's node sizes against a request: the database plays no part
-def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(
-    live_server, dispatching
-):
+@pytest.mark.usefixtures("dispatching")
+def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(live_server):
     """The local head is one node of 2 CPUs and no GPU: the dispatcher records that,
     and says jobs asking more cannot run here, while a job that fits is not held up."""
     with live_server.client() as client:
@@ -250,7 +253,8 @@ def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(
     assert capacity.largest_memory_gb > 0
 
 
-def test_a_study_runs_its_members_training_each_dense_network_once(live_server, dispatching):
+@pytest.mark.usefixtures("dispatching")
+def test_a_study_runs_its_members_training_each_dense_network_once(live_server):
     body = {"spec": SPEC, "schedules": [{"name": "silo"}, {"name": "lr_rewind"}], "seeds": [0, 1]}
     with live_server.client() as client:
         study = client.post("/v1/studies", json=body).json()
@@ -279,7 +283,8 @@ def test_a_study_runs_its_members_training_each_dense_network_once(live_server, 
 
 
 @sqlite_only  # the hold-back is the dispatcher's; test_queue_reasons covers both databases
-def test_study_members_wait_for_one_dense_training_then_start_from_it(live_server, local_ray):
+@pytest.mark.usefixtures("local_ray")
+def test_study_members_wait_for_one_dense_training_then_start_from_it(live_server):
     """The cluster has room for all three members (0.5 CPU each on 2 CPUs), yet one
     trains cycle 0 while the others wait for it; they then start from its dense
     training instead of training it again."""
@@ -338,9 +343,8 @@ def trial_processes() -> list[int]:
 
 # The search does not touch the database: one backend (a team's) is enough.
 @pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
-def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(
-    live_server, dispatching
-):
+@pytest.mark.usefixtures("dispatching")
+def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(live_server):
     """The job holds both CPUs of the cluster; its trials need none of their own,
     so they run, two at a time. Killed mid-search, the job's trials die with it,
     and the retry searches the cycle again and ends as an uninterrupted run."""
@@ -371,9 +375,8 @@ def test_an_oracle_job_searches_on_tune_inside_its_cpus_and_survives_a_kill(
 
 
 @pytest.mark.parametrize("empty_database_url", ["postgresql"], indirect=True)
-def test_a_dispatcher_joining_by_a_ray_client_address_runs_jobs(
-    live_server, local_ray, local_ray_state
-):
+@pytest.mark.usefixtures("local_ray")
+def test_a_dispatcher_joining_by_a_ray_client_address_runs_jobs(live_server, local_ray_state):
     """`silo dispatcher` with SILO_RAY_ADDRESS=ray://...: a driver joining a
     cluster it does not run, as a team's dispatcher joins its Ray head."""
     address = client_address(local_ray_state)

@@ -63,9 +63,8 @@ def test_the_job_cpus_are_shared_by_the_trials():
     assert TrialSlots.sharing(0.5, 7, node_ip="n").concurrent == 1
 
 
-def test_tune_trials_run_side_by_side_and_choose_as_the_in_process_search(
-    local_ray, tmp_path, one_thread
-):
+@pytest.mark.usefixtures("local_ray", "one_thread")
+def test_tune_trials_run_side_by_side_and_choose_as_the_in_process_search(tmp_path):
     # Trials of a few seconds, so that running side by side shows in their clocks.
     training = {**ORACLE_SPEC["training"], "epochs_per_cycle": 60}
     spec = parse_spec(
@@ -106,9 +105,8 @@ class StopOnCall:
         return self.calls >= self.n
 
 
-def test_a_stop_during_the_search_ends_it_and_the_job_resumes_as_if_never_stopped(
-    local_ray, tmp_path, one_thread
-):
+@pytest.mark.usefixtures("local_ray", "one_thread")
+def test_a_stop_during_the_search_ends_it_and_the_job_resumes_as_if_never_stopped(tmp_path):
     from silo_core.engine.checkpoint import LocalCheckpointStore
 
     spec = parse_spec(ORACLE_SPEC)

@@ -3,14 +3,14 @@ workers have the tests' plug-in packages on their path (tests/plugin_dists.py)."
 
 from __future__ import annotations
 
+import pytest
 from plugin_dists import BROKEN, BROKEN_VERSION, TEAM, TEAM_SPEC, TEAM_VERSION
 from tiny_jobs import finished, sqlite_only, wait_for
 
 
 @sqlite_only
-def test_a_job_on_a_plugin_model_and_data_set_runs_to_success(
-    live_server, team_plugins, dispatching
-):
+@pytest.mark.usefixtures("team_plugins", "dispatching")
+def test_a_job_on_a_plugin_model_and_data_set_runs_to_success(live_server):
     with live_server.client() as client:
         models = client.get("/v1/catalog").json()["models"]
         assert {
@@ -28,7 +28,8 @@ def test_a_job_on_a_plugin_model_and_data_set_runs_to_success(
 
 
 @sqlite_only
-def test_a_plugin_failing_at_import_fails_its_job_alone(live_server, team_plugins, dispatching):
+@pytest.mark.usefixtures("team_plugins", "dispatching")
+def test_a_plugin_failing_at_import_fails_its_job_alone(live_server):
     with live_server.client() as client:
         broken = client.post(
             "/v1/jobs", json={"spec": {**TEAM_SPEC, "model": {"name": "broken_net"}}}
