@@ -398,12 +398,16 @@ def test_a_dispatcher_joining_by_a_ray_client_address_runs_jobs(live_server, loc
         stderr=subprocess.STDOUT,
         text=True,
     )
+    job: dict = {}
     try:
         with live_server.client() as client:
             job_id = client.post("/v1/jobs", json={"spec": SPEC}).json()["id"]
-            job = wait_for(client, job_id, finished)
+            # A Ray client's first connection starts a server process for it on the
+            # head: on a loaded two-core machine that alone has taken minutes.
+            job = wait_for(client, job_id, finished, timeout=420)
     finally:
         dispatcher.terminate()
         output = dispatcher.communicate(timeout=30)[0]
+        print(output)  # shown when the test fails, the wait included
     assert job["status"] == "succeeded", (job["error_message"], output)
     assert f"dispatching jobs to Ray at {address}" in output
