@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
@@ -105,15 +105,15 @@ def list_files(
     ] = None,
 ) -> FilePage:
     """Your uploaded files, newest first; follow ``next_cursor`` for older ones."""
-    query = select(UploadedFile).where(UploadedFile.owner_id == user.id)
-    if cursor is not None:
-        query = query.where(
-            tuple_(UploadedFile.created_at, UploadedFile.id) < views.decode_cursor(cursor)
-        )
-    order = (UploadedFile.created_at.desc(), UploadedFile.id.desc())
-    rows = list(session.scalars(query.order_by(*order).limit(limit + 1)))
-    next_cursor = views.encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return FilePage(items=[_out(row) for row in rows[:limit]], next_cursor=next_cursor)
+    query = views.newest_first(
+        select(UploadedFile).where(UploadedFile.owner_id == user.id),
+        UploadedFile.created_at,
+        UploadedFile.id,
+        limit=limit,
+        cursor=cursor,
+    )
+    rows, next_cursor = views.page(list(session.scalars(query)), limit)
+    return FilePage(items=[_out(row) for row in rows], next_cursor=next_cursor)
 
 
 @router.get("/files/{file_id}", response_model=FileOut)

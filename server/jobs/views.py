@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -27,7 +27,7 @@ from sqlalchemy import (
     select,
     tuple_,
 )
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from server.db.models import Job, JobTag, User
 from server.jobs.states import JobStatus
@@ -176,9 +176,17 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
-def encode_cursor(job: JobView | Job) -> str:
-    micros = (as_utc(job.created_at) - _EPOCH) // _MICROSECOND
-    return f"{micros}.{job.id}"
+class _Keyed(Protocol):
+    created_at: datetime
+    id: int
+
+
+KeyedT = TypeVar("KeyedT", bound=_Keyed)
+
+
+def encode_cursor(row: _Keyed) -> str:
+    micros = (as_utc(row.created_at) - _EPOCH) // _MICROSECOND
+    return f"{micros}.{row.id}"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, int]:
@@ -217,12 +225,29 @@ def list_jobs(
         query = query.where(Job.created_at > as_utc(filters.created_after))
     if filters.created_before is not None:
         query = query.where(Job.created_at < as_utc(filters.created_before))
+    query = newest_first(query, Job.created_at, Job.id, limit=limit, cursor=cursor)
+    return page([_view(row) for row in session.execute(query)], limit)
+
+
+def newest_first(
+    query: Select[Any],
+    created_at: InstrumentedAttribute[datetime],
+    row_id: InstrumentedAttribute[int],
+    *,
+    limit: int,
+    cursor: str | None,
+) -> Select[Any]:
+    """Keyset pagination on (created_at, id): the rows after ``cursor``, newest
+    first, one more than a page (so ``page`` knows whether another follows).
+    Rows inserted between pages neither repeat nor hide older ones."""
     if cursor is not None:
-        created, job_id = decode_cursor(cursor)
         # A row-value comparison, which both databases walk as one index range.
-        query = query.where(tuple_(Job.created_at, Job.id) < tuple_(created, job_id))
-    query = query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
-    rows = [_view(row) for row in session.execute(query)]
+        query = query.where(tuple_(created_at, row_id) < tuple_(*decode_cursor(cursor)))
+    return query.order_by(created_at.desc(), row_id.desc()).limit(limit + 1)
+
+
+def page(rows: list[KeyedT], limit: int) -> tuple[list[KeyedT], str | None]:
+    """A page of ``newest_first``'s rows and the cursor of the next, if any."""
     if len(rows) > limit:
         rows = rows[:limit]
         return rows, encode_cursor(rows[-1])
