@@ -20,12 +20,13 @@ from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
 from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
 from server.api.routing import ApiRoute
-from server.auth.tokens import caller_writes
+from server.auth.tokens import Caller, caller_writes
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
 from server.jobs.cluster import refuse_unfit
 from server.jobs.states import IllegalTransitionError, JobStatus
+from server.settings import Settings
 from silo_client.models import (
     ARTIFACT_NAME_PATTERN,
     ArtifactList,
@@ -84,17 +85,17 @@ def _validate_spec(data: dict[str, Any]) -> JobSpec:
         raise invalid_spec([spec_problem(line) for line in exc.problems]) from None
 
 
-def check_weights(
-    session: Session, spec: JobSpec, reader: Reader, artifact_root: str, field: str
-) -> None:
-    """422 naming ``field`` unless the spec's starting weights are a file or an
-    artifact the submitter may read (missing and invisible answer alike)."""
+def check_weights(session: Session, spec: JobSpec, user: Caller, settings: Settings) -> None:
+    """422 naming spec.model.weights unless the spec's starting weights are a file
+    or an artifact the submitter may read (missing and invisible answer alike)."""
     if spec.model.weights is None:
         return
+    reader = reader_for(user, settings.read_access)
+    root = settings.resolved_artifact_root()
     try:
-        files.weights_path(session, spec.model.weights, artifact_root, reader)
+        files.weights_path(session, spec.model.weights, root, reader)
     except files.WeightsUnavailableError as exc:
-        raise invalid_spec([{"field": field, "message": str(exc)}]) from None
+        raise invalid_spec([{"field": "spec.model.weights", "message": str(exc)}]) from None
 
 
 # --- submit and list ----------------------------------------------------------
@@ -121,13 +122,7 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
-    check_weights(
-        session,
-        spec,
-        reader_for(user, settings.read_access),
-        settings.resolved_artifact_root(),
-        "spec.model.weights",
-    )
+    check_weights(session, spec, user, settings)
     refuse_unfit(session, settings, body.resources)
     try:
         with caller_writes(session, user):

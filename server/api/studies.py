@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from server.api import job_out
-from server.api.access import ReaderDep, reader_for
+from server.api.access import ReaderDep
 from server.api.deps import SessionDep, SettingsDep, UserDep
 from server.api.errors import documented, not_found
 from server.api.jobs import check_weights, invalid_spec, spec_problem
@@ -125,13 +125,7 @@ def submit_study(
     """Queue one job per schedule and seed; members with one seed share the dense training."""
     members = _members(body)
     # Every member starts from the base spec's weights: one check covers them all.
-    check_weights(
-        session,
-        members[0].spec,
-        reader_for(user, settings.read_access),
-        settings.resolved_artifact_root(),
-        "spec.model.weights",
-    )
+    check_weights(session, members[0].spec, user, settings)
     refuse_unfit(session, settings, body.resources)
     with caller_writes(session, user):
         study = studies.create_study(
