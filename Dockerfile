@@ -28,6 +28,7 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
  && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r requirements.txt "$RAY_SPEC"
 
 COPY README.md ./
+COPY silo_contract ./silo_contract
 COPY silo_core ./silo_core
 COPY silo_client ./silo_client
 COPY server ./server

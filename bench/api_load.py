@@ -289,7 +289,7 @@ def start_some(url: str, count: int) -> tuple[list[int], list[int]]:
     running = []
     for _ in range(count):
         with factory.begin() as session:
-            claim = claim_next(session)
+            claim = claim_next(session, api_url=url, artifact_root="unused")
             job = session.get_one(Job, claim.job_id)
             job.progress_cycle, job.progress_epoch, job.progress_sparsity = 3, 4, 0.488
             job.best_accuracy = 0.95

@@ -54,7 +54,7 @@ from server.db.migrate import upgrade
 from server.db.models import Job, User, utcnow
 from server.db.session import make_engine, make_session_factory
 from server.settings import Settings
-from workers.layout import attempt_log
+from silo_contract.layout import attempt_log
 
 PER_USER = Settings.model_fields["max_streams_per_user"].default
 DELIVERY_PROBES = 20

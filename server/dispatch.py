@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,15 +40,16 @@ from server.db.models import Job, JobAttempt, utcnow
 from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
 from server.jobs.attempts import finish_cancel, report_status, settle_lost_attempt
-from server.jobs.claims import Claim, claim_job
+from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
-from silo_client.models import as_utc
+from silo_contract.fields import as_utc
+from silo_contract.order import AttemptOrder
 from workers import ray_actor
-from workers.attempt import AttemptOrder, dense_cache
+from workers.attempt import dense_cache
 
 log = logging.getLogger("silo.dispatcher")
 
@@ -162,7 +163,12 @@ class Dispatcher:
                 break
             candidates.remove(choice)
             with self.sessions.begin() as session:
-                claim = claim_job(session, choice.job_id)
+                claim = claim_job(
+                    session,
+                    choice.job_id,
+                    api_url=self.api_url,
+                    artifact_root=self.settings.resolved_artifact_root(),
+                )
             if claim is None:
                 continue  # another dispatcher took it, or it was cancelled meanwhile
             self._launch(claim)
@@ -222,53 +228,44 @@ class Dispatcher:
             for row in rows.values()
         ]
 
-    def _launch(self, claim: Claim) -> None:
-        root = self.settings.resolved_artifact_root()
+    def _launch(self, order: AttemptOrder) -> None:
         try:
-            weights = self._weights(claim, root)
+            weights = self._weights(order)
         except WeightsUnavailableError as exc:
             # Checked at submit; gone since (a file deleted, a job's outputs removed).
-            log.warning("job %s cannot start: %s", claim.job_id, exc)
+            log.warning("job %s cannot start: %s", order.job_id, exc)
             with self.sessions.begin() as session:
                 attempt = session.scalar(
                     select(JobAttempt).where(
-                        JobAttempt.job_id == claim.job_id, JobAttempt.number == claim.attempt
+                        JobAttempt.job_id == order.job_id, JobAttempt.number == order.attempt
                     )
                 )
                 report_status(session, attempt, JobStatus.FAILED.value, f"model.weights: {exc}")
             return
-        order = AttemptOrder(
-            job_id=claim.job_id,
-            attempt=claim.attempt,
-            token=claim.token,
-            spec=claim.spec,
-            api_url=self.api_url,
-            artifact_root=root,
-            weights=weights,
-        )
-        self._launched_at[(claim.job_id, claim.attempt)] = time.monotonic()
+        order = replace(order, weights=weights)
+        self._launched_at[(order.job_id, order.attempt)] = time.monotonic()
         try:
-            ray_actor.launch(order, cpus=claim.cpus, gpus=claim.gpus, memory_gb=claim.memory_gb)
+            ray_actor.launch(order)
         except Exception as exc:
-            log.exception("could not launch job %s", claim.job_id)
+            log.exception("could not launch job %s", order.job_id)
             with self.sessions.begin() as session:
                 settle_lost_attempt(
                     session,
-                    claim.job_id,
-                    claim.attempt,
+                    order.job_id,
+                    order.attempt,
                     max_attempts=self.settings.max_attempts,
                     reason=f"Ray refused it: {type(exc).__name__}: {exc}",
                 )
             return
-        log.info("job %s attempt %s launched", claim.job_id, claim.attempt)
+        log.info("job %s attempt %s launched", order.job_id, order.attempt)
 
-    def _weights(self, claim: Claim, root: str) -> str | None:
+    def _weights(self, order: AttemptOrder) -> str | None:
         """The path of the starting weights the job's spec names, if any."""
-        reference = claim.spec.get("model", {}).get("weights")
+        reference = order.spec.get("model", {}).get("weights")
         if reference is None:
             return None
         with self.sessions() as session:
-            return str(weights_path(session, reference, root))
+            return str(weights_path(session, reference, order.artifact_root))
 
     def _explain_waits(
         self,

@@ -26,7 +26,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from silo_client.client import SiloClient
 from silo_client.config import ConfigError, config_file, resolve
 from silo_client.errors import SiloApiError, SiloError
-from silo_client.models import JobOut
 from silo_client.render import (
     catalog_table,
     comparison_table,
@@ -36,6 +35,7 @@ from silo_client.render import (
     study_table,
 )
 from silo_client.watch import wait_study, watch_job
+from silo_contract.jobs import JobOut
 from silo_core.tables import cycle_table, sizes_table
 
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130

@@ -25,34 +25,23 @@ from silo_client.errors import (
     SiloConnectionError,
     SiloError,
 )
-from silo_client.models import (
-    ArtifactList,
-    ArtifactOut,
+from silo_contract.accounts import (
     AuditEventOut,
     AuditPage,
-    CatalogOut,
-    CycleList,
-    CycleOut,
-    EventOut,
-    EventPage,
-    FileOut,
-    FilePage,
-    JobOut,
-    JobPage,
-    JobSummary,
     MeOut,
-    Resources,
-    StudyOut,
-    StudyPage,
-    StudySummary,
     TokenCreated,
     TokenList,
     TokenOut,
     UserList,
     UserOut,
 )
+from silo_contract.catalog import CatalogOut
+from silo_contract.files import FileOut, FilePage
+from silo_contract.jobs import ArtifactList, ArtifactOut, JobOut, JobPage, JobSummary, Resources
+from silo_contract.reports import CycleList, CycleOut, EventOut, EventPage
+from silo_contract.status import is_terminal
+from silo_contract.studies import StudyOut, StudyPage, StudySummary
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 DOWNLOAD_CHUNK = 1 << 20
 UPLOAD_CHUNK = 1 << 20
 
@@ -290,7 +279,7 @@ class SiloClient:
             if events:
                 after = events[-1].seq
             yield job, events
-            if job.status in TERMINAL:
+            if is_terminal(job.status):
                 return
             time.sleep(poll)
 
@@ -302,7 +291,7 @@ class SiloClient:
     def wait(self, job_id: int, *, poll: float = 1.0) -> JobOut:
         """Block until the job is finished; the job as it ended (its status only is
         polled: the events are not read)."""
-        while (job := self.get(job_id)).status not in TERMINAL:
+        while not is_terminal((job := self.get(job_id)).status):
             time.sleep(poll)
         return job
 

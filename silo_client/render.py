@@ -7,19 +7,10 @@ from datetime import UTC, datetime
 
 from rich.table import Table
 
-from silo_client.models import (
-    AuditEventOut,
-    CatalogOut,
-    CellOut,
-    JobOut,
-    JobSummary,
-    PluginOrigin,
-    Progress,
-    StudyOut,
-    StudySummary,
-    TokenOut,
-    UserOut,
-)
+from silo_contract.accounts import AuditEventOut, TokenOut, UserOut
+from silo_contract.catalog import CatalogOut, PluginOrigin
+from silo_contract.jobs import JobOut, JobSummary, Progress
+from silo_contract.studies import CellOut, StudyOut, StudySummary
 
 
 def _time(value: datetime | None) -> str:

@@ -14,8 +14,10 @@ from rich.progress import (
     TextColumn,
 )
 
-from silo_client.client import TERMINAL, SiloClient
-from silo_client.models import JobOut, MemberOut, StudyOut
+from silo_client.client import SiloClient
+from silo_contract.jobs import JobOut
+from silo_contract.status import is_terminal
+from silo_contract.studies import MemberOut, StudyOut
 
 
 def _progress(
@@ -100,7 +102,7 @@ def wait_study(client: SiloClient, study_id: int, console: Console, poll: float 
                 progress.update(
                     bars[member.job_id], completed=done, total=total, status=_member_status(member)
                 )
-            if all(m.status in TERMINAL for m in study.members):
+            if all(is_terminal(m.status) for m in study.members):
                 return study
             time.sleep(poll)
             study = client.study(study_id)

@@ -14,7 +14,8 @@ import pytest
 
 from server.db.session import make_engine, make_session_factory
 from server.jobs.claims import claim_next
-from workers.attempt import AttemptOrder, run_attempt
+from silo_contract.order import AttemptOrder
+from workers.attempt import run_attempt
 
 # 3 cycles (dense + 2), 2 epochs each.
 SPEC = {
@@ -41,17 +42,14 @@ def claim_order(live_server, spec: dict | None = None) -> AttemptOrder:
             assert response.status_code == 201, response.text
     engine = make_engine(live_server.database_url)
     with make_session_factory(engine).begin() as session:
-        claim = claim_next(session)
+        order = claim_next(
+            session,
+            api_url=live_server.base_url,
+            artifact_root=live_server.app.state.settings.resolved_artifact_root(),
+        )
     engine.dispose()
-    assert claim is not None, "no queued job to claim"
-    return AttemptOrder(
-        job_id=claim.job_id,
-        attempt=claim.attempt,
-        token=claim.token,
-        spec=claim.spec,
-        api_url=live_server.base_url,
-        artifact_root=live_server.app.state.settings.resolved_artifact_root(),
-    )
+    assert order is not None, "no queued job to claim"
+    return order
 
 
 def run_job(live_server, spec: dict | None = None) -> int:

@@ -3,7 +3,7 @@
 This is what a Ray worker executes (the Ray task only wraps it), and it needs
 nothing from the server but what the order carries: the API address, the
 attempt's token, the spec, and the artifact root (a local or shared path),
-laid out as workers/layout.py says.
+laid out as silo_contract/layout.py says.
 """
 
 from __future__ import annotations
@@ -14,14 +14,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
-from silo_core.engine.oracle import OracleSearch
-from silo_core.engine.runner import PruningEngine
-from silo_core.local_run import write_outputs
-from silo_core.spec import JobSpec, parse_spec
-from workers.layout import (
+from silo_contract.layout import (
     attempt_folder,
     attempt_log,
     checkpoint_folder,
@@ -29,25 +23,17 @@ from workers.layout import (
     oracle_folder,
     output_folder,
 )
+from silo_contract.order import AttemptOrder
+from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
+from silo_core.engine.oracle import OracleSearch
+from silo_core.engine.runner import PruningEngine
+from silo_core.local_run import write_outputs
+from silo_core.spec import JobSpec, parse_spec
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 log = logging.getLogger("silo.workers.attempt")
 
 FLUSH_SECONDS = 600.0  # how long a finished attempt waits for the API to take its reports
-
-
-@dataclass(frozen=True)
-class AttemptOrder:
-    """What the dispatcher hands a worker to run one attempt."""
-
-    job_id: int
-    attempt: int
-    token: str
-    spec: dict[str, Any]
-    api_url: str
-    artifact_root: str
-    # The file the spec's model.weights names, resolved by the dispatcher.
-    weights: str | None = None
 
 
 @dataclass(frozen=True)

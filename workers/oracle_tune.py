@@ -32,6 +32,7 @@ import ray
 import torch
 from ray import tune
 
+from silo_contract.reports import EpochEvent
 from silo_core.engine.oracle import (
     SearchProgress,
     SearchResult,
@@ -40,7 +41,7 @@ from silo_core.engine.oracle import (
     best_index,
 )
 from silo_core.engine.runner import PruningEngine
-from silo_core.records import EpochEvent, EpochScores
+from silo_core.records import EpochScores
 from silo_core.spec import JobSpec, OracleScheduleSpec
 
 log = logging.getLogger("silo.workers.oracle")

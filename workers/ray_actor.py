@@ -10,11 +10,11 @@ actor's return value; the actor exits by itself when the attempt is over.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 
 import ray
 
-from workers.attempt import AttemptOrder, run_attempt
+from silo_contract.order import AttemptOrder
+from workers.attempt import run_attempt
 from workers.ray_cluster import NAMESPACE
 
 
@@ -35,21 +35,19 @@ class AttemptActor:
         return os.getpid()
 
 
-def launch(
-    order: AttemptOrder, *, cpus: float, gpus: float, memory_gb: float | None
-) -> ray.actor.ActorHandle:
+def launch(order: AttemptOrder) -> ray.actor.ActorHandle:
     """Start the attempt in a new detached actor holding the job's resources."""
     options: dict = {
         "name": actor_name(order.job_id, order.attempt),
         "namespace": NAMESPACE,
         "lifetime": "detached",
-        "num_cpus": cpus,
-        "num_gpus": gpus,
+        "num_cpus": order.cpus,
+        "num_gpus": order.gpus,
     }
-    if memory_gb is not None:
-        options["memory"] = int(memory_gb * 1024**3)
+    if order.memory_gb is not None:
+        options["memory"] = int(order.memory_gb * 1024**3)
     actor = AttemptActor.options(**options).remote()
-    actor.run.remote(asdict(order))
+    actor.run.remote(order.to_dict())
     return actor
 
 

@@ -52,8 +52,8 @@ from typing import Any
 
 import httpx
 
-from silo_client.models import NOTE_LENGTH
-from silo_core.records import CycleResult, EpochEvent
+from silo_contract.fields import NOTE_LENGTH
+from silo_contract.reports import CycleResult, EpochEvent
 
 log = logging.getLogger("silo.workers.reporter")
 

@@ -19,9 +19,7 @@ from server.api.deps import SessionDep, UserDep, require_admin
 from server.api.errors import ApiError, documented
 from server.api.routing import ApiRoute
 from server.auth import admin
-from silo_client.models import (
-    MAX_ID,
-    USER_NAME_LENGTH,
+from silo_contract.accounts import (
     AuditPage,
     MeOut,
     TokenCreate,
@@ -32,6 +30,7 @@ from silo_client.models import (
     UserOut,
     UserUpdate,
 )
+from silo_contract.fields import MAX_ID, USER_NAME_LENGTH
 
 router = APIRouter(
     prefix="/v1", tags=["administration"], route_class=ApiRoute, responses=documented(401)

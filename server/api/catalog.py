@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from server.api.deps import current_user
 from server.api.errors import documented
 from server.api.routing import ApiRoute
-from silo_client.models import CatalogOut
+from silo_contract.catalog import CatalogOut
 from silo_core.catalog import catalog
 
 router = APIRouter(

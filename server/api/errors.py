@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.auth.tokens import UnknownCallerError
 from server.jobs.cluster import UnfitRequestError
-from silo_client.models import ErrorOut
+from silo_contract.errors import ErrorOut
 
 log = logging.getLogger("silo.api")
 

@@ -20,7 +20,8 @@ from server.api.routing import ApiRoute, binary_body
 from server.auth.tokens import Caller, caller_writes
 from server.db.models import UploadedFile
 from server.jobs import views
-from silo_client.models import FILE_NAME_LENGTH, MAX_ID, FileOut, FilePage
+from silo_contract.fields import FILE_NAME_LENGTH, MAX_ID
+from silo_contract.files import FileOut, FilePage
 
 router = APIRouter(prefix="/v1", tags=["files"], route_class=ApiRoute, responses=documented(401))
 

@@ -9,10 +9,9 @@ attempt is the job's live one: a superseded or finished attempt gets 409
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,15 +31,8 @@ from server.jobs.attempts import (
 )
 from server.jobs.repository import artifact_path
 from server.jobs.states import IllegalTransitionError
-from silo_client.models import (
-    ARTIFACT_NAME_PATTERN,
-    NOTE_LENGTH,
-    BigCount,
-    Count,
-    PositiveCount,
-)
-from silo_core.spec.json_types import JsonFloat
-from workers.layout import output_folder
+from silo_contract.layout import output_folder
+from silo_contract.reports import ArtifactIn, CycleResultIn, EventBatchIn, StatusIn
 
 router = APIRouter(
     prefix="/v1",
@@ -49,99 +41,9 @@ router = APIRouter(
     responses=documented(401, 403, 409),
 )
 
-MAX_EVENTS_PER_BATCH = 500
 WRITE_TRIES = 3
 
 T = TypeVar("T")
-
-
-class _Report(BaseModel):
-    """Fields beyond the known ones are kept in ``extras`` rather than refused,
-    so a newer engine can report more without a schema change here."""
-
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-
-    extras: dict[str, Any] | None = None
-
-    def merged_extras(self) -> dict[str, Any]:
-        return {**(self.model_extra or {}), **(self.extras or {})}
-
-    def row_values(self) -> dict[str, Any]:
-        """The declared fields as columns, everything else folded into ``extras``."""
-        values = self.model_dump(exclude={"extras"})
-        for name in self.model_extra or {}:
-            values.pop(name, None)
-        values["extras"] = self.merged_extras()
-        return values
-
-
-class EpochEventIn(_Report):
-    """One epoch's progress, as ``silo_core.records.EpochEvent`` writes it."""
-
-    cycle: Count
-    epoch: PositiveCount
-    epochs: PositiveCount
-    cycles: Count
-    lr: JsonFloat
-    max_lr: JsonFloat
-    train_loss: JsonFloat
-    train_accuracy: JsonFloat
-    val_loss: JsonFloat
-    val_accuracy: JsonFloat
-    sparsity: JsonFloat
-    seconds: JsonFloat = Field(ge=0)
-
-
-class EventBatchIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    events: list[EpochEventIn] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
-
-    @field_validator("events", mode="before")
-    @classmethod
-    def _bounded(cls, value: Any) -> Any:
-        # Refuse an oversized batch before validating each of its events.
-        if isinstance(value, list) and len(value) > MAX_EVENTS_PER_BATCH:
-            raise ValueError(f"at most {MAX_EVENTS_PER_BATCH} events per batch (got {len(value)})")
-        return value
-
-
-class CycleResultIn(_Report):
-    """One cycle-table row, as ``silo_core.records.CycleResult`` writes it."""
-
-    cycle: Count
-    sparsity: JsonFloat
-    alive_weights: BigCount
-    max_lr: JsonFloat
-    best_epoch: Count
-    best_val_accuracy: JsonFloat
-    test_accuracy_at_best_val: JsonFloat
-    final_val_accuracy: JsonFloat
-    final_test_accuracy: JsonFloat
-    seconds: JsonFloat = Field(ge=0)
-
-
-class ArtifactIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=ARTIFACT_NAME_PATTERN)
-    size: BigCount
-    checksum: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="SHA-256, hex")
-    location: str = Field(
-        min_length=1, max_length=4096, description="A file in the job's output folder"
-    )
-
-
-class StatusIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    status: Literal["running", "succeeded", "failed", "cancelled"]
-    message: str | None = Field(default=None, max_length=10_000)
-    note: str | None = Field(
-        default=None,
-        max_length=NOTE_LENGTH,
-        description="With running: what the job does while no epoch is reported; null clears",
-    )
 
 
 def current_attempt(

@@ -20,14 +20,8 @@ from server.db.models import Job, utcnow
 from server.jobs import views
 from server.jobs.states import JobStatus
 from server.jobs.views import JobView
-from silo_client.models import (
-    JobOut,
-    JobSummary,
-    Progress,
-    QueueInfo,
-    Resources,
-    as_utc,
-)
+from silo_contract.fields import as_utc
+from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
 from silo_core.spec import SpecError, parse_spec
 
 

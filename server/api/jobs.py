@@ -27,20 +27,12 @@ from server.jobs import views
 from server.jobs.cluster import refuse_unfit
 from server.jobs.states import IllegalTransitionError, JobStatus
 from server.settings import Settings
-from silo_client.models import (
-    ARTIFACT_NAME_PATTERN,
-    ArtifactList,
-    ArtifactOut,
-    CycleList,
-    CycleOut,
-    EventOut,
-    EventPage,
-    JobOut,
-    JobPage,
-    JobSubmit,
-)
+from silo_contract.fields import ARTIFACT_NAME_PATTERN
+from silo_contract.jobs import ArtifactList, ArtifactOut, JobOut, JobPage, JobSubmit
+from silo_contract.layout import output_folder
+from silo_contract.reports import CycleList, CycleOut, EventOut, EventPage
+from silo_contract.status import is_terminal
 from silo_core.spec import JobSpec, SpecError, parse_spec
-from workers.layout import output_folder
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=documented(401))
 
@@ -284,7 +276,7 @@ async def _stream(
                 continue
             # The status was read before the events, so a final status means
             # every event was already written.
-            if status is None or repo.is_terminal(status):
+            if status is None or is_terminal(status):
                 yield f"event: end\ndata: {status or 'deleted'}\n\n"
                 return
             while not await follow.wait(STREAM_KEEPALIVE_SECONDS):

@@ -21,9 +21,9 @@ from server.api.follow import JobWatcher, StreamResponse
 from server.api.jobs import load_job
 from server.api.params import JobId
 from server.api.routing import ApiRoute
-from server.jobs import repository as repo
-from silo_client.models import MAX_INT
-from workers.layout import attempt_log
+from silo_contract.fields import MAX_INT
+from silo_contract.layout import attempt_log
+from silo_contract.status import is_terminal
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=documented(401))
 
@@ -87,7 +87,7 @@ async def _lines(
                 async for chunk in _read_out(path, offset):
                     offset += len(chunk)
                     yield chunk
-            if state.status is None or repo.is_terminal(state.status):
+            if state.status is None or is_terminal(state.status):
                 # The worker's last lines follow its final report by a moment.
                 await follow.wait(timeout=FINAL_LINES_SECONDS)
                 async for chunk in _read_out(path, offset):

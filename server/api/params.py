@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator, BeforeValidator
 
-from silo_client.models import MAX_ID, MAX_INT, USER_NAME_LENGTH
+from silo_contract.fields import MAX_ID, MAX_INT, USER_NAME_LENGTH
 
 JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job's id")]
 StudyId = Annotated[int, Path(ge=1, le=MAX_ID, description="A study's id")]

@@ -19,7 +19,7 @@ from server.auth.tokens import caller_writes
 from server.db.models import Study
 from server.jobs import studies
 from server.jobs.cluster import refuse_unfit
-from silo_client.models import (
+from silo_contract.studies import (
     CellOut,
     ComparisonRowOut,
     MemberOut,

@@ -21,17 +21,8 @@ from sqlalchemy.orm import Session
 from server.auth.tokens import PREFIX_LENGTH, USER_TOKEN_PREFIX, hash_token, new_token
 from server.db.models import ApiToken, AuditEvent, User
 from server.jobs.attempts import take_sqlite_write_lock
-from silo_client.models import (
-    ACTOR_LENGTH,
-    MAX_TOKEN_LIFETIME_SECONDS,
-    USER_NAME_PATTERN,
-    AuditEventOut,
-    TokenCreated,
-    TokenOut,
-    TokenState,
-    UserOut,
-    as_utc,
-)
+from silo_contract.accounts import AuditEventOut, TokenCreated, TokenOut, TokenState, UserOut
+from silo_contract.fields import ACTOR_LENGTH, MAX_TOKEN_LIFETIME_SECONDS, USER_NAME_PATTERN, as_utc
 
 SERVER_ACTOR = "server"
 USER_NAME = re.compile(USER_NAME_PATTERN)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.models import ApiToken, User
-from silo_client.models import as_utc
+from silo_contract.fields import as_utc
 
 USER_TOKEN_PREFIX = "silo_"
 ATTEMPT_TOKEN_PREFIX = "silo_attempt_"

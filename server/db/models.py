@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-from silo_client.models import ACTOR_LENGTH, FILE_NAME_LENGTH, NOTE_LENGTH
+from silo_contract.fields import ACTOR_LENGTH, FILE_NAME_LENGTH, NOTE_LENGTH
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")

@@ -12,7 +12,7 @@ Nothing here commits: the caller owns the transaction.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,15 +21,13 @@ from sqlalchemy.orm import Session
 
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
 from server.db.models import Artifact, CycleResultRow, Job, JobAttempt, JobEvent
-from server.jobs.states import TERMINAL, JobStatus, transition
-from silo_core.records import CYCLE_COLUMNS, EpochEvent
+from server.jobs.states import JobStatus, transition
+from silo_contract.reports import CYCLE_COLUMNS, EVENT_COLUMNS
 
 LIVE = "running"
 SUPERSEDED = "superseded"
 
-# A job_events row holds an EpochEvent's fields (its planned cycle count goes to
-# extras); a cycle_results row holds a CycleResult's values beside its key.
-EVENT_COLUMNS = tuple(f.name for f in fields(EpochEvent) if f.name != "cycles")
+# A cycle_results row holds a CycleResult's values beside its key.
 CYCLE_VALUE_COLUMNS = tuple(name for name in CYCLE_COLUMNS if name != "cycle")
 
 
@@ -91,7 +89,7 @@ def is_live(job: Job, attempt: JobAttempt) -> bool:
         attempt.status == LIVE
         and attempt.ended_at is None
         and attempt.number == job.attempt
-        and JobStatus(job.status) not in TERMINAL
+        and not JobStatus(job.status).is_terminal
     )
 
 
@@ -170,10 +168,8 @@ class EventsOutcome:
 
 
 def _event_row(job_id: int, number: int, seq: int, event: Mapping[str, Any]) -> JobEvent:
-    extras = dict(event.get("extras") or {})
-    if "cycles" in event:
-        extras["cycles"] = event["cycles"]
     values = {name: event[name] for name in EVENT_COLUMNS}
+    extras = dict(event.get("extras") or {})
     return JobEvent(job_id=job_id, attempt=number, seq=seq, extras=extras, **values)
 
 

@@ -13,9 +13,6 @@ job is ``running`` with a fresh attempt token, or nothing happened.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
@@ -23,24 +20,12 @@ from server.db.models import Job
 from server.jobs.attempts import start_attempt, take_sqlite_write_lock
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
+from silo_contract.order import AttemptOrder
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A job a dispatcher now holds: what the worker needs to run its attempt."""
-
-    job_id: int
-    attempt: int
-    token: str
-    owner_id: int
-    priority: int
-    spec: dict[str, Any]
-    cpus: float
-    gpus: float
-    memory_gb: float | None
-
-
-def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | None:
+def claim_next(
+    session: Session, *conditions: ColumnElement[bool], api_url: str, artifact_root: str
+) -> AttemptOrder | None:
     """Claim the first queued job (in queue order) that nobody else is claiming.
 
     ``conditions`` narrow the candidates (for example owners under their quota).
@@ -57,27 +42,29 @@ def claim_next(session: Session, *conditions: ColumnElement[bool]) -> Claim | No
     )
     if job_id is None:
         return None
-    return _start(session, job_id)
+    return _start(session, job_id, api_url, artifact_root)
 
 
-def _start(session: Session, job_id: int) -> Claim:
+def _start(session: Session, job_id: int, api_url: str, artifact_root: str) -> AttemptOrder:
     attempt, token = start_attempt(session, job_id)
     job = session.get_one(Job, job_id)
     job.queue_reason = None
-    return Claim(
+    return AttemptOrder(
         job_id=job.id,
         attempt=attempt,
         token=token,
-        owner_id=job.owner_id,
-        priority=job.priority,
         spec=dict(job.spec),
+        api_url=api_url,
+        artifact_root=artifact_root,
         cpus=job.cpus,
         gpus=job.gpus,
         memory_gb=job.memory_gb,
     )
 
 
-def claim_job(session: Session, job_id: int) -> Claim | None:
+def claim_job(
+    session: Session, job_id: int, *, api_url: str, artifact_root: str
+) -> AttemptOrder | None:
     """Claim this job if it is still queued and nobody else is claiming it.
 
     For a dispatcher that ranks the queue itself (fair share); the same locking
@@ -91,4 +78,4 @@ def claim_job(session: Session, job_id: int) -> Claim | None:
     )
     if queued is None:
         return None
-    return _start(session, job_id)
+    return _start(session, job_id, api_url, artifact_root)

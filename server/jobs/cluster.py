@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from server.db.models import ClusterCapacity, utcnow
 from server.settings import Settings
-from silo_client.models import Resources, as_utc
+from silo_contract.fields import as_utc
+from silo_contract.jobs import Resources
 
 # The record is rewritten when the cluster changes and at least this often, so
 # that a stale one means no dispatcher is measuring any more.

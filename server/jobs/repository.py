@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
-from server.jobs.states import TERMINAL, JobStatus, transition
+from server.jobs.states import JobStatus, transition
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -191,7 +191,3 @@ def retry_job(job: Job) -> None:
     job.error_message = None
     job.finished_at = None
     job.queue_reason = None
-
-
-def is_terminal(status: str | None) -> bool:
-    return status is not None and JobStatus(status) in TERMINAL

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import CycleResultRow, Job, JobTag, Study
 from server.jobs.states import JobStatus
-from silo_client.models import NAME_LENGTH
+from silo_contract.fields import NAME_LENGTH
 from silo_core.spec import JobSpec
 
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from server.db.models import Job, JobTag, User
 from server.jobs.states import JobStatus
-from silo_client.models import as_utc
+from silo_contract.fields import as_utc
 
 # The queue's order: higher priority first, then older first (id breaks ties).
 # claims.claim_next takes jobs in it; jobs_ahead counts in it.

@@ -1,5 +1,6 @@
 """The prune-retrain engine, its records and its checkpoint store."""
 
+from silo_contract.reports import CYCLE_COLUMNS, CycleResult, EpochEvent
 from silo_core.engine.checkpoint import (
     CheckpointStore,
     DenseCache,
@@ -14,7 +15,6 @@ from silo_core.engine.runner import (
     RunStart,
     derived_seed,
 )
-from silo_core.records import CYCLE_COLUMNS, CycleResult, EpochEvent
 
 __all__ = [
     "CYCLE_COLUMNS",

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
-from silo_core.records import EpochEvent, EpochScores
+from silo_contract.reports import EpochEvent
+from silo_core.records import EpochScores
 
 if TYPE_CHECKING:
     from silo_core.engine.runner import PruningEngine

@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 
+from silo_contract.reports import CycleResult, EpochEvent
 from silo_core.data import DatasetInfo, Splits, load_dataset
 from silo_core.engine.build import (
     build_optimizer,
@@ -41,7 +42,7 @@ from silo_core.engine.oracle import (
 from silo_core.engine.training import evaluate, train_epoch
 from silo_core.models import build_model
 from silo_core.pruning import MaskSet, prunable_weights
-from silo_core.records import CycleResult, EpochEvent, EpochScores
+from silo_core.records import EpochScores
 from silo_core.schedules import Schedule
 from silo_core.spec import JobSpec, OracleScheduleSpec
 from silo_core.weights import load_weights

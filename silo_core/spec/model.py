@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from silo_contract.fields import Integral, JsonFloat, Strictly
 from silo_core.plugins import DATASETS, MODELS, PRUNING_METHODS, Registry
 from silo_core.schedules import SILO_PRESETS
-from silo_core.spec.json_types import Integral, JsonFloat, Strictly
 
 MAX_SEED = 2**31 - 1
 MAX_CYCLES = 200  # prune-retrain cycles of one job

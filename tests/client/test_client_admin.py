@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from silo_client import SiloApiError, SiloClient
-from silo_client.models import AuditEventOut, MeOut, TokenCreated, TokenOut, UserOut
+from silo_contract.accounts import AuditEventOut, MeOut, TokenCreated, TokenOut, UserOut
 
 
 @pytest.fixture

@@ -10,7 +10,9 @@ import pytest
 from tiny_jobs import EPOCHS, SPEC, run_job
 
 from silo_client import ChecksumMismatchError, SiloApiError, SiloClient
-from silo_client.models import CycleOut, EventOut, JobOut, JobSummary, StudyOut
+from silo_contract.jobs import JobOut, JobSummary
+from silo_contract.reports import CycleOut, EventOut
+from silo_contract.studies import StudyOut
 
 STUDY_BASE = {**SPEC, "schedule": {"name": "silo"}}
 

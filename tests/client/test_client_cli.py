@@ -16,7 +16,8 @@ from tiny_jobs import SPEC, run_job, sqlite_only
 from typer.testing import CliRunner
 
 from server.cli import app
-from silo_client.models import JobOut, StudyOut
+from silo_contract.jobs import JobOut
+from silo_contract.studies import StudyOut
 
 SILO = Path(sys.executable).parent / "silo"
 STUDY_BASE = {**SPEC, "schedule": {"name": "silo"}}

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from rich.console import Console
 
-from silo_client.models import JobOut, JobSummary, MemberOut, Progress, QueueInfo, Resources
 from silo_client.render import age, job_detail, job_table
 from silo_client.watch import _member_status
+from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
+from silo_contract.studies import MemberOut
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 LONG_NAME = "resnet20-cifar10-silo-alpha0.08-seed3"

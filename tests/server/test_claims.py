@@ -18,6 +18,9 @@ from server.jobs.attempts import attempt_for_token
 from server.jobs.claims import claim_next
 from server.jobs.views import queue_position
 
+# Where a claimed attempt would report; nothing runs it here.
+ADDRESS = {"api_url": "http://127.0.0.1:9", "artifact_root": "/nonexistent"}
+
 
 @pytest.fixture
 def db(database_url) -> Iterator[sessionmaker]:
@@ -53,7 +56,7 @@ def add_jobs(db: sessionmaker, owner: str, priorities: list[int]) -> list[int]:
 
 def claim(db: sessionmaker, *conditions) -> int | None:
     with db.begin() as session:
-        claimed = claim_next(session, *conditions)
+        claimed = claim_next(session, *conditions, **ADDRESS)
         return None if claimed is None else claimed.job_id
 
 
@@ -72,7 +75,7 @@ def test_a_claim_starts_the_attempt_with_a_token_in_one_transaction(db):
     with db.begin() as session:
         session.get(Job, job_id).queue_reason = "no free GPU"
     with db() as session:
-        claimed = claim_next(session)
+        claimed = claim_next(session, **ADDRESS)
         assert claimed is not None
         assert (claimed.job_id, claimed.attempt, claimed.spec) == (job_id, 1, {"n": 0})
         session.rollback()  # the dispatcher died before committing: nothing happened
@@ -81,7 +84,7 @@ def test_a_claim_starts_the_attempt_with_a_token_in_one_transaction(db):
         assert (job.status, job.attempt, job.queue_reason) == ("queued", 0, "no free GPU")
         assert session.scalar(select(func.count()).select_from(JobAttempt)) == 0
     with db.begin() as session:
-        claimed = claim_next(session)
+        claimed = claim_next(session, **ADDRESS)
     with db() as session:
         job = session.get(Job, job_id)
         assert (job.status, job.attempt, job.queue_reason) == ("running", 1, None)
@@ -116,7 +119,7 @@ def test_racing_claimers_never_share_a_job(db):
             barrier.wait()
             while True:
                 with db.begin() as session:
-                    got = claim_next(session)
+                    got = claim_next(session, **ADDRESS)
                     if got is None:
                         return
                     time.sleep(0.005)
@@ -147,15 +150,15 @@ def test_postgres_claimer_skips_a_job_being_claimed_instead_of_waiting(db):
     first, second = add_jobs(db, "alice", [0, 0])
     holder = db()
     try:
-        held = claim_next(holder)  # not committed: the first job's row stays locked
+        held = claim_next(holder, **ADDRESS)  # not committed: the first job's row stays locked
         assert held is not None and held.job_id == first
         with db.begin() as session:
             # Waiting on the lock would hit this timeout and raise instead of skipping.
             session.execute(text("SET LOCAL lock_timeout = '2s'"))
-            other = claim_next(session)
+            other = claim_next(session, **ADDRESS)
             assert other is not None and other.job_id == second
             session.execute(text("SET LOCAL lock_timeout = '2s'"))
-            assert claim_next(session) is None  # the held job is skipped, not waited on
+            assert claim_next(session, **ADDRESS) is None  # the held job is skipped, not waited on
         holder.commit()
     finally:
         holder.close()

@@ -12,7 +12,7 @@ from tiny_jobs import SPEC
 from server.db.models import ApiToken, Job, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import start_attempt
-from silo_client.models import MAX_ID
+from silo_contract.fields import MAX_ID
 
 BIG = 2**63
 INT_BIG = 2**31

@@ -15,8 +15,8 @@ from server.db.models import Artifact, CycleResultRow, Job, JobAttempt, JobEvent
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import settle_lost_attempt, start_attempt
 from server.jobs.states import transition
-from silo_core.records import CycleResult, EpochEvent
-from workers.layout import output_folder
+from silo_contract.layout import output_folder
+from silo_contract.reports import CycleResult, EpochEvent
 
 CHECKSUM = "ab" * 32
 

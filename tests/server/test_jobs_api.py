@@ -11,7 +11,7 @@ from pathlib import Path
 from servers import database_session as db
 
 from server.db.models import Artifact, Job, JobEvent
-from workers.layout import output_folder
+from silo_contract.layout import output_folder
 
 SPEC = {
     "model": {"name": "mlp"},

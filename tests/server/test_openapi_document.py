@@ -12,7 +12,7 @@ from tiny_jobs import sqlite_only
 
 from server.app import create_app
 from server.settings import Settings
-from silo_client.models import MAX_ID
+from silo_contract.fields import MAX_ID
 
 REFS = "#/components/schemas/"
 

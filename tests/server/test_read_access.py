@@ -12,7 +12,7 @@ from tiny_jobs import SPEC
 
 from server.db.models import Artifact
 from server.db.session import make_engine, make_session_factory
-from workers.layout import attempt_log, output_folder
+from silo_contract.layout import attempt_log, output_folder
 
 STUDY = {"spec": SPEC, "schedules": [{"name": "silo"}], "seeds": [0]}
 

@@ -13,6 +13,8 @@ from server.db.session import make_engine, make_session_factory
 from server.jobs.claims import claim_job
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 
+# Where a claimed attempt would report; nothing runs it here.
+ADDRESS = {"api_url": "http://127.0.0.1:9", "artifact_root": "/nonexistent"}
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
@@ -82,10 +84,10 @@ def test_claim_job_takes_only_a_queued_job(db):
         session.flush()
         first, second = (j.id for j in jobs)
     with db.begin() as session:
-        assert claim_job(session, first).attempt == 1
+        assert claim_job(session, first, **ADDRESS).attempt == 1
     with db.begin() as session:
-        assert claim_job(session, first) is None  # running now
-        assert claim_job(session, 999) is None
+        assert claim_job(session, first, **ADDRESS) is None  # running now
+        assert claim_job(session, 999, **ADDRESS) is None
     with db() as session:
         assert session.scalar(select(Job.status).where(Job.id == second)) == "queued"
 
@@ -102,10 +104,10 @@ def test_claim_job_skips_a_job_another_dispatcher_is_claiming(db):
         job_id = queued.id
     holder = db()
     try:
-        assert claim_job(holder, job_id) is not None  # uncommitted: the row stays locked
+        assert claim_job(holder, job_id, **ADDRESS) is not None  # uncommitted: the row stays locked
         with db.begin() as session:
             session.execute(text("SET LOCAL lock_timeout = '2s'"))
-            assert claim_job(session, job_id) is None  # skipped, not waited on
+            assert claim_job(session, job_id, **ADDRESS) is None  # skipped, not waited on
         holder.commit()
     finally:
         holder.close()

@@ -26,8 +26,8 @@ from server.api.logs import STOPPING
 from server.db.models import Job, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import settle_lost_attempt, start_attempt
-from silo_core.records import EpochEvent
-from workers.layout import attempt_log
+from silo_contract.layout import attempt_log
+from silo_contract.reports import EpochEvent
 
 # More than SQLite's default pool (5 + 10 overflow) and the PostgreSQL pool
 # the server is given below (2 + 2 overflow): followed logs alone exceed both.

@@ -13,10 +13,11 @@ from tiny_jobs import SPEC, claim_order
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import settle_lost_attempt
 from server.jobs.claims import claim_job
+from silo_contract.layout import job_folder
+from silo_contract.order import AttemptOrder
 from silo_core.engine import LocalCheckpointStore, PruningEngine
 from silo_core.spec import parse_spec
-from workers.attempt import AttemptOrder, dense_cache, run_attempt
-from workers.layout import job_folder
+from workers.attempt import dense_cache, run_attempt
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 
@@ -195,9 +196,12 @@ def retry(live_server, order: AttemptOrder) -> AttemptOrder:
     with make_session_factory(engine).begin() as session:
         settle_lost_attempt(session, order.job_id, order.attempt, max_attempts=3, reason="killed")
     with make_session_factory(engine).begin() as session:
-        claim = claim_job(session, order.job_id)
+        claim = claim_job(
+            session, order.job_id, api_url=order.api_url, artifact_root=order.artifact_root
+        )
     engine.dispose()
-    return AttemptOrder(**{**order.__dict__, "attempt": claim.attempt, "token": claim.token})
+    assert claim is not None
+    return claim
 
 
 def test_progress_a_dead_attempt_spooled_but_never_delivered_is_not_lost(live_server):

@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import replace
 
 import httpx
 import pytest
@@ -16,8 +15,8 @@ from server.db.models import Artifact, CycleResultRow, Job, JobEvent, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import start_attempt
 from server.jobs.states import transition
-from silo_core.records import CycleResult, EpochEvent
-from workers.layout import output_folder
+from silo_contract.layout import output_folder
+from silo_contract.reports import CycleResult, EpochEvent
 from workers.reporter import ApiReporter, IntakeClient, ReportSpool
 
 CHECKSUM = "cd" * 32
@@ -344,8 +343,11 @@ def test_refused_reports_are_dropped_and_the_later_ones_delivered(live_server, d
     # Spooled before the reporter starts, so the first four events go out as one batch.
     spool = ReportSpool(tmp_path / f"attempt-{number}")
     spool.append("events", epoch(0, 1).to_dict())
-    spool.append("events", replace(epoch(0, 2), epoch=0).to_dict())  # 422: epochs count from 1
-    spool.append("events", replace(epoch(0, 2), val_loss=float("nan")).to_dict())  # not JSON
+    # model_copy does not validate, so these reach the API as written.
+    zeroth = epoch(0, 2).model_copy(update={"epoch": 0})  # 422: epochs count from 1
+    spool.append("events", zeroth.to_dict())
+    not_json = epoch(0, 2).model_copy(update={"val_loss": float("nan")})
+    spool.append("events", not_json.to_dict())
     spool.append("events", epoch(0, 3).to_dict())
     spool.append("cycle", cycle_result(0).to_dict())
     spool.append("artifact", {"name": "x", "size": 1, "checksum": "no", "location": "/x"})  # 422

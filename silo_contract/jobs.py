@@ -1,0 +1,106 @@
+"""The jobs API's bodies: submitting a job, its summary and detail, its artifacts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from silo_contract.fields import (
+    MAX_TAGS,
+    NAME_LENGTH,
+    NOTE_LENGTH,
+    JsonFloat,
+    Priority,
+    Tag,
+    Timestamp,
+)
+
+
+class Resources(BaseModel):
+    """What one attempt asks of the cluster; fractional GPUs let small jobs share a card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpus: JsonFloat = Field(1.0, gt=0, le=256, description="CPU cores")
+    gpus: JsonFloat = Field(0.0, ge=0, le=16, description="GPUs; 0.25 shares one card four ways")
+    memory_gb: JsonFloat | None = Field(None, gt=0, le=4096, description="Memory to reserve")
+
+
+class JobSubmit(BaseModel):
+    """A new job: the spec is checked against the JobSpec before anything is stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: dict[str, Any] = Field(description="A JobSpec (see silo_core.spec)")
+    priority: Priority = 0
+    name: str | None = Field(None, max_length=NAME_LENGTH)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    resources: Resources = Field(default_factory=Resources)
+
+
+class Progress(BaseModel):
+    cycle: int | None = Field(None, description="Current cycle; 0 is the dense training")
+    cycles: int | None = Field(None, description="Planned prune-retrain cycles")
+    epoch: int | None = None
+    epochs: int | None = Field(None, description="Epochs of the current cycle")
+    sparsity: float | None = None
+    best_accuracy: float | None = Field(
+        None, description="Highest validation accuracy of any epoch so far (not test accuracy)"
+    )
+    elapsed_seconds: float | None = None
+    eta_seconds: float | None = Field(None, description="Estimate; null when unknown")
+    note: str | None = Field(
+        None,
+        max_length=NOTE_LENGTH,
+        description="What a running job does while no epoch ends (the Oracle's search)",
+    )
+
+
+class QueueInfo(BaseModel):
+    position: int | None = Field(None, description="1-based among queued jobs; null if not queued")
+    reason: str | None = None
+
+
+class JobSummary(BaseModel):
+    id: int
+    name: str | None
+    owner: str
+    status: str
+    priority: int
+    tags: list[str]
+    spec_hash: str
+    model: str | None = Field(None, description="The spec's model name")
+    dataset: str | None = Field(None, description="The spec's data set name")
+    schedule: str | None = Field(None, description="The spec's schedule name")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    attempt: int
+    progress: Progress
+
+
+class JobOut(JobSummary):
+    spec: dict[str, Any]
+    resources: Resources
+    error_message: str | None
+    queue: QueueInfo
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None = Field(None, description="Pass as ?cursor= for the next page")
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    size: int
+    checksum: str
+    attempt: int
+    created_at: Timestamp
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
