@@ -1,4 +1,7 @@
-"""The full ``silo`` command: silo_core's local commands plus the service's."""
+"""The service's ``silo`` commands: serve, dispatcher, db, token, user, audit, demo, stop.
+
+silo_client.entry adds them to the ``silo`` command when the server part is
+installed."""
 
 from __future__ import annotations
 
@@ -14,12 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from server.settings import Settings, get_settings, settings_problems
-from silo_client.cli import register_client_commands
-from silo_core.cli import app
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+app = typer.Typer()  # the commands register_server_commands adds to ``silo``
 err = Console(stderr=True, soft_wrap=True)
 db_app = typer.Typer(help="The service's database.", no_args_is_help=True)
 token_app = typer.Typer(
@@ -33,7 +35,6 @@ user_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(token_app, name="token")
 app.add_typer(user_app, name="user")
-register_client_commands(app)
 
 # server.serving.HTTP_IMPLEMENTATIONS, named here so `silo --help` need not import uvicorn
 HttpImplementation = Literal["auto", "httptools", "h11"]
@@ -380,5 +381,7 @@ def stop() -> None:
     )
 
 
-def main() -> None:
-    app()
+def register_server_commands(silo: typer.Typer) -> None:
+    """Add this module's commands and groups to the ``silo`` command."""
+    silo.registered_commands.extend(app.registered_commands)
+    silo.registered_groups.extend(app.registered_groups)

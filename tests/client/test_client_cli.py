@@ -15,7 +15,7 @@ from outputs_check import check_portable_outputs
 from tiny_jobs import SPEC, run_job, sqlite_only
 from typer.testing import CliRunner
 
-from server.cli import app
+from silo_client.entry import app
 from silo_contract.jobs import JobOut
 from silo_contract.studies import StudyOut
 

@@ -10,10 +10,10 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from server.auth.tokens import REVOKED, TokenRefusedError, caller_for_token
-from server.cli import app
 from server.db.models import AuditEvent
 from server.db.session import make_engine, make_session_factory
 from server.settings import get_settings
+from silo_client.entry import app
 
 runner = CliRunner()
 

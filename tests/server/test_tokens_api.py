@@ -20,10 +20,10 @@ from server.api.deps import SessionDep, UserDep
 from server.app import create_app
 from server.auth import admin
 from server.auth.tokens import caller_writes
-from server.cli import app as cli
 from server.db.models import User
 from server.jobs import repository as repo
 from server.settings import Settings, get_settings
+from silo_client.entry import app as cli
 
 SPEC = {
     "model": {"name": "mlp"},
