@@ -57,7 +57,7 @@ def _read_file(path: Path) -> dict[str, str]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    values = {}
+    values: dict[str, str] = {}
     for key in ("server", "token"):
         if key in data:
             if not isinstance(data[key], str) or not data[key].strip():

@@ -2,30 +2,21 @@
 table of a job's outputs (``silo run``, ``silo download``).
 
 Torch-free (rich only), so the API client can print what the engine reports:
-rows are the engine's ``CycleResult`` or the API's ``CycleOut``, which carry
-the same fields.
+rows are the engine's ``CycleResult`` or the API's ``CycleOut``, both
+``silo_contract.reports.CycleFigures``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from rich.table import Table
 
-
-class CycleRow(Protocol):
-    cycle: int
-    sparsity: float
-    max_lr: float
-    best_epoch: int
-    best_val_accuracy: float
-    test_accuracy_at_best_val: float
-    final_test_accuracy: float
-    seconds: float
+from silo_contract.reports import CycleFigures
 
 
-def cycle_table(rows: Iterable[CycleRow], title: str) -> Table:
+def cycle_table(rows: Iterable[CycleFigures], title: str) -> Table:
     """One line per cycle: sparsity, peak LR, best epoch, accuracies, seconds."""
     table = Table(title=title)
     for header in ("cycle", "sparsity", "max_lr", "best ep", "val", "test@best", "test end", "sec"):

@@ -5,6 +5,7 @@ FastAPI or SQLAlchemy. A real server (this test's) answers it."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from tiny_jobs import SPEC, run_job, sqlite_only
 
 ROOT = Path(__file__).resolve().parents[2]
+NOT_SOURCES = (".*", "build", "*.egg-info", "__pycache__", "node_modules", "docs", "bench")
 SERVICE_ONLY = ("torch", "torchvision", "ray", "fastapi", "sqlalchemy", "uvicorn", "numpy")
 
 
@@ -21,9 +23,11 @@ def client_venv(tmp_path_factory) -> Path:
     """A venv holding the project's base install only (built once for this module)."""
     venv = tmp_path_factory.mktemp("client-only") / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    # A copy of the sources, so the build leaves nothing in the checkout.
+    # From a copy of the sources: setuptools builds in the source tree (build/).
+    source = venv.parent / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(ROOT)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)],
         capture_output=True,
         text=True,
         timeout=600,
