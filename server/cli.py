@@ -234,9 +234,11 @@ def audit(
     (de)activated, promoted or demoted whom, when."""
     from server.auth.admin import audit_page
     from silo_client.render import audit_table
+    from silo_contract.accounts import AuditEventOut
 
     with _admin_session() as session:
-        events, before = [], None
+        events: list[AuditEventOut] = []
+        before: int | None = None
         while len(events) < limit:
             page, before = audit_page(session, limit=min(200, limit - len(events)), before=before)
             events += page

@@ -28,12 +28,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Job, JobAttempt, utcnow
@@ -210,7 +210,11 @@ class Dispatcher:
                 or_(Job.progress_cycle.is_(None), Job.progress_cycle == 0),
             )
         ).all()
-        return {identity: job_id for identity, job_id in rows if not self._dense_cached(identity)}
+        return {
+            identity: job_id
+            for identity, job_id in rows
+            if identity is not None and not self._dense_cached(identity)
+        }
 
     def _candidates(self, session: Session) -> list[Candidate]:
         """The head of the queue, and its oldest jobs (which aging may lift)."""
@@ -270,7 +274,7 @@ class Dispatcher:
     def _explain_waits(
         self,
         free: dict[str, float],
-        held: Counter[int],
+        held: defaultdict[int, float],
         training_dense: dict[str, int],
         capacity: Capacity | None,
     ) -> None:
@@ -317,7 +321,7 @@ _QUEUE_HEAD = (
     .limit(QUEUE_HEAD)
 )
 # Still queued: a job claimed since the read keeps the claim's state.
-_JOBS = Job.__table__
+_JOBS = cast(Table, Job.__table__)  # a mapped class's table is a Table
 _SET_QUEUE_REASON = (
     update(_JOBS)
     .where(_JOBS.c.id == bindparam("job"), _JOBS.c.status == JobStatus.QUEUED.value)
@@ -338,10 +342,10 @@ def _usage(session: Session, since: datetime) -> list[Usage]:
     ]
 
 
-def _running_by_owner(session: Session) -> tuple[Counter[int], Counter[int]]:
+def _running_by_owner(session: Session) -> tuple[Counter[int], defaultdict[int, float]]:
     """Running jobs and GPUs held, per owner."""
     running: Counter[int] = Counter()
-    held: Counter[int] = Counter()
+    held: defaultdict[int, float] = defaultdict(float)
     rows = session.execute(
         select(Job.owner_id, func.count(), func.sum(Job.gpus))
         .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))

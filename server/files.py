@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import exists, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -99,7 +99,7 @@ def reference(file: UploadedFile) -> str:
     return f"file:{file.id}"
 
 
-def _used_by(file_id: int) -> object:
+def _used_by(file_id: int) -> ColumnElement[bool]:
     return Job.spec["model"]["weights"].as_string() == f"file:{file_id}"
 
 

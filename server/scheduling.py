@@ -16,8 +16,8 @@ the dispatcher feeds it from the database and claims in its order.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -47,10 +47,12 @@ class Usage:
     ended_at: datetime | None  # None: still running
 
 
-def gpu_seconds(usage: Iterable[Usage], now: datetime, window_seconds: float) -> Counter[int]:
+def gpu_seconds(
+    usage: Iterable[Usage], now: datetime, window_seconds: float
+) -> defaultdict[int, float]:
     """GPU-seconds per owner inside the window ending ``now``."""
     start = now - timedelta(seconds=window_seconds)
-    totals: Counter[int] = Counter()
+    totals: defaultdict[int, float] = defaultdict(float)
     for item in usage:
         begin = max(item.started_at, start)
         end = item.ended_at or now
@@ -67,18 +69,18 @@ def effective_priority(candidate: Candidate, now: datetime, aging_seconds: float
 def next_job(
     candidates: Iterable[Candidate],
     *,
-    used: Counter[int],
-    running: Counter[int],
+    used: Mapping[int, float],
+    running: Mapping[int, int],
     now: datetime,
     aging_seconds: float,
 ) -> Candidate | None:
     """The candidate that goes first, or None when there is none."""
 
-    def key(candidate: Candidate) -> tuple:
+    def key(candidate: Candidate) -> tuple[int, float, int, datetime, int]:
         return (
             -effective_priority(candidate, now, aging_seconds),
-            used[candidate.owner_id],
-            running[candidate.owner_id],
+            used.get(candidate.owner_id, 0.0),
+            running.get(candidate.owner_id, 0),
             candidate.created_at,
             candidate.job_id,
         )

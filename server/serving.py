@@ -43,7 +43,8 @@ class _HeadLimit:
     the app's streams when the server stops."""
 
     max_header_bytes: ClassVar[int] = 65_536
-    on_shutdown: ClassVar[Callable[[], None] | None] = None
+    # A tuple, not a bare function: a function class attribute would become a method.
+    shutdown_hooks: ClassVar[tuple[Callable[[], None], ...]] = ()
     transport: asyncio.Transport
     server_state: Any
     loop: asyncio.AbstractEventLoop
@@ -52,8 +53,8 @@ class _HeadLimit:
     def shutdown(self) -> None:
         # uvicorn asks each connection to finish as it starts to stop, then
         # waits for them all; a stream would keep it waiting until its job ends.
-        if self.on_shutdown is not None:
-            self.on_shutdown()
+        for hook in self.shutdown_hooks:
+            hook()
         super().shutdown()  # type: ignore[misc]
 
     def _answer_431(self) -> None:
@@ -198,7 +199,10 @@ def protocol_class(
         raise ValueError("httptools is not installed (pip install httptools)")
     else:
         base = HeadLimitedHttpToolsProtocol
-    attributes = {"max_header_bytes": max_header_bytes, "on_shutdown": staticmethod(on_shutdown)}
+    attributes = {
+        "max_header_bytes": max_header_bytes,
+        "shutdown_hooks": () if on_shutdown is None else (on_shutdown,),
+    }
     return type(base.__name__, (base,), attributes)
 
 

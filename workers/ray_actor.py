@@ -23,7 +23,8 @@ def actor_name(job_id: int, attempt: int) -> str:
 
 
 # max_concurrency 2: pid() answers while run() works (tests and operators use it).
-@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)
+# Ray's type stubs know no actor options on ray.remote (max_concurrency, .options).
+@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class AttemptActor:
     def run(self, order: dict) -> None:
         from workers.oracle_tune import search_on_tune  # Tune loads only where jobs run
@@ -46,7 +47,7 @@ def launch(order: AttemptOrder) -> ray.actor.ActorHandle:
     }
     if order.memory_gb is not None:
         options["memory"] = int(order.memory_gb * 1024**3)
-    actor = AttemptActor.options(**options).remote()
+    actor = AttemptActor.options(**options).remote()  # type: ignore[attr-defined]
     actor.run.remote(order.to_dict())
     return actor
 
