@@ -9,7 +9,7 @@ from dataclasses import fields
 
 from server.api.intake import CycleResultIn, EpochEventIn
 from server.db.models import CycleResultRow, JobEvent
-from server.jobs.attempts import CYCLE_VALUE_COLUMNS, EVENT_COLUMNS
+from server.jobs.reports import CYCLE_VALUE_COLUMNS, EVENT_COLUMNS
 from silo_client.models import CycleOut, EventOut
 from silo_core.records import CycleResult, EpochEvent
 
