@@ -39,9 +39,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.db.models import Job, JobAttempt, utcnow
 from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
-from server.jobs.attempts import finish_cancel, report_status, settle_lost_attempt
+from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
+from server.jobs.reports import report_status
 from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job

@@ -40,6 +40,7 @@ class AttemptStatus(StrEnum):
     CANCELLED = "cancelled"
     SUPERSEDED = "superseded"  # a newer attempt of the job took over
     LOST = "lost"  # its worker vanished without a final report
+    KILLED = "killed"  # cancelled, and stopped by force after the grace period
 
     @property
     def is_terminal(self) -> bool:

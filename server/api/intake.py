@@ -20,10 +20,9 @@ from server.api.errors import ApiError, documented
 from server.api.params import AttemptNumber, JobId
 from server.api.routing import ApiRoute
 from server.db.models import JobAttempt
-from server.jobs.attempts import (
-    AttemptSupersededError,
+from server.jobs.attempts import AttemptSupersededError, attempt_for_token
+from server.jobs.reports import (
     IllegalReportError,
-    attempt_for_token,
     record_artifact,
     record_cycle,
     record_events,

@@ -1,16 +1,13 @@
 """A job as the API answers it: the summary a list shows, the detail a poll shows.
 
-Both carry the job's progress, and progress needs the spec's plan (cycles and
-epochs) while a list page reads no specs. Plans are therefore parsed once per
-distinct spec hash and kept; a list page reads the specs only of hashes not
-seen before, in one extra statement.
+Both carry the job's progress, counted in the job's plan (its planned cycles
+and epochs), which the job stores beside its spec at submit
+(repository.queued_job): neither reads or parses a spec.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from sqlalchemy.orm import Session
 
@@ -22,60 +19,30 @@ from server.jobs.states import JobStatus
 from server.jobs.views import JobView
 from silo_contract.fields import as_utc
 from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
-from silo_core.spec import SpecError, parse_spec
+
+# The summary fields read straight off the view (its plan's names among them).
+_VIEW_FIELDS = tuple(name for name in JobSummary.model_fields if name != "progress")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a summary needs from a spec: its names and the planned cycles and epochs."""
+class Plan(NamedTuple):
+    """The job's planned cycles and epochs, stored at submit."""
 
-    model: str
-    dataset: str
-    schedule: str
     cycles: int
     dense_epochs: int
     epochs_per_cycle: int
 
 
-log = logging.getLogger("silo.api")
-
-# Read and written by the request threads at once, so a read is one lookup
-# (never "check, then read": another thread's clear may come between).
-_PLANS: dict[str, Plan | None] = {}
-_MAX_PLANS = 4096
-# The summary fields read straight off the view; the rest come from the plan.
-_VIEW_FIELDS = tuple(
-    name for name in JobSummary.model_fields if name not in {*Plan.__dataclass_fields__, "progress"}
-)
+def _plan(job: JobView | Job) -> Plan | None:
+    """None for a job stored without a plan (one whose spec could not be read)."""
+    cycles, dense, per_cycle = job.planned_cycles, job.dense_epochs, job.epochs_per_cycle
+    if cycles is None or dense is None or per_cycle is None:
+        return None
+    return Plan(cycles, dense, per_cycle)
 
 
-def _parse_plan(spec_hash: str, spec: dict) -> Plan | None:
-    """The plan of ``spec``, kept under its hash (equal hashes mean equal specs).
-    None for a spec this version cannot read."""
-    with contextlib.suppress(KeyError):
-        return _PLANS[spec_hash]
-    try:
-        parsed = parse_spec(spec)
-        plan = Plan(
-            model=parsed.model.name,
-            dataset=parsed.dataset.name,
-            schedule=parsed.schedule.name,
-            cycles=parsed.pruning.planned_cycles(),
-            dense_epochs=parsed.training.dense_epochs,
-            epochs_per_cycle=parsed.training.epochs_per_cycle,
-        )
-    except SpecError:
-        plan = None
-    except Exception:  # a stored spec this version cannot plan must not fail a list page
-        log.exception("cannot plan the stored spec %s", spec_hash)
-        plan = None
-    if len(_PLANS) >= _MAX_PLANS:
-        _PLANS.clear()
-    _PLANS[spec_hash] = plan
-    return plan
-
-
-def _progress(job: JobView | Job, plan: Plan | None) -> Progress:
+def progress_of(job: JobView | Job) -> Progress:
+    """The job's progress; a study reads its members as rows, lists and polls as views."""
+    plan = _plan(job)
     cycle, epoch = job.progress_cycle, job.progress_epoch
     epochs = None
     if plan is not None and cycle is not None:
@@ -106,32 +73,13 @@ def _progress(job: JobView | Job, plan: Plan | None) -> Progress:
     )
 
 
-def progress_of(job: Job) -> Progress:
-    """A job row's progress (a study reads its members as rows)."""
-    return _progress(job, _parse_plan(job.spec_hash, job.spec))
+def _summary_fields(job: JobView) -> dict:
+    return {**{name: getattr(job, name) for name in _VIEW_FIELDS}, "progress": progress_of(job)}
 
 
-def _summary_fields(job: JobView, plan: Plan | None) -> dict:
-    return {
-        **{name: getattr(job, name) for name in _VIEW_FIELDS},
-        "model": plan.model if plan else None,
-        "dataset": plan.dataset if plan else None,
-        "schedule": plan.schedule if plan else None,
-        "progress": _progress(job, plan),
-    }
-
-
-def summaries(session: Session, jobs: list[JobView]) -> list[JobSummary]:
-    """The list page's items; specs are read only for hashes not seen before."""
-    plans: dict[str, Plan | None] = {}
-    for job in jobs:
-        with contextlib.suppress(KeyError):
-            plans[job.spec_hash] = _PLANS[job.spec_hash]
-    unseen = {job.spec_hash for job in jobs} - plans.keys()
-    if unseen:
-        for spec_hash, spec in views.specs_by_hash(session, unseen).items():
-            plans[spec_hash] = _parse_plan(spec_hash, spec)
-    return [JobSummary(**_summary_fields(job, plans.get(job.spec_hash))) for job in jobs]
+def summaries(jobs: list[JobView]) -> list[JobSummary]:
+    """The list page's items."""
+    return [JobSummary(**_summary_fields(job)) for job in jobs]
 
 
 def _queue(job: JobView) -> QueueInfo:
@@ -150,7 +98,7 @@ def detail(session: Session, job_id: int, reader: Reader | None = None) -> JobOu
         raise not_found("job")
     assert job.spec is not None  # the detail view reads the spec
     return JobOut(
-        **_summary_fields(job, _parse_plan(job.spec_hash, job.spec)),
+        **_summary_fields(job),
         spec=job.spec,
         resources=Resources(cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb),
         error_message=job.error_message,

@@ -121,13 +121,11 @@ def submit_job(
             job, created = repo.submit_job(
                 session,
                 owner_id=user.id,
-                spec=spec.model_dump(mode="json"),
-                spec_hash=spec.identity(),
+                spec=spec,
                 priority=body.priority,
                 name=body.name,
                 tags=body.tags,
                 resources=body.resources.model_dump(),
-                dense_identity=spec.dense_identity(),
                 idempotency_key=idempotency_key,
                 body_hash=repo.request_hash(body.model_dump(mode="json")),
             )
@@ -168,7 +166,7 @@ def list_jobs(
         raise ApiError(
             422, "invalid_request", str(exc), [{"field": "cursor", "message": "malformed cursor"}]
         ) from None
-    return _answer(JobPage(items=job_out.summaries(session, jobs), next_cursor=next_cursor))
+    return _answer(JobPage(items=job_out.summaries(jobs), next_cursor=next_cursor))
 
 
 # --- one job --------------------------------------------------------------------

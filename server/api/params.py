@@ -1,5 +1,5 @@
 """Path and query parameters as the routes take them, each bounded by what it is
-compared with in the database (silo_client.models explains the bounds)."""
+compared with in the database (silo_contract.fields explains the bounds)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,8 @@ from silo_contract.fields import ACTOR_LENGTH, FILE_NAME_LENGTH, NOTE_LENGTH
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY autoincrements).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# A model's, data set's or schedule's name (a plug-in's name is at most 64 characters).
+PLAN_NAME_LENGTH = 64
 
 
 def utcnow() -> datetime:
@@ -134,6 +136,15 @@ class Job(Base):
         ForeignKey("studies.id", ondelete="CASCADE", name="fk_jobs_study"), index=True
     )
     study_label: Mapped[str | None] = mapped_column(String(64))  # its schedule in the study
+    # The spec's plan, stored at submit so that lists and polls read no spec: its
+    # names and the planned cycles and epochs that progress and ETA are counted in.
+    # NULL for a job whose spec could not be read when the columns were added.
+    model: Mapped[str | None] = mapped_column(String(PLAN_NAME_LENGTH))
+    dataset: Mapped[str | None] = mapped_column(String(PLAN_NAME_LENGTH))
+    schedule: Mapped[str | None] = mapped_column(String(PLAN_NAME_LENGTH))
+    planned_cycles: Mapped[int | None] = mapped_column(Integer)
+    dense_epochs: Mapped[int | None] = mapped_column(Integer)
+    epochs_per_cycle: Mapped[int | None] = mapped_column(Integer)
 
     owner: Mapped[User] = relationship()
     tags: Mapped[list[JobTag]] = relationship(

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import JobStatus, transition
+from silo_core.spec import JobSpec
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -52,17 +53,60 @@ def _replay(existing: Job, body_hash: str) -> Job:
     return existing
 
 
+def plan_columns(spec: JobSpec) -> dict[str, Any]:
+    """The job's plan columns: the spec's names and its planned cycles and epochs."""
+    return {
+        "model": spec.model.name,
+        "dataset": spec.dataset.name,
+        "schedule": spec.schedule.name,
+        "planned_cycles": spec.pruning.planned_cycles(),
+        "dense_epochs": spec.training.dense_epochs,
+        "epochs_per_cycle": spec.training.epochs_per_cycle,
+    }
+
+
+def queued_job(
+    *,
+    owner_id: int,
+    spec: JobSpec,
+    name: str | None,
+    priority: int,
+    tags: Sequence[str],
+    resources: dict[str, float | None],
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    study_id: int | None = None,
+    study_label: str | None = None,
+) -> Job:
+    """A new queued job's row (a submit's or a study member's); what it stores
+    of its spec is derived from ``spec`` here."""
+    return Job(
+        owner_id=owner_id,
+        name=name,
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec.identity(),
+        dense_identity=spec.dense_identity(),
+        **plan_columns(spec),
+        status=JobStatus.QUEUED.value,
+        priority=priority,
+        tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
+        **resources,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        study_id=study_id,
+        study_label=study_label,
+    )
+
+
 def submit_job(
     session: Session,
     *,
     owner_id: int,
-    spec: dict[str, Any],
-    spec_hash: str,
+    spec: JobSpec,
     priority: int,
     name: str | None,
     tags: Sequence[str],
     resources: dict[str, float | None],
-    dense_identity: str | None = None,
     idempotency_key: str | None,
     body_hash: str,
 ) -> tuple[Job, bool]:
@@ -77,18 +121,15 @@ def submit_job(
         existing = find_by_idempotency_key(session, owner_id, idempotency_key)
         if existing is not None:
             return _replay(existing, body_hash), False
-    job = Job(
+    job = queued_job(
         owner_id=owner_id,
-        name=name,
         spec=spec,
-        spec_hash=spec_hash,
-        status=JobStatus.QUEUED.value,
+        name=name,
         priority=priority,
+        tags=tags,
+        resources=resources,
         idempotency_key=idempotency_key,
         request_hash=body_hash,
-        tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
-        **resources,
-        dense_identity=dense_identity,
     )
     session.add(job)
     try:

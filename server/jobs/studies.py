@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from server.db.models import CycleResultRow, Job, JobTag, Study
-from server.jobs.states import JobStatus
+from server.db.models import CycleResultRow, Job, Study
+from server.jobs.repository import queued_job
 from silo_contract.fields import NAME_LENGTH
 from silo_core.spec import JobSpec
 
@@ -80,18 +80,15 @@ def create_study(
     session.flush()
     for member in members:
         session.add(
-            Job(
+            queued_job(
                 owner_id=owner_id,
+                spec=member.spec,
                 name=member_name(name or f"study {study.id}", member),
-                spec=member.spec.model_dump(mode="json"),
-                spec_hash=member.spec.identity(),
-                dense_identity=member.spec.dense_identity(),
-                status=JobStatus.QUEUED.value,
                 priority=priority,
-                tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
+                tags=tags,
+                resources=resources,
                 study_id=study.id,
                 study_label=member.label,
-                **resources,
             )
         )
     session.flush()

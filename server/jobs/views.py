@@ -66,6 +66,12 @@ class JobView:
     progress_sparsity: float | None
     best_accuracy: float | None
     progress_note: str | None
+    model: str | None
+    dataset: str | None
+    schedule: str | None
+    planned_cycles: int | None
+    dense_epochs: int | None
+    epochs_per_cycle: int | None
     spec: dict[str, Any] | None = None
     cpus: float | None = None
     gpus: float | None = None
@@ -123,6 +129,12 @@ _SUMMARY_COLUMNS = (
     Job.progress_sparsity,
     Job.best_accuracy,
     Job.progress_note,
+    Job.model,
+    Job.dataset,
+    Job.schedule,
+    Job.planned_cycles,
+    Job.dense_epochs,
+    Job.epochs_per_cycle,
 )
 _AHEAD = case((Job.status == JobStatus.QUEUED.value, jobs_ahead()), else_=None)
 
@@ -155,13 +167,6 @@ def queue_position(session: Session, job_id: int) -> int | None:
     """1-based place of a queued job in QUEUE_ORDER; None if it is not queued."""
     ahead = session.scalar(_QUEUE_PLACE, {"job_id": job_id})
     return None if ahead is None else int(ahead) + 1
-
-
-def specs_by_hash(session: Session, spec_hashes: set[str]) -> dict[str, dict[str, Any]]:
-    """One spec per hash (equal hashes mean equal specs), read in one statement."""
-    first = select(func.min(Job.id)).where(Job.spec_hash.in_(spec_hashes)).group_by(Job.spec_hash)
-    rows = session.execute(select(Job.spec_hash, Job.spec).where(Job.id.in_(first))).all()
-    return dict(rows)
 
 
 # --- lists ------------------------------------------------------------------------

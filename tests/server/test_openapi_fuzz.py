@@ -38,7 +38,8 @@ def fuzz_target(database_url: str, tmp_path) -> Iterator[tuple[LiveServer, dict[
     from server.auth.admin import create_token
     from server.db.models import Job, User
     from server.db.session import make_engine, make_session_factory
-    from server.jobs.attempts import report_status, start_attempt
+    from server.jobs.attempts import start_attempt
+    from server.jobs.reports import report_status
     from server.settings import Settings
 
     engine = make_engine(database_url)

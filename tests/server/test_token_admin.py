@@ -28,6 +28,11 @@ from server.db.migrate import alembic_config, current_revision, upgrade
 from server.db.models import ApiToken, AuditEvent, User
 from server.db.session import make_engine, make_session_factory
 from server.jobs import repository as repo
+from silo_core.spec import parse_spec
+
+SPEC = parse_spec(
+    {"model": {"name": "mlp"}, "pruning": {"cycles": 1}, "schedule": {"name": "fine_tune"}}
+)
 
 
 @pytest.fixture
@@ -219,8 +224,7 @@ def test_a_write_for_a_deleted_caller_raises_unknown_caller_not_integrity_error(
         return repo.submit_job(
             session,
             owner_id=owner_id,
-            spec={},
-            spec_hash="h",
+            spec=SPEC,
             priority=0,
             name=None,
             tags=[],

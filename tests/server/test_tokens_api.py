@@ -24,6 +24,7 @@ from server.db.models import User
 from server.jobs import repository as repo
 from server.settings import Settings, get_settings
 from silo_client.entry import app as cli
+from silo_core.spec import parse_spec
 
 SPEC = {
     "model": {"name": "mlp"},
@@ -212,8 +213,7 @@ def test_a_deleted_users_token_is_answered_401_not_500(live_server, tmp_path):
                 job, _ = repo.submit_job(
                     session,
                     owner_id=user.id,
-                    spec=SPEC,
-                    spec_hash="h",
+                    spec=parse_spec(SPEC),
                     priority=0,
                     name=None,
                     tags=[],
