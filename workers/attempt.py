@@ -1,6 +1,6 @@
 """One attempt of one job: run silo_core's engine and report everything to the API.
 
-This is what a Ray worker executes (the Ray task only wraps it), and it needs
+This is what a job's Ray actor runs (workers/ray_actor.py only wraps it), and it needs
 nothing from the server but what the order carries: the API address, the
 attempt's token, the spec, and the artifact root (a local or shared path),
 laid out as silo_contract/layout.py says.

@@ -154,19 +154,12 @@ def _view(row: Any) -> JobView:
 # Built once: SQLAlchemy memoises a statement's cache key on the object, and
 # building this one afresh per poll made its cache key a tenth of the poll's time.
 _ONE_JOB = _views(detail=True).where(Job.id == bindparam("job_id"))
-_QUEUE_PLACE = select(_AHEAD).where(Job.id == bindparam("job_id"))
 
 
 def job_view(session: Session, job_id: int) -> JobView | None:
     """One job with its spec and queue place, in one statement."""
     row = session.execute(_ONE_JOB, {"job_id": job_id}).first()
     return None if row is None else _view(row)
-
-
-def queue_position(session: Session, job_id: int) -> int | None:
-    """1-based place of a queued job in QUEUE_ORDER; None if it is not queued."""
-    ahead = session.scalar(_QUEUE_PLACE, {"job_id": job_id})
-    return None if ahead is None else int(ahead) + 1
 
 
 # --- lists ------------------------------------------------------------------------

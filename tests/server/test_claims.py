@@ -16,7 +16,7 @@ from server.db.models import Job, JobAttempt, User, utcnow
 from server.db.session import make_engine, make_session_factory
 from server.jobs.attempts import attempt_for_token
 from server.jobs.claims import claim_next
-from server.jobs.views import queue_position
+from server.jobs.views import job_view
 
 # Where a claimed attempt would report; nothing runs it here.
 ADDRESS = {"api_url": "http://127.0.0.1:9", "artifact_root": "/nonexistent"}
@@ -60,10 +60,11 @@ def claim(db: sessionmaker, *conditions) -> int | None:
         return None if claimed is None else claimed.job_id
 
 
-def test_claims_follow_the_queue_order_that_queue_position_reports(db):
+def test_claims_follow_the_queue_order_that_the_job_view_reports(db):
     ids = add_jobs(db, "alice", [0, 5, 0, 5, -1])
     with db() as session:
-        positions = {job_id: queue_position(session, job_id) for job_id in ids}
+        # The API shows a queued job's place as the jobs ahead of it, plus one.
+        positions = {job_id: job_view(session, job_id).ahead for job_id in ids}
     claimed = [claim(db) for _ in ids]
     assert claimed == [ids[1], ids[3], ids[0], ids[2], ids[4]]
     assert claimed == sorted(ids, key=positions.__getitem__)
