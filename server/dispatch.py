@@ -47,7 +47,6 @@ from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
-from silo_contract.fields import as_utc
 from silo_contract.order import AttemptOrder
 from workers import ray_actor
 from workers.attempt import dense_cache
@@ -228,10 +227,7 @@ class Dispatcher:
             )
             for row in session.execute(query)
         }
-        return [
-            Candidate(**{**row._asdict(), "created_at": as_utc(row.created_at)})
-            for row in rows.values()
-        ]
+        return [Candidate(**row._asdict()) for row in rows.values()]
 
     def _launch(self, order: AttemptOrder) -> None:
         try:
@@ -337,10 +333,7 @@ def _usage(session: Session, since: datetime) -> list[Usage]:
         .join(JobAttempt, JobAttempt.job_id == Job.id)
         .where(Job.gpus > 0, or_(JobAttempt.ended_at.is_(None), JobAttempt.ended_at > since))
     )
-    return [
-        Usage(owner, gpus, as_utc(started), as_utc(ended) if ended else None)
-        for owner, gpus, started, ended in rows
-    ]
+    return [Usage(owner, gpus, started, ended) for owner, gpus, started, ended in rows]
 
 
 def _running_by_owner(session: Session) -> tuple[Counter[int], defaultdict[int, float]]:

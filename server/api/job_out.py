@@ -17,7 +17,6 @@ from server.db.models import Job, utcnow
 from server.jobs import views
 from server.jobs.states import JobStatus
 from server.jobs.views import JobView
-from silo_contract.fields import as_utc
 from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
 
 # The summary fields read straight off the view (its plan's names among them).
@@ -49,8 +48,8 @@ def progress_of(job: JobView | Job) -> Progress:
         epochs = plan.dense_epochs if cycle == 0 else plan.epochs_per_cycle
     elapsed = None
     if job.started_at is not None:
-        end = as_utc(job.finished_at) if job.finished_at else utcnow()
-        elapsed = max(0.0, (end - as_utc(job.started_at)).total_seconds())
+        end = job.finished_at or utcnow()
+        elapsed = max(0.0, (end - job.started_at).total_seconds())
     eta = None
     running = job.status in (JobStatus.RUNNING, JobStatus.CANCELLING)
     if running and plan is not None and cycle is not None and elapsed:

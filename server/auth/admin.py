@@ -22,7 +22,7 @@ from server.auth.tokens import PREFIX_LENGTH, USER_TOKEN_PREFIX, hash_token, new
 from server.db.models import ApiToken, AuditEvent, User
 from server.jobs.attempts import take_sqlite_write_lock
 from silo_contract.accounts import AuditEventOut, TokenCreated, TokenOut, TokenState, UserOut
-from silo_contract.fields import ACTOR_LENGTH, MAX_TOKEN_LIFETIME_SECONDS, USER_NAME_PATTERN, as_utc
+from silo_contract.fields import ACTOR_LENGTH, MAX_TOKEN_LIFETIME_SECONDS, USER_NAME_PATTERN
 
 SERVER_ACTOR = "server"
 USER_NAME = re.compile(USER_NAME_PATTERN)
@@ -80,7 +80,7 @@ def record(session: Session, actor: str, action: str, target: str, **details: An
 
 
 def _iso(value: datetime | None) -> str | None:
-    return as_utc(value).isoformat() if value is not None else None
+    return value.isoformat() if value is not None else None
 
 
 # --- tokens -------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def _iso(value: datetime | None) -> str | None:
 def token_state(token: ApiToken, now: datetime) -> TokenState:
     if token.revoked_at is not None:
         return "revoked"
-    if token.expires_at is not None and as_utc(token.expires_at) <= now:
+    if token.expires_at is not None and token.expires_at <= now:
         return "expired"
     return "active"
 

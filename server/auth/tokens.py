@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.models import ApiToken, User
-from silo_contract.fields import as_utc
 
 USER_TOKEN_PREFIX = "silo_"
 ATTEMPT_TOKEN_PREFIX = "silo_attempt_"
@@ -87,7 +86,6 @@ def caller_for_token(session: Session, token: str, now: datetime | None = None) 
     if row is None:
         raise TokenRefusedError(UNKNOWN)
     token_id, prefix, revoked_at, expires_at, user_id, name, is_admin, is_active = row
-    expires_at = as_utc(expires_at) if expires_at is not None else None
     if revoked_at is not None:
         raise TokenRefusedError(REVOKED)
     if expires_at is not None and expires_at <= (now or datetime.now(UTC)):

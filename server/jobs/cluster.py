@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from server.db.models import ClusterCapacity, utcnow
 from server.settings import Settings
-from silo_contract.fields import as_utc
 from silo_contract.jobs import Resources
 
 # The record is rewritten when the cluster changes and at least this often, so
@@ -110,7 +109,7 @@ def record(session: Session, capacity: Capacity, now: datetime | None = None) ->
 def recorded(session: Session, now: datetime | None = None) -> Capacity | None:
     """The recorded capacity if it is recent enough to go by, else None."""
     row = session.get(ClusterCapacity, ROW_ID)
-    if row is None or as_utc(row.updated_at) < (now or utcnow()) - timedelta(seconds=FRESH_SECONDS):
+    if row is None or row.updated_at < (now or utcnow()) - timedelta(seconds=FRESH_SECONDS):
         return None
     return Capacity(**{f.name: getattr(row, f.name) for f in fields(Capacity)})
 

@@ -31,7 +31,6 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from server.db.models import Job, JobTag, User
 from server.jobs.states import JobStatus
-from silo_contract.fields import as_utc
 
 # The queue's order: higher priority first, then older first (id breaks ties).
 # claims.claim_next takes jobs in it; jobs_ahead counts in it.
@@ -183,7 +182,7 @@ KeyedT = TypeVar("KeyedT", bound=_Keyed)
 
 
 def encode_cursor(row: _Keyed) -> str:
-    micros = (as_utc(row.created_at) - _EPOCH) // _MICROSECOND
+    micros = (row.created_at - _EPOCH) // _MICROSECOND
     return f"{micros}.{row.id}"
 
 
@@ -220,9 +219,9 @@ def list_jobs(
     if filters.tag is not None:
         query = query.where(exists().where(JobTag.job_id == Job.id, JobTag.tag == filters.tag))
     if filters.created_after is not None:
-        query = query.where(Job.created_at > as_utc(filters.created_after))
+        query = query.where(Job.created_at > filters.created_after)
     if filters.created_before is not None:
-        query = query.where(Job.created_at < as_utc(filters.created_before))
+        query = query.where(Job.created_at < filters.created_before)
     query = newest_first(query, Job.created_at, Job.id, limit=limit, cursor=cursor)
     return page([_view(row) for row in session.execute(query)], limit)
 

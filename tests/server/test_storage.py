@@ -227,3 +227,34 @@ def test_the_models_match_the_migrations(database_url):
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     engine.dispose()
     assert differences == []
+
+
+def test_every_time_column_stores_utc_and_reads_back_aware_utc(database_url):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from sqlalchemy import DateTime
+
+    from server.db.models import Base
+    from server.db.types import UtcDateTime
+
+    columns = [column for table in Base.metadata.tables.values() for column in table.columns]
+    times = [column for column in columns if column.type._type_affinity is DateTime]
+    assert times and all(isinstance(column.type, UtcDateTime) for column in times), times
+
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    noon_utc = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    elsewhere = noon_utc.astimezone(timezone(timedelta(hours=-5)))  # 07:00 at UTC-5
+    with factory.begin() as session:
+        session.add(User(name="zoned", created_at=elsewhere))
+        session.add(User(name="naive", created_at=noon_utc.replace(tzinfo=None)))
+    with factory() as session:
+        for name in ("zoned", "naive"):
+            read = session.scalar(select(User.created_at).where(User.name == name))
+            assert read == noon_utc and read.tzinfo is UTC, (name, read)
+        # Compared in SQL as the same instant, whatever zone the bound value is in.
+        found = session.scalars(select(User.name).where(User.created_at == elsewhere)).all()
+        assert sorted(found) == ["naive", "zoned"]
+        user = session.scalar(select(User).where(User.name == "zoned"))
+        assert user.created_at == noon_utc and user.created_at.tzinfo is UTC
+    engine.dispose()
