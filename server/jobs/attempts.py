@@ -14,7 +14,9 @@ Nothing here commits: the caller owns the transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from typing import cast
+
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
@@ -41,7 +43,8 @@ def take_sqlite_write_lock(session: Session) -> None:
     row is enough) makes concurrent writers queue on the busy timeout instead.
     """
     if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(Job.__table__).where(Job.id == -1).values(event_seq=Job.event_seq))
+        jobs = cast(Table, Job.__table__)  # a mapped class's table is a Table
+        session.execute(update(jobs).where(jobs.c.id == -1).values(event_seq=jobs.c.event_seq))
 
 
 def lock_job(session: Session, job_id: int) -> Job:

@@ -129,6 +129,8 @@ def comparison(session: Session, study_id: int, order: Sequence[str]) -> list[Co
     accuracy: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     sparsity: dict[int, list[float]] = defaultdict(list)
     for label, cycle, sparse, test_accuracy in rows:
+        if label is None:  # every member has one; the column allows none for other jobs
+            continue
         accuracy[cycle][label].append(test_accuracy)
         sparsity[cycle].append(sparse)
     table = []
@@ -162,5 +164,6 @@ def list_studies(
             .group_by(Job.study_id, Job.status)
         )
         for study_id, status, count in rows:
-            counts[study_id][status] = count
+            if study_id is not None:  # always, by the query's IN
+                counts[study_id][status] = count
     return found, counts

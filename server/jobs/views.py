@@ -174,8 +174,10 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 class _Keyed(Protocol):
-    created_at: datetime
-    id: int
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def id(self) -> int: ...
 
 
 KeyedT = TypeVar("KeyedT", bound=_Keyed)
