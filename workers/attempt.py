@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
+from silo_core.engine.checkpoint import LocalCheckpointStore
+from silo_core.engine.dense_sharing import LocalDenseCache
 from silo_core.engine.oracle import OracleSearch
 from silo_core.engine.runner import PruningEngine
 from silo_core.local_run import write_outputs
