@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
@@ -25,24 +26,32 @@ MAX_SEED = 2**31 - 1
 MAX_CYCLES = 200  # prune-retrain cycles of one job
 
 
-def _registered(registry: Registry) -> Any:
-    """A name ``registry`` provides: a built-in or an installed plug-in's (read from
-    the plug-ins' metadata, importing none of them); a 422 lists what is available."""
+def _provided_by(registry: Registry) -> AfterValidator:
+    """Refuse a name ``registry`` does not provide: a built-in or an installed plug-in's
+    (read from the plug-ins' metadata, importing none of them); a 422 lists what is available."""
 
     def check(value: str) -> str:
         registry.get(value)  # UnknownNameError, a ValueError, lists the available names
         return value
 
+    return AfterValidator(check)
+
+
+def _names_of(registry: Registry) -> Callable[[dict[str, Any]], None]:
+    """The JSON schema's ``enum``: the names installed when the schema is made
+    (once per API process)."""
+
     def enum(schema: dict[str, Any]) -> None:
-        # The names installed when the schema is made (once per API process).
         schema["enum"] = list(registry.names())
 
-    return Annotated[str, AfterValidator(check), Field(json_schema_extra=enum)]
+    return enum
 
 
-ModelName = _registered(MODELS)
-DatasetName = _registered(DATASETS)
-PruningMethod = _registered(PRUNING_METHODS)
+ModelName = Annotated[str, _provided_by(MODELS), Field(json_schema_extra=_names_of(MODELS))]
+DatasetName = Annotated[str, _provided_by(DATASETS), Field(json_schema_extra=_names_of(DATASETS))]
+PruningMethod = Annotated[
+    str, _provided_by(PRUNING_METHODS), Field(json_schema_extra=_names_of(PRUNING_METHODS))
+]
 OptionName = Annotated[str, Field(min_length=1, max_length=64)]
 OptionValue = Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral]
 

@@ -15,6 +15,8 @@ class SiloScheduleSpec(StepDecayShape):
     """SILO: max_lr = offset + alpha * S(x_t); unset fields come from ``preset``."""
 
     name: Literal["silo"]
+    # A Literal of the presets' names, built from SILO_PRESETS at import: pydantic
+    # reads it at run time; a type checker cannot.
     preset: Literal[tuple(SILO_PRESETS)] = "resnet20"  # type: ignore[valid-type]
     alpha: Annotated[JsonFloat, Field(ge=0.0, le=10.0)] | None = None
     offset: PositiveLR | None = None
