@@ -15,14 +15,24 @@ from rich.table import Table
 
 
 class CycleRow(Protocol):
-    cycle: int
-    sparsity: float
-    max_lr: float
-    best_epoch: int
-    best_val_accuracy: float
-    test_accuracy_at_best_val: float
-    final_test_accuracy: float
-    seconds: float
+    """What the table reads of a row (read-only: the rows are frozen records)."""
+
+    @property
+    def cycle(self) -> int: ...
+    @property
+    def sparsity(self) -> float: ...
+    @property
+    def max_lr(self) -> float: ...
+    @property
+    def best_epoch(self) -> int: ...
+    @property
+    def best_val_accuracy(self) -> float: ...
+    @property
+    def test_accuracy_at_best_val(self) -> float: ...
+    @property
+    def final_test_accuracy(self) -> float: ...
+    @property
+    def seconds(self) -> float: ...
 
 
 def cycle_table(rows: Iterable[CycleRow], title: str) -> Table:
