@@ -40,7 +40,9 @@ from silo_core.engine.oracle import (
     TrialStart,
     search_in_process,
 )
-from silo_core.engine.runner import JobResult, PruningEngine
+from silo_core.engine.run_records import JobResult
+from silo_core.engine.runner import PruningEngine
+from silo_core.engine.trial import trial_routine
 from silo_core.spec import JobSpec, parse_spec
 from workers.oracle_tune import TrialSlots, TuneOracleSearch
 from workers.ray_cluster import connect, stop_local_head
@@ -67,7 +69,7 @@ def timed(search: OracleSearch, seconds: list[float]) -> OracleSearch:
 def run_in_process(spec: JobSpec, cpus: int, seconds: list[float]) -> JobResult:
     torch.set_num_threads(cpus)
     engine = PruningEngine(spec)
-    engine.oracle_search = timed(search_in_process(engine), seconds)
+    engine.oracle_search = timed(search_in_process(trial_routine(engine.trainer)), seconds)
     return engine.run()
 
 

@@ -43,11 +43,11 @@ from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
-from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
 from silo_contract.order import AttemptOrder
+from silo_contract.status import JobStatus
 from workers import ray_actor
 from workers.attempt import dense_cache
 

@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from server.api.access import Reader
 from server.db.models import Artifact, Job, UploadedFile
 from server.jobs import repository as repo
-from server.jobs.states import JobStatus
 from silo_contract.layout import output_folder, partial_upload, uploaded_file
+from silo_contract.status import JobStatus
 from silo_core.spec.model import WEIGHTS_FORMS, weights_reference
 
 WRITE_BLOCK = 1 << 20  # bytes gathered before one write (and hash update) on a worker thread

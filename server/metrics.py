@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.db.models import Job
-from server.jobs.states import JobStatus
+from silo_contract.status import JobStatus
 
 
 class Metrics:

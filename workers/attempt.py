@@ -24,7 +24,8 @@ from silo_contract.layout import (
     output_folder,
 )
 from silo_contract.order import AttemptOrder
-from silo_core.engine.checkpoint import LocalCheckpointStore, LocalDenseCache
+from silo_core.engine.checkpoint import LocalCheckpointStore
+from silo_core.engine.dense_sharing import LocalDenseCache
 from silo_core.engine.oracle import OracleSearch
 from silo_core.engine.runner import PruningEngine
 from silo_core.local_run import write_outputs

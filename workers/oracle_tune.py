@@ -37,10 +37,11 @@ from silo_core.engine.oracle import (
     SearchProgress,
     SearchResult,
     TrialOutcome,
+    TrialRoutine,
     TrialStart,
     best_index,
 )
-from silo_core.engine.runner import PruningEngine
+from silo_core.engine.trial import trial_routine_for
 from silo_core.records import EpochScores
 from silo_core.spec import JobSpec, OracleScheduleSpec
 
@@ -99,6 +100,9 @@ class TuneOracleSearch:
     storage: Path  # where Tune keeps a cycle's trials until the winner is adopted
     slots: TrialSlots
     last_trials: list[TrialRun] = field(default_factory=list)
+    # How a trial's process gets the routine that trains it: the job's own
+    # network stays in the job's process, so each trial builds one from the spec.
+    routine_for: Callable[[JobSpec], TrialRoutine] = trial_routine_for
 
     def __call__(
         self,
@@ -112,7 +116,11 @@ class TuneOracleSearch:
         shutil.rmtree(folder, ignore_errors=True)  # a killed attempt's half-finished search
         stopper = _StopWhenAsked(should_stop)
         trainable = tune.with_parameters(
-            _run_trial, start=start, threads=self.slots.threads, gpu_ids=self.slots.gpu_ids
+            _run_trial,
+            start=start,
+            threads=self.slots.threads,
+            gpu_ids=self.slots.gpu_ids,
+            routine_for=self.routine_for,
         )
         sliver = tune.PlacementGroupFactory([{f"node:{self.slots.node_ip}": NODE_SLIVER}])
         tuner = tune.Tuner(
@@ -240,28 +248,32 @@ class _TellProgress(tune.Callback):
 
 
 def _run_trial(
-    config: dict[str, Any], *, start: TrialStart, threads: int, gpu_ids: tuple[str, ...]
+    config: dict[str, Any],
+    *,
+    start: TrialStart,
+    threads: int,
+    gpu_ids: tuple[str, ...],
+    routine_for: Callable[[JobSpec], TrialRoutine],
 ) -> None:
-    """One Tune trial: rebuild the engine from the spec and train one max_lr."""
+    """One Tune trial: build the network from the spec and train one max_lr."""
     if gpu_ids:  # before CUDA starts in this process: the actor's GPUs, shared
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     torch.set_num_threads(threads)
     started = time.time()
-    engine = PruningEngine(start.spec)
-    epochs = engine.epochs_in(start.cycle)
+    train_trial = routine_for(start.spec)
     best = -math.inf
 
     def report(event: EpochEvent, scores: EpochScores) -> None:
         nonlocal best
         best = max(best, scores.val_accuracy)
-        if event.epoch < epochs:  # the last epoch is reported with the checkpoint below
+        if event.epoch < event.epochs:  # the last epoch is reported with the checkpoint below
             tune.report({"epoch": event.epoch, "best_val_accuracy": best})
 
-    outcome = engine.train_trial(start, config["max_lr"], on_epoch=report)
+    outcome = train_trial(start, config["max_lr"], on_epoch=report)
     with tempfile.TemporaryDirectory() as directory:
         _save_outcome(outcome, Path(directory) / OUTCOME_FILE)
         metrics = {
-            "epoch": epochs,
+            "epoch": len(outcome.events),
             "best_val_accuracy": outcome.val_accuracy,
             "pid": os.getpid(),
             "started": started,

@@ -15,9 +15,9 @@ from server.api.access import Reader
 from server.api.errors import not_found
 from server.db.models import Job, utcnow
 from server.jobs import views
-from server.jobs.states import JobStatus
 from server.jobs.views import JobView
 from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
+from silo_contract.status import JobStatus
 
 # The summary fields read straight off the view (its plan's names among them).
 _VIEW_FIELDS = tuple(name for name in JobSummary.model_fields if name != "progress")

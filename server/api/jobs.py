@@ -25,13 +25,13 @@ from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
 from server.jobs.cluster import refuse_unfit
-from server.jobs.states import IllegalTransitionError, JobStatus
+from server.jobs.states import IllegalTransitionError
 from server.settings import Settings
 from silo_contract.fields import ARTIFACT_NAME_PATTERN
 from silo_contract.jobs import ArtifactList, ArtifactOut, JobOut, JobPage, JobSubmit
 from silo_contract.layout import output_folder
 from silo_contract.reports import CycleList, CycleOut, EventOut, EventPage
-from silo_contract.status import is_terminal
+from silo_contract.status import JobStatus, is_terminal
 from silo_core.spec import JobSpec, SpecError, parse_spec
 
 router = APIRouter(prefix="/v1", tags=["jobs"], route_class=ApiRoute, responses=documented(401))

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
 from server.db.models import Job, JobAttempt, utcnow
-from server.jobs.states import JobStatus, transition
-from silo_contract.status import AttemptStatus
+from server.jobs.states import transition
+from silo_contract.status import AttemptStatus, JobStatus
 
 LIVE = AttemptStatus.RUNNING.value
 

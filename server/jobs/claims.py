@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 
 from server.db.models import Job
 from server.jobs.attempts import start_attempt, take_sqlite_write_lock
-from server.jobs.states import JobStatus
 from server.jobs.views import QUEUE_ORDER
 from silo_contract.order import AttemptOrder
+from silo_contract.status import JobStatus
 
 
 def claim_next(

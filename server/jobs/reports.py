@@ -26,8 +26,9 @@ from server.jobs.attempts import (
     reload_attempt,
     require_live,
 )
-from server.jobs.states import JobStatus, transition
+from server.jobs.states import transition
 from silo_contract.reports import CYCLE_COLUMNS, EVENT_COLUMNS
+from silo_contract.status import JobStatus
 
 # A cycle_results row holds a CycleResult's values beside its key.
 CYCLE_VALUE_COLUMNS = tuple(name for name in CYCLE_COLUMNS if name != "cycle")

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
-from server.jobs.states import JobStatus, transition
+from server.jobs.states import transition
+from silo_contract.status import JobStatus
 from silo_core.spec import JobSpec
 
 RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})

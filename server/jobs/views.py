@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from server.db.models import Job, JobTag, User
-from server.jobs.states import JobStatus
+from silo_contract.status import JobStatus
 
 # The queue's order: higher priority first, then older first (id breaks ties).
 # claims.claim_next takes jobs in it; jobs_ahead counts in it.

@@ -93,7 +93,7 @@ def random_resized_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-class _ImageDataset(Dataset):
+class _ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     """Decodes and transforms one image per request; requests carry their own seed."""
 
     def __init__(
@@ -169,9 +169,9 @@ class LoaderSource:
         self._workers = workers
         self._pin = device.type == "cuda"
         self._sampler = _EpochBatchSampler()
-        self._loader: DataLoader | None = None
+        self._loader: DataLoader[tuple[torch.Tensor, int]] | None = None
 
-    def _data_loader(self) -> DataLoader:
+    def _data_loader(self) -> DataLoader[tuple[torch.Tensor, int]]:
         if self._loader is None:
             self._loader = DataLoader(
                 self._dataset,

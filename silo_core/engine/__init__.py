@@ -2,23 +2,22 @@
 
 from silo_contract.reports import CYCLE_COLUMNS, CycleResult, EpochEvent
 from silo_core.engine.checkpoint import (
-    CheckpointStore,
-    DenseCache,
-    LocalCheckpointStore,
-    LocalDenseCache,
-)
-from silo_core.engine.runner import (
     CheckpointMismatchError,
-    JobResult,
-    PruningEngine,
-    Reporter,
-    RunStart,
-    derived_seed,
+    CheckpointState,
+    CheckpointStore,
+    LocalCheckpointStore,
+    NullCheckpointStore,
 )
+from silo_core.engine.dense_sharing import DenseCache, LocalDenseCache, NullDenseCache
+from silo_core.engine.epochs import derived_seed
+from silo_core.engine.reporting import NullReporter, Reporter
+from silo_core.engine.run_records import JobResult, RunStart
+from silo_core.engine.runner import PruningEngine
 
 __all__ = [
     "CYCLE_COLUMNS",
     "CheckpointMismatchError",
+    "CheckpointState",
     "CheckpointStore",
     "CycleResult",
     "DenseCache",
@@ -26,6 +25,9 @@ __all__ = [
     "JobResult",
     "LocalCheckpointStore",
     "LocalDenseCache",
+    "NullCheckpointStore",
+    "NullDenseCache",
+    "NullReporter",
     "PruningEngine",
     "Reporter",
     "RunStart",

@@ -57,11 +57,11 @@ def retraining_schedule(spec: JobSpec) -> Schedule:
         case FineTuneScheduleSpec():
             return schedules.fine_tune(max_lr=s.max_lr)
         case SLRScheduleSpec():
-            shape = WarmupStepDecay(s.warmup_fraction, tuple(s.milestones), s.gamma)
-            return schedules.slr(max_lr=s.max_lr or dense_peak, shape=shape)
+            step_decay = WarmupStepDecay(s.warmup_fraction, tuple(s.milestones), s.gamma)
+            return schedules.slr(max_lr=s.max_lr or dense_peak, shape=step_decay)
         case CLRScheduleSpec():
-            shape = schedules.OneCycleShape(s.pct_start, s.div_factor, s.final_div_factor)
-            return schedules.clr(max_lr=s.max_lr or dense_peak, shape=shape)
+            one_cycle = schedules.OneCycleShape(s.pct_start, s.div_factor, s.final_div_factor)
+            return schedules.clr(max_lr=s.max_lr or dense_peak, shape=one_cycle)
         case ConstantScheduleSpec():
             return schedules.constant(max_lr=s.max_lr)
         case OracleScheduleSpec():

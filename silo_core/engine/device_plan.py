@@ -51,7 +51,8 @@ class CompiledForward:
                 return self._compiled(inputs)
             except Exception as exc:  # dynamo, inductor and backend errors alike
                 self._give_up(exc)
-        return self.model(inputs)
+        outputs: torch.Tensor = self.model(inputs)
+        return outputs
 
     def _give_up(self, exc: Exception) -> None:
         first_line = str(exc).splitlines()[0] if str(exc) else ""

@@ -5,24 +5,21 @@ grid, every trial from the same start (weights, masks, random state), and
 keeps the trial with the best validation accuracy. The engine hands the start
 to an ``OracleSearch``: ``search_in_process`` runs the trials one after the
 other in the engine's own process; ``workers.oracle_tune`` runs them as
-parallel Ray Tune trials. Both call ``PruningEngine.train_trial``, so a trial
-trains the same way wherever it runs.
+parallel Ray Tune trials. Either trains a trial with a ``TrialRoutine``
+(silo_core.engine.trial), so a trial trains the same way wherever it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from silo_contract.reports import EpochEvent
 from silo_core.records import EpochScores
-
-if TYPE_CHECKING:
-    from silo_core.engine.runner import PruningEngine
-    from silo_core.spec import JobSpec
+from silo_core.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -51,6 +48,19 @@ class TrialOutcome:
     def val_accuracy(self) -> float:
         """What the Oracle ranks trials by: the best validation accuracy of any epoch."""
         return max(s.val_accuracy for s in self.scores)
+
+
+# What hears each epoch of a trial as it finishes.
+TrialEpochCallback = Callable[[EpochEvent, EpochScores], None]
+
+
+class TrialRoutine(Protocol):
+    """Trains one trial: cycle ``start.cycle`` retrained from ``start`` with a
+    constant peak ``max_lr``; ``on_epoch`` hears each of its epochs."""
+
+    def __call__(
+        self, start: TrialStart, max_lr: float, on_epoch: TrialEpochCallback | None = None
+    ) -> TrialOutcome: ...
 
 
 @dataclass
@@ -114,8 +124,8 @@ def best_index(val_accuracy: Sequence[float]) -> int:
     return max(range(len(val_accuracy)), key=lambda i: (val_accuracy[i], -i))
 
 
-def search_in_process(engine: PruningEngine) -> OracleSearch:
-    """Trials one after the other, in the engine's process, on its device."""
+def search_in_process(train_trial: TrialRoutine) -> OracleSearch:
+    """Trials one after the other, in this process, each trained by ``train_trial``."""
 
     def search(
         start: TrialStart,
@@ -132,7 +142,7 @@ def search_in_process(engine: PruningEngine) -> OracleSearch:
                 def on_epoch(event: EpochEvent, scores: EpochScores, lr: float = max_lr) -> None:
                     progress.epoch_done(lr, event.epoch, scores.val_accuracy)
 
-            trial = engine.train_trial(start, max_lr, on_epoch)
+            trial = train_trial(start, max_lr, on_epoch)
             accuracies.append(trial.val_accuracy)
             if best_index(accuracies) == len(accuracies) - 1:
                 best = trial  # only the leader's weights are kept in memory

@@ -32,15 +32,21 @@ __all__ = ["VIT_PATCH_SIZE"]
 VIT_PATCH_SIZE = 16
 
 
+def _pair(size: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-d convolution's size, which torch types as a tuple of any length."""
+    height, width = size
+    return height, width
+
+
 def _conv_with_inputs(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     """A fresh copy of ``old`` that reads ``in_channels`` channels."""
     return nn.Conv2d(
         in_channels,
         old.out_channels,
-        kernel_size=old.kernel_size,
-        stride=old.stride,
-        padding=old.padding,
-        dilation=old.dilation,
+        kernel_size=_pair(old.kernel_size),
+        stride=_pair(old.stride),
+        padding=old.padding if isinstance(old.padding, str) else _pair(old.padding),
+        dilation=_pair(old.dilation),
         groups=old.groups,
         bias=old.bias is not None,
         padding_mode=old.padding_mode,
@@ -48,13 +54,15 @@ def _conv_with_inputs(old: nn.Conv2d, in_channels: int) -> nn.Conv2d:
 
 
 def _build_resnet(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    # torchvision has no type information: its models are Any until returned.
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if in_channels != 3:
         conv = _conv_with_inputs(model.conv1, in_channels)
         # Same rule torchvision applies to every ResNet convolution.
         nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
         model.conv1 = conv
-    return model
+    resnet: nn.Module = model
+    return resnet
 
 
 def build_resnet18(*, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
@@ -87,4 +95,5 @@ def build_vit_b_16(*, in_channels: int, num_classes: int, image_size: int) -> nn
         if conv.bias is not None:
             nn.init.zeros_(conv.bias)
         model.conv_proj = conv
-    return model
+    vit: nn.Module = model
+    return vit

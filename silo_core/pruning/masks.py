@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 import torch
-from torch import nn
 
 from silo_core.plugins import PRUNING_METHODS
 from silo_core.pruning.selection import removal_count, smallest_k
@@ -25,7 +24,7 @@ from silo_core.pruning.selection import removal_count, smallest_k
 class MaskSet:
     """One mask per prunable weight; 1 keeps a weight, 0 removes it."""
 
-    def __init__(self, weights: Mapping[str, nn.Parameter]) -> None:
+    def __init__(self, weights: Mapping[str, torch.Tensor]) -> None:
         if not weights:
             raise ValueError("the model has no prunable weights")
         self.names = list(weights)
@@ -40,7 +39,7 @@ class MaskSet:
 
     def alive(self) -> int:
         # Counted in int64: a float32 sum stops counting exactly above 2**24 weights.
-        return int(sum(m.sum(dtype=torch.int64) for m in self.masks).item())
+        return int(sum(m.sum(dtype=torch.int64) for m in self.masks))
 
     def sparsity(self) -> float:
         """Fraction of prunable weights removed."""

@@ -19,14 +19,15 @@ def prunable_weights(
     *,
     keep_first_conv_dense: bool = False,
     keep_last_linear_dense: bool = False,
-) -> dict[str, nn.Parameter]:
+) -> dict[str, torch.Tensor]:
     """Prunable weights by parameter name, in module order.
 
     ``keep_first_conv_dense`` leaves the first convolution whole and
     ``keep_last_linear_dense`` the classifier, as much of the pruning literature
     does because those layers are small and sensitive.
     """
-    found: list[tuple[str, nn.Parameter, str]] = []
+    # (torch types a layer's weight as a Tensor: a Parameter is one.)
+    found: list[tuple[str, torch.Tensor, str]] = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if isinstance(module, _CONV):

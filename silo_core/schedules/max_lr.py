@@ -16,8 +16,10 @@ def s_curve(x: float, beta: float) -> float:
     """``x**beta / (x**beta + (1 - x)**beta)``: 0 at 0, 1/2 at 1/2, 1 at 1."""
     if not 0.0 <= x <= 1.0:
         raise ValueError(f"x must be in [0, 1], got {x}")
-    num = x**beta
-    return num / (num + (1.0 - x) ** beta)
+    # float ** float may be complex (a negative base); with x in [0, 1] both are real.
+    num: float = x**beta
+    rest: float = (1.0 - x) ** beta
+    return num / (num + rest)
 
 
 @dataclass(frozen=True)

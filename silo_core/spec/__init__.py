@@ -2,21 +2,23 @@
 
 from silo_core.spec.load import SpecError, format_validation_error, load_spec, parse_spec
 from silo_core.spec.model import (
-    CLRScheduleSpec,
-    ConstantScheduleSpec,
     DatasetSpec,
     DenseTrainingSpec,
-    FineTuneScheduleSpec,
     JobSpec,
-    LRRewindScheduleSpec,
     ModelSpec,
     OptimizerSpec,
-    OracleScheduleSpec,
     PruningSpec,
+    TrainingSpec,
+)
+from silo_core.spec.schedules import (
+    CLRScheduleSpec,
+    ConstantScheduleSpec,
+    FineTuneScheduleSpec,
+    LRRewindScheduleSpec,
+    OracleScheduleSpec,
     ScheduleSpec,
     SiloScheduleSpec,
     SLRScheduleSpec,
-    TrainingSpec,
 )
 
 __all__ = [

@@ -12,51 +12,46 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, ConfigDict, Field, StrictBool, model_validator
 
 from silo_contract.fields import Integral, JsonFloat, Strictly
 from silo_core.plugins import DATASETS, MODELS, PRUNING_METHODS, Registry
-from silo_core.schedules import SILO_PRESETS
+from silo_core.spec.common import Fraction, PositiveLR, SpecPart, StepDecayShape
+from silo_core.spec.schedules import ScheduleSpec
 
 MAX_SEED = 2**31 - 1
 MAX_CYCLES = 200  # prune-retrain cycles of one job
 
 
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _registered(registry: Registry) -> Any:
-    """A name ``registry`` provides: a built-in or an installed plug-in's (read from
-    the plug-ins' metadata, importing none of them); a 422 lists what is available."""
+def _provided_by(registry: Registry) -> AfterValidator:
+    """Refuse a name ``registry`` does not provide: a built-in or an installed plug-in's
+    (read from the plug-ins' metadata, importing none of them); a 422 lists what is available."""
 
     def check(value: str) -> str:
         registry.get(value)  # UnknownNameError, a ValueError, lists the available names
         return value
 
+    return AfterValidator(check)
+
+
+def _names_of(registry: Registry) -> Callable[[dict[str, Any]], None]:
+    """The JSON schema's ``enum``: the names installed when the schema is made
+    (once per API process)."""
+
     def enum(schema: dict[str, Any]) -> None:
-        # The names installed when the schema is made (once per API process).
         schema["enum"] = list(registry.names())
 
-    return Annotated[str, AfterValidator(check), Field(json_schema_extra=enum)]
+    return enum
 
 
-ModelName = _registered(MODELS)
-DatasetName = _registered(DATASETS)
-PruningMethod = _registered(PRUNING_METHODS)
-Fraction = Annotated[JsonFloat, Field(gt=0.0, lt=1.0)]
-PositiveLR = Annotated[JsonFloat, Field(gt=0.0, le=10.0)]
-Milestones = Annotated[tuple[Fraction, ...], Field(max_length=8)]
+ModelName = Annotated[str, _provided_by(MODELS), Field(json_schema_extra=_names_of(MODELS))]
+DatasetName = Annotated[str, _provided_by(DATASETS), Field(json_schema_extra=_names_of(DATASETS))]
+PruningMethod = Annotated[
+    str, _provided_by(PRUNING_METHODS), Field(json_schema_extra=_names_of(PRUNING_METHODS))
+]
 OptionName = Annotated[str, Field(min_length=1, max_length=64)]
 OptionValue = Annotated[int, Strictly, Field(ge=0, le=MAX_SEED), Integral]
 
@@ -78,7 +73,7 @@ def weights_reference(value: str) -> tuple[str, int, str | None] | None:
     return None
 
 
-class ModelSpec(_Spec):
+class ModelSpec(SpecPart):
     name: ModelName = Field(description="A built-in model or an installed plug-in's")
     weights: Annotated[str, Field(min_length=1, max_length=4096)] | None = Field(
         None,
@@ -87,7 +82,7 @@ class ModelSpec(_Spec):
     )
 
 
-class DatasetSpec(_Spec):
+class DatasetSpec(SpecPart):
     name: DatasetName = "digits"
     root: str | None = Field(
         None, max_length=4096, description="Local folder holding the data (CIFAR, ImageFolder)"
@@ -109,7 +104,7 @@ class DatasetSpec(_Spec):
     )
 
 
-class PruningSpec(_Spec):
+class PruningSpec(SpecPart):
     method: PruningMethod = "global_magnitude"
     fraction: Fraction = Field(0.2, description="p: fraction of alive weights removed per cycle")
     cycles: Annotated[int, Strictly, Field(ge=1, le=MAX_CYCLES), Integral] | None = Field(
@@ -201,113 +196,7 @@ class PruningSpec(_Spec):
         return min(candidates)
 
 
-class _StepDecayShape(_Spec):
-    warmup_fraction: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.1
-    milestones: Milestones = Field(
-        (0.5, 0.75), description="Fractions of the cycle where the LR is multiplied by gamma"
-    )
-    gamma: Annotated[JsonFloat, Field(gt=0.0, le=1.0)] = 0.1
-
-    @field_validator("milestones")
-    @classmethod
-    def _in_order(cls, milestones: tuple[float, ...]) -> tuple[float, ...]:
-        # Each milestone decays the LR once, whatever order they are written in
-        # (as torch's MultiStepLR reads them); kept sorted, so equal specs hash alike.
-        return tuple(sorted(milestones))
-
-
-class SiloScheduleSpec(_StepDecayShape):
-    """SILO: max_lr = offset + alpha * S(x_t); unset fields come from ``preset``."""
-
-    name: Literal["silo"]
-    preset: Literal[tuple(SILO_PRESETS)] = "resnet20"  # type: ignore[valid-type]
-    alpha: Annotated[JsonFloat, Field(ge=0.0, le=10.0)] | None = None
-    offset: PositiveLR | None = None
-    beta: Annotated[JsonFloat, Field(gt=0.0, le=100.0)] | None = None
-    delay: Annotated[int, Strictly, Field(ge=0, le=100), Integral] | None = None
-
-    def resolved(self) -> dict[str, float]:
-        """alpha, offset, beta, delay with the preset filling what is unset."""
-        base = SILO_PRESETS[self.preset]
-        return {
-            key: (getattr(self, key) if getattr(self, key) is not None else base[key])
-            for key in ("alpha", "offset", "beta", "delay")
-        }
-
-
-class LRRewindScheduleSpec(_Spec):
-    """Renda et al. 2020: replay the dense training's schedule in every cycle."""
-
-    name: Literal["lr_rewind"]
-    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
-
-
-class FineTuneScheduleSpec(_Spec):
-    name: Literal["fine_tune"]
-    max_lr: PositiveLR = 1e-3
-
-
-class SLRScheduleSpec(_StepDecayShape):
-    """Le & Hua 2021, scaled learning-rate restarting."""
-
-    name: Literal["slr"]
-    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
-    warmup_fraction: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.05
-    milestones: Milestones = (0.45, 0.675)
-
-
-class CLRScheduleSpec(_Spec):
-    """Le & Hua 2021, cyclic learning-rate restarting (one cycle per retraining)."""
-
-    name: Literal["clr"]
-    max_lr: PositiveLR | None = Field(None, description="Default: the dense training's max_lr")
-    pct_start: Fraction = 0.1
-    div_factor: Annotated[JsonFloat, Field(gt=0.0)] = 100.0
-    final_div_factor: Annotated[JsonFloat, Field(gt=0.0)] = 100.0
-
-
-class ConstantScheduleSpec(_Spec):
-    name: Literal["constant"]
-    max_lr: PositiveLR
-
-
-# A log grid around the range SILO's presets move in (0.03 to 0.1 and beyond).
-ORACLE_DEFAULT_GRID = (0.003, 0.0065, 0.014, 0.03, 0.065, 0.14, 0.3)
-
-
-class OracleScheduleSpec(_StepDecayShape):
-    """The Oracle: every cycle is retrained once per max_lr of ``grid`` and the
-    retraining with the best validation accuracy is kept (SILO's comparison)."""
-
-    name: Literal["oracle"]
-    grid: Annotated[
-        list[PositiveLR],
-        Field(min_length=1, max_length=32, json_schema_extra={"uniqueItems": True}),
-    ] = Field(
-        default_factory=lambda: list(ORACLE_DEFAULT_GRID),
-        description="The max_lr values tried in every cycle",
-    )
-
-    @model_validator(mode="after")
-    def _distinct(self) -> OracleScheduleSpec:
-        if len(set(self.grid)) != len(self.grid):
-            raise ValueError(f"grid: values must be distinct, got {self.grid}")
-        return self
-
-
-ScheduleSpec = Annotated[
-    SiloScheduleSpec
-    | LRRewindScheduleSpec
-    | FineTuneScheduleSpec
-    | SLRScheduleSpec
-    | CLRScheduleSpec
-    | ConstantScheduleSpec
-    | OracleScheduleSpec,
-    Field(discriminator="name"),
-]
-
-
-class DenseTrainingSpec(_StepDecayShape):
+class DenseTrainingSpec(StepDecayShape):
     """Cycle 0. Independent of the retraining schedule so that jobs which differ
     only in their schedule share (and can reuse) the same dense network."""
 
@@ -322,7 +211,7 @@ class DenseTrainingSpec(_StepDecayShape):
 CompileBackend = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
-class TrainingSpec(_Spec):
+class TrainingSpec(SpecPart):
     epochs_per_cycle: Annotated[int, Strictly, Field(ge=1, le=1000), Integral] = 10
     batch_size: Annotated[int, Strictly, Field(ge=1, le=65536), Integral] = 128
     dense: DenseTrainingSpec = DenseTrainingSpec()
@@ -340,7 +229,7 @@ class TrainingSpec(_Spec):
         return self.epochs_per_cycle if self.dense.epochs is None else self.dense.epochs
 
 
-class OptimizerSpec(_Spec):
+class OptimizerSpec(SpecPart):
     name: Literal["sgd", "adamw"] = "sgd"
     momentum: Annotated[JsonFloat, Field(ge=0.0, lt=1.0)] = 0.9
     nesterov: StrictBool = False
@@ -350,7 +239,7 @@ class OptimizerSpec(_Spec):
 Device = Annotated[str, Field(pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$")]
 
 
-class JobSpec(_Spec):
+class JobSpec(SpecPart):
     """Everything that decides what a pruning job computes."""
 
     model: ModelSpec

@@ -21,7 +21,8 @@ from server.auth.tokens import (
 from server.db.migrate import SchemaBehindError, check_schema, current_revision, head_revision
 from server.db.models import ApiToken, Job, JobEvent, User, utcnow
 from server.db.session import make_engine, make_session_factory
-from server.jobs.states import ALLOWED, IllegalTransitionError, JobStatus, transition
+from server.jobs.states import ALLOWED, IllegalTransitionError, transition
+from silo_contract.status import JobStatus
 
 TABLES = {
     "users",

@@ -10,6 +10,7 @@ from silo_core.engine import (
     CycleResult,
     EpochEvent,
     LocalCheckpointStore,
+    NullReporter,
     PruningEngine,
 )
 from silo_core.spec import parse_spec
@@ -32,7 +33,7 @@ def small_spec(**overrides):
     return parse_spec(data)
 
 
-class Recorder:
+class Recorder(NullReporter):
     def __init__(self) -> None:
         self.events: list[EpochEvent] = []
         self.cycles: list[CycleResult] = []
@@ -277,13 +278,13 @@ def test_oracle_grid_values_are_checked():
 def counting_epochs(engine: PruningEngine) -> list[int]:
     """The cycles of the epochs ``engine`` really trains, as it trains them."""
     trained: list[int] = []
-    train = engine._train_epoch
+    train = engine.trainer.train_epoch
 
     def counted(cycle, epoch, schedule):
         trained.append(cycle)
         return train(cycle, epoch, schedule)
 
-    engine._train_epoch = counted
+    engine.trainer.train_epoch = counted
     return trained
 
 
