@@ -101,6 +101,7 @@ class PruningEngine:
 
     @property
     def model(self) -> torch.nn.Module:
+        """The network being pruned."""
         return self.trainer.model
 
     @property
@@ -108,6 +109,8 @@ class PruningEngine:
         return self.trainer.masks
 
     def schedule_for(self, cycle: int) -> Schedule:
+        """The learning-rate schedule ``cycle`` trains with (an Oracle cycle's:
+        the peak its search chose)."""
         if cycle == 0:
             return self.dense
         oracle = self.spec.schedule
@@ -116,6 +119,8 @@ class PruningEngine:
         return self.retraining
 
     def run(self) -> JobResult:
+        """Run the job to its last cycle, or until a stop is asked for (the
+        result says ``stopped``; the checkpoint has everything finished)."""
         self.start = self._begin()
         self.on_start(self.start)
         p = self.progress
