@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 
 from server.db.models import Base
 from server.db.session import make_engine
+from server.db.types import UtcDateTime
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def render_item(kind: str, item: Any, autogen: AutogenContext) -> str | bool:  # noqa: ARG001
+    """Write UtcDateTime as the column it is, so a generated revision needs no
+    import of the server (revisions stay readable on their own)."""
+    if kind == "type" and isinstance(item, UtcDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False  # alembic's own rendering
 
 
 def run_offline() -> None:
@@ -17,6 +29,7 @@ def run_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        render_item=render_item,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -29,7 +42,10 @@ def run_online() -> None:
     with engine.connect() as connection:
         # Batch mode lets later migrations alter SQLite tables (copy-and-move).
         context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

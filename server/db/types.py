@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect
 from sqlalchemy.types import TypeDecorator
 
-
-def _in_utc(value: datetime) -> datetime:
-    # A naive datetime is UTC already: the service writes no other kind.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+from silo_contract.fields import as_utc  # a naive time is UTC already: the service writes no other
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -29,7 +26,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     # The same on every dialect: ``dialect`` is SQLAlchemy's argument, unused.
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:  # noqa: ARG002
-        return _in_utc(value) if isinstance(value, datetime) else value
+        return as_utc(value) if isinstance(value, datetime) else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:  # noqa: ARG002
-        return None if value is None else _in_utc(value)
+        return None if value is None else as_utc(value)
