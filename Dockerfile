@@ -24,7 +24,8 @@ WORKDIR /tmp/silo-src
 # Dependencies first, from pyproject.toml alone: this layer (torch is gigabytes)
 # is rebuilt only when the dependency list changes, not on every code change.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print(*deps, sep=chr(10))" > requirements.txt \
+# The base install and the engine, server and worker extras (every part runs here).
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; parts = [p['dependencies']] + [p['optional-dependencies'][x] for x in ('engine', 'server', 'worker')]; print(*(d for part in parts for d in part if not d.startswith('silo-service')), sep=chr(10))" > requirements.txt \
  && pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r requirements.txt "$RAY_SPEC"
 
 COPY README.md ./
@@ -38,7 +39,7 @@ COPY migrations ./migrations
 # The project itself (the Alembic scripts are a package of it); check from /,
 # so the installed package is imported rather than this folder, that the
 # migrations' head revision can be read.
-RUN pip install . \
+RUN pip install '.[all]' \
  && (cd / && python -c 'from server.db.migrate import head_revision; print("migrations head:", head_revision())') \
  && cd / && rm -rf /tmp/silo-src
 
