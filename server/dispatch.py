@@ -46,10 +46,10 @@ from server.jobs.reports import report_status
 from server.jobs.views import QUEUE_ORDER
 from server.scheduling import Candidate, Usage, gpu_seconds, next_job
 from server.settings import Settings
+from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
 from silo_contract.status import JobStatus
 from workers import ray_actor
-from workers.attempt import dense_cache
 
 log = logging.getLogger("silo.dispatcher")
 
@@ -196,7 +196,7 @@ class Dispatcher:
         return capacity
 
     def _dense_cached(self, identity: str) -> bool:
-        return dense_cache(self.settings.resolved_artifact_root()).path(identity).exists()
+        return dense_training(self.settings.resolved_artifact_root(), identity).exists()
 
     def _dense_in_progress(self, session: Session) -> dict[str, int]:
         """Dense identity -> the running job training it (not yet in the dense cache).

@@ -54,6 +54,17 @@ def dense_folder(artifact_root: str | Path) -> Path:
     return Path(artifact_root) / "dense"
 
 
+def dense_file_name(identity: str) -> str:
+    """A finished dense training's file in a dense folder (the engine's dense cache)."""
+    return f"{identity}.pt"
+
+
+def dense_training(artifact_root: str | Path, identity: str) -> Path:
+    """Where the dense training of ``identity`` lies once finished; the dispatcher
+    looks here without loading the engine."""
+    return dense_folder(artifact_root) / dense_file_name(identity)
+
+
 def uploaded_file(key: str) -> str:
     """An uploaded file's location relative to the artifact root (what its row keeps)."""
     return f"files/{key}"

@@ -14,7 +14,6 @@ import os
 import ray
 
 from silo_contract.order import AttemptOrder
-from workers.attempt import run_attempt
 from workers.ray_cluster import NAMESPACE
 
 
@@ -27,7 +26,9 @@ def actor_name(job_id: int, attempt: int) -> str:
 @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class AttemptActor:
     def run(self, order: dict) -> None:
-        from workers.oracle_tune import search_on_tune  # Tune loads only where jobs run
+        # The engine (torch) and Tune load only where jobs run, not in the dispatcher.
+        from workers.attempt import run_attempt
+        from workers.oracle_tune import search_on_tune
 
         run_attempt(AttemptOrder(**order), oracle_search=search_on_tune)
         ray.actor.exit_actor()

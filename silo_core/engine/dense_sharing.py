@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from silo_contract.layout import dense_file_name
 from silo_contract.reports import EpochEvent
 from silo_core.engine.checkpoint import CheckpointState, atomic_torch_save, load_own_file
 
@@ -71,7 +72,7 @@ class LocalDenseCache:
         self.root = Path(root)
 
     def path(self, identity: str) -> Path:
-        return self.root / f"{identity}.pt"
+        return self.root / dense_file_name(identity)
 
     def holds(self, identity: str) -> bool:
         return self.path(identity).exists()

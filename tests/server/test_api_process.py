@@ -101,3 +101,20 @@ def test_the_api_process_never_imports_the_engine_or_ray(tmp_path):
     assert "fastapi" in loaded and "silo_contract.jobs" in loaded  # it did serve
     assert after_start < RSS_LIMIT_MB, f"{after_start:.0f} MB resident after start"
     assert serving < RSS_LIMIT_MB, f"{serving:.0f} MB resident while serving"
+
+
+def test_the_dispatcher_launches_jobs_without_loading_the_engine():
+    """The dispatcher (in `silo serve` by default) talks to Ray and looks for shared
+    dense trainings by file name; the engine loads only in the jobs' actors."""
+    probe = (
+        "import json, sys, server.dispatch, workers.ray_actor; "
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    loaded = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+        ).stdout
+    )
+    engine = ("torch", "torchvision", "sklearn", "silo_core.engine", "workers.attempt")
+    assert [m for m in loaded if any(m == e or m.startswith(e + ".") for e in engine)] == []
+    assert "ray" in loaded
