@@ -25,9 +25,21 @@ Phases, each ``--seconds`` long after one second of warm-up:
 
 then one client times ``--list-requests`` calls of each list query: the newest
 page, a page deep in the table (by cursor), and pages filtered by status, by
-owner and by tag. The table gives requests/second where clients run
-concurrently, p50 and p99 latency in milliseconds, and the issue's targets
-(PostgreSQL polls of running jobs >= 1000/s with p99 < 50 ms; submits >= 200/s).
+owner and by tag.
+
+Ceilings, measured in the same run on the same database and machine (bench/ceiling.py:
+minimal FastAPI apps, each its own process under the same uvicorn options):
+
+* ``ceiling: one-row insert``: right after ``submit``, the same clients POST
+  the same bodies to an app that validates them and inserts one row;
+* ``ceiling: one-row poll``: right after the service's polls, the same clients
+  GET the running jobs' ids from an app that reads a few columns of that row;
+* ``ceiling: memory poll``: the same GETs answered from memory, no database.
+
+The table gives requests/second where clients run concurrently, p50 and p99
+latency in milliseconds, the service's rate as a ratio of each ceiling's, and
+the targets, as ratios so they hold on any machine: polls of running jobs
+>= 1.0x the one-row app with p99 < 50 ms; submits >= 0.7x the one-row insert.
 """
 
 from __future__ import annotations
@@ -43,13 +55,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import yaml
+from ceiling import ceiling_server
 from rich.console import Console
 from rich.table import Table
 from serve import silo_serve
@@ -71,9 +84,11 @@ DIGITS_SPEC = yaml.safe_load(
 )
 OWNERS = 20
 POLLED_JOBS = 200
+POLL_TARGET = 1.0  # the service's polls of running jobs / the one-row app's polls
+SUBMIT_TARGET = 0.7  # the service's submits / the one-row app's inserts
 FINISHED = ("succeeded", "succeeded", "succeeded", "failed", "cancelled")
 TAGS = ("resnet", "vgg", "ablation", "nightly")
-console = Console(width=120)
+console = Console(width=160)
 
 
 @dataclass
@@ -85,6 +100,7 @@ class Result:
     seconds: float
     target: str = ""
     met: bool | None = None
+    ratio: str = ""
 
     @property
     def rate(self) -> float:
@@ -248,31 +264,48 @@ def run_phases(backend: str, args: argparse.Namespace, folder: Path) -> list[Res
         console.print(
             f"{backend}: {args.rows} jobs stored in {time.perf_counter() - started:.1f} s"
         )
-        with server(url, folder) as base:
+        with ExitStack() as stack:
+            base = stack.enter_context(server(url, folder))
+            one_row = stack.enter_context(ceiling_server("one-row", url, folder))
+            memory = stack.enter_context(ceiling_server("memory", url, folder))
 
-            def submit(n: int) -> bytes:
-                body = {"spec": {**DIGITS_SPEC, "seed": n}, "tags": ["bench"]}
-                return prepare("POST", "/v1/jobs", token, body)
-
-            latencies, seconds = asyncio.run(hammer(base, submit, args.clients, args.seconds))
-            results.append(Result(backend, "submit", args.clients, latencies, seconds, ">= 200/s"))
-            results[-1].met = results[-1].rate >= 200
-            running, queued = start_some(url, POLLED_JOBS)
-            for phase, ids in (("poll running", running), ("poll queued", queued)):
-                polls = [prepare("GET", f"/v1/jobs/{job_id}", token) for job_id in ids]
+            def load(target: str, requests: Callable[[int], bytes], phase: str) -> Result:
                 latencies, seconds = asyncio.run(
-                    hammer(
-                        base,
-                        lambda n, polls=polls: polls[n % len(polls)],
-                        args.clients,
-                        args.seconds,
-                    )
+                    hammer(target, requests, args.clients, args.seconds)
                 )
-                result = Result(backend, phase, args.clients, latencies, seconds)
-                if backend == "postgresql" and phase == "poll running":
-                    result.target = ">= 1000/s, p99 < 50 ms"
-                    result.met = result.rate >= 1000 and result.percentile(0.99) < 50
-                results.append(result)
+                return Result(backend, phase, args.clients, latencies, seconds)
+
+            def body(n: int) -> dict[str, object]:
+                return {"spec": {**DIGITS_SPEC, "seed": n}, "tags": ["bench"]}
+
+            submit = load(base, lambda n: prepare("POST", "/v1/jobs", token, body(n)), "submit")
+            insert_ceiling = load(
+                one_row,
+                lambda n: prepare("POST", "/items", token, body(n)),
+                "ceiling: one-row insert",
+            )
+            ratio = submit.rate / insert_ceiling.rate
+            submit.ratio = f"{ratio:.2f}x one-row"
+            submit.target, submit.met = f">= {SUBMIT_TARGET}x one-row", ratio >= SUBMIT_TARGET
+            results += [submit, insert_ceiling]
+
+            running, queued = start_some(url, POLLED_JOBS)
+            polls: dict[str, Result] = {}
+            for phase, target, path, ids in (
+                ("poll running", base, "/v1/jobs", running),
+                ("poll queued", base, "/v1/jobs", queued),
+                ("ceiling: one-row poll", one_row, "/items", running),
+                ("ceiling: memory poll", memory, "/items", running),
+            ):
+                prepared = [prepare("GET", f"{path}/{job_id}", token) for job_id in ids]
+                polls[phase] = load(target, lambda n, p=prepared: p[n % len(p)], phase)
+            poll = polls["poll running"]
+            over_row = poll.rate / polls["ceiling: one-row poll"].rate
+            over_memory = poll.rate / polls["ceiling: memory poll"].rate
+            poll.ratio = f"{over_row:.2f}x one-row, {over_memory:.2f}x memory"
+            poll.target = f">= {POLL_TARGET}x one-row, p99 < 50 ms"
+            poll.met = over_row >= POLL_TARGET and poll.percentile(0.99) < 50
+            results += polls.values()
             results.extend(list_phases(backend, url, base, token, args.list_requests))
     return results
 
@@ -281,8 +314,8 @@ def start_some(url: str, count: int) -> tuple[list[int], list[int]]:
     """Start ``count`` of the submitted jobs the way a dispatcher does (claim_next)
     and give each some progress; return those ids and ``count`` still queued.
 
-    Then VACUUM ANALYZE (PostgreSQL), so autovacuum, woken by the submits, does
-    not run in the middle of the polls.
+    Then VACUUM ANALYZE (PostgreSQL), so autovacuum, woken by the submits and
+    the ceiling's inserts, does not run in the middle of the polls.
     """
     engine = make_engine(url)
     factory = make_session_factory(engine)
@@ -300,7 +333,7 @@ def start_some(url: str, count: int) -> tuple[list[int], list[int]]:
         ).all()
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM ANALYZE jobs"))
+            connection.execute(text("VACUUM ANALYZE jobs, ceiling_items"))
     engine.dispose()
     return running, list(queued)
 
@@ -338,6 +371,7 @@ def report(results: list[Result], rows: int) -> None:
     table = Table(title=f"API load, one uvicorn worker, {rows} jobs in the table")
     for column in ("backend", "phase", "clients", "requests", "req/s", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column in ("backend", "phase") else "right")
+    table.add_column("ratio", justify="right")
     table.add_column("target")
     for r in results:
         verdict = "" if r.met is None else (" [green]met[/]" if r.met else " [red]missed[/]")
@@ -349,6 +383,7 @@ def report(results: list[Result], rows: int) -> None:
             f"{r.rate:,.0f}",
             f"{r.percentile(0.5):.1f}",
             f"{r.percentile(0.99):.1f}",
+            r.ratio,
             r.target + verdict,
         )
     console.print(table)

@@ -51,19 +51,26 @@ def silo_serve_process(
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + ready_seconds
-            while True:
-                if process.poll() is not None:
-                    raise SystemExit(f"silo serve exited:\n{log_path.read_text()}")
-                try:
-                    if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"silo serve was not ready in {ready_seconds:.0f} s")
-                time.sleep(0.2)
+            wait_until_ready(process, base, log_path, ready_seconds, "silo serve")
             yield base, process
         finally:
             process.terminate()
             process.wait(timeout=60)
+
+
+def wait_until_ready(
+    process: subprocess.Popen[bytes], base: str, log_path: Path, seconds: float, name: str
+) -> None:
+    """Poll ``base``/readyz until it answers 200; exit with ``log_path`` if ``process`` ends."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise SystemExit(f"{name} exited:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} was not ready in {seconds:.0f} s")
+        time.sleep(0.2)
