@@ -10,7 +10,8 @@ a new PostgreSQL database, dropped at the end), migrates it, fills it with
 ``--rows`` finished jobs from 20 owners over 90 days (so every phase runs against
 a table of that size), and starts ``silo serve``: one uvicorn process, one worker,
 the way a team would run one replica. This process is the load generator
-(asyncio + httpx, one connection per client); on a 2-core machine client and
+(asyncio and a small hand-written HTTP/1.1 client, one keep-alive connection
+per client); on a 2-core machine client and
 server share the cores, so the rates are a floor for the server alone.
 
 Phases, each ``--seconds`` long after one second of warm-up:
