@@ -8,35 +8,14 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import command
+from api_jobs import SPEC, spec, submit
 from servers import database_session as db
 
 from server.db.migrate import alembic_config, current_revision, upgrade
 from server.db.models import Job, User
 from server.db.session import make_engine
 
-SPEC = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "pruning": {"method": "global_magnitude", "fraction": 0.2, "cycles": 3},
-    "schedule": {"name": "silo", "preset": "resnet20"},
-    "training": {"epochs_per_cycle": 2, "dense": {"epochs": 4}},
-}
 PLAN = ("model", "dataset", "schedule", "planned_cycles", "dense_epochs", "epochs_per_cycle")
-
-
-def spec(**changes):
-    data = {key: dict(value) for key, value in SPEC.items()}
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return data
-
-
-def submit(client, expect=201, **body):
-    body.setdefault("spec", SPEC)
-    response = client.post("/v1/jobs", json=body)
-    assert response.status_code == expect, response.text
-    return response.json()
 
 
 def test_a_listed_job_carries_its_spec_names_and_progress(live_server):

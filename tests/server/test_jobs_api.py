@@ -8,33 +8,11 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+from api_jobs import SPEC, spec, submit
 from servers import database_session as db
 
 from server.db.models import Artifact, Job, JobEvent
 from silo_contract.layout import output_folder
-
-SPEC = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "pruning": {"method": "global_magnitude", "fraction": 0.2, "cycles": 3},
-    "schedule": {"name": "silo", "preset": "resnet20"},
-    "training": {"epochs_per_cycle": 2, "dense": {"epochs": 4}},
-}
-
-
-def spec(**changes):
-    data = {key: dict(value) for key, value in SPEC.items()}
-    for path, value in changes.items():
-        section, key = path.split("__")
-        data[section][key] = value
-    return data
-
-
-def submit(client, expect=201, **body):
-    body.setdefault("spec", SPEC)
-    response = client.post("/v1/jobs", json=body)
-    assert response.status_code == expect, response.text
-    return response.json()
 
 
 def add_events(live_server, job_id, count, *, superseded=(), status=None):

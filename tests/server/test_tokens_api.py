@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from api_jobs import SPEC
 from servers import database_session as db
 from servers import free_port
 from typer.testing import CliRunner
@@ -26,13 +27,6 @@ from server.settings import Settings, get_settings
 from silo_client.entry import app as cli
 from silo_core.spec import parse_spec
 
-SPEC = {
-    "model": {"name": "mlp"},
-    "dataset": {"name": "digits"},
-    "pruning": {"method": "global_magnitude", "fraction": 0.2, "cycles": 3},
-    "schedule": {"name": "silo", "preset": "resnet20"},
-    "training": {"epochs_per_cycle": 2, "dense": {"epochs": 4}},
-}
 POLL_SECONDS = 0.02
 
 
