@@ -65,6 +65,17 @@ FIXED = {
 }
 
 
+def _app() -> FastAPI:
+    """An app with the /readyz route the benchmark waits on."""
+    app = FastAPI()
+
+    @app.get("/readyz")
+    def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    return app
+
+
 def one_row_app(url: str, pool_size: int) -> FastAPI:
     """GET one ``jobs`` row by id, POST one ``ceiling_items`` row."""
     from server.db.session import make_engine, make_session_factory
@@ -73,11 +84,7 @@ def one_row_app(url: str, pool_size: int) -> FastAPI:
     METADATA.create_all(engine)
     reads = make_session_factory(engine, read_only=True)
     writes = make_session_factory(engine)
-    app = FastAPI()
-
-    @app.get("/readyz")
-    def ready() -> dict[str, bool]:
-        return {"ready": True}
+    app = _app()
 
     @app.get("/items/{item_id}", response_model=Item)
     def get_item(item_id: int) -> Any:
@@ -109,11 +116,7 @@ def one_row_app(url: str, pool_size: int) -> FastAPI:
 
 def memory_app() -> FastAPI:
     """GET answering a fixed dict: no database."""
-    app = FastAPI()
-
-    @app.get("/readyz")
-    def ready() -> dict[str, bool]:
-        return {"ready": True}
+    app = _app()
 
     @app.get("/items/{item_id}", response_model=Item)
     def get_item(item_id: int) -> Any:
