@@ -15,11 +15,15 @@ from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
+from server.api.conditional import Answers
 from server.api.deps import SessionDep, authenticate, bearer_token, user_bearer
 from server.api.errors import ApiError, error_response, install_error_handlers
 from server.api.follow import JobWatcher
 from server.api.openapi import install_openapi
 from server.auth.tokens import TokenCache, create_user_token
+from server.changes import tracking
+from server.changes.book import ChangeBook
+from server.changes.listener import ChangeListener
 from server.db.migrate import SchemaBehindError, check_schema, upgrade
 from server.db.models import User
 from server.db.session import make_engine, make_session_factory
@@ -60,6 +64,33 @@ def ensure_local_admin_token(settings: Settings, factory: object) -> Path | None
     return path
 
 
+class ChangeTracking:
+    """The process's news of changes for one app: its book, fed by this process's
+    commits and, on PostgreSQL, by the listener; and the answers it remembers."""
+
+    def __init__(self, app: FastAPI, url: str) -> None:
+        sqlite = make_url(url).get_backend_name() == "sqlite"
+        # SQLite: this process is the database's one writer; its commits are all the news.
+        self.book = ChangeBook(trusted=sqlite)
+        self.listener = None if sqlite else ChangeListener(url, self.book)
+        token_cache: TokenCache = app.state.token_cache
+        self.book.observe(token_cache.forget_changed)
+        app.state.watcher.on_close(self.book.close)
+        app.state.answers = Answers(self.book)
+        app.state.changes = self.book
+
+    def start(self) -> None:
+        tracking.register(self.book)
+        if self.listener is not None:
+            self.listener.start()
+
+    def stop(self) -> None:
+        tracking.unregister(self.book)
+        self.book.close()
+        if self.listener is not None:
+            self.listener.stop()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = Metrics()
@@ -80,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             per_user=settings.max_streams_per_user,
         )
         app.state.watcher.start()
+        changes = ChangeTracking(app, settings.resolved_database_url())
+        changes.start()
         if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
             made = ensure_local_admin_token(settings, app.state.session_factory)
             if made:
@@ -90,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         await app.state.watcher.stop()
+        changes.stop()
         engine.dispose()
 
     app = FastAPI(

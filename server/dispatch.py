@@ -36,6 +36,8 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.changes.book import JOBS, job_key
+from server.changes.tracking import announce
 from server.db.models import Job, JobAttempt, utcnow
 from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
@@ -296,6 +298,7 @@ class Dispatcher:
         if changed:
             with self.sessions.begin() as session:
                 session.connection().execute(_SET_QUEUE_REASON, changed)
+                announce(session, [JOBS, *(job_key(change["job"]) for change in changed)])
 
 
 # One column per Candidate field, named after it: a field without a column of

@@ -101,6 +101,7 @@ class JobWatcher:
         self._streams_lock = threading.Lock()
         self._task: asyncio.Task[None] | None = None
         self.closing = False
+        self._on_close: list[Callable[[], None]] = []
 
     # --- lifetime (the app's lifespan) ------------------------------------------
 
@@ -114,6 +115,12 @@ class JobWatcher:
         self.closing = True
         for follow in self._follows:
             follow.close()
+        for hook in self._on_close:
+            hook()
+
+    def on_close(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` too when the server starts to stop (the watches end with the streams)."""
+        self._on_close.append(hook)
 
     async def stop(self) -> None:
         if self._task is not None:

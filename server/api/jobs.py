@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi import Path as PathParam
@@ -15,12 +15,23 @@ from starlette.concurrency import run_in_threadpool
 from server import files
 from server.api import job_out
 from server.api.access import Reader, ReaderDep, reader_for
+from server.api.conditional import (
+    ITEMS_CLOCK,
+    JOB_CLOCK,
+    NOT_MODIFIED,
+    IfNoneMatch,
+    Reading,
+    WaitParam,
+    answers,
+    reading,
+)
 from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
 from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
 from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
 from server.api.routing import ApiRoute
 from server.auth.tokens import Caller, caller_writes
+from server.changes.book import JOBS, QUEUE, job_key
 from server.db.models import Job, JobEvent
 from server.jobs import repository as repo
 from server.jobs import views
@@ -136,8 +147,9 @@ def submit_job(
     return answer
 
 
-@router.get("/jobs", response_model=JobPage)
-def list_jobs(
+@router.get("/jobs", response_model=JobPage, responses=NOT_MODIFIED)
+async def list_jobs(
+    request: Request,
     session: SessionDep,
     reader: ReaderDep,
     status: Annotated[list[JobStatus] | None, Query(max_length=len(JobStatus))] = None,
@@ -149,6 +161,7 @@ def list_jobs(
     cursor: Annotated[
         str | None, Query(pattern=views.CURSOR_PATTERN, description="A page's next_cursor")
     ] = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Jobs newest first; follow ``next_cursor`` for older ones. Under
     ``SILO_READ_ACCESS=owner`` a user lists only their own jobs."""
@@ -160,38 +173,78 @@ def list_jobs(
         created_after=created_after,
         created_before=created_before,
     )
-    try:
-        jobs, next_cursor = views.list_jobs(session, filters, limit=limit, cursor=cursor)
-    except views.InvalidCursorError as exc:
-        raise ApiError(
-            422, "invalid_request", str(exc), [{"field": "cursor", "message": "malformed cursor"}]
-        ) from None
-    return _answer(JobPage(items=job_out.summaries(jobs), next_cursor=next_cursor))
+
+    def read() -> Reading:
+        try:
+            jobs, next_cursor = views.list_jobs(session, filters, limit=limit, cursor=cursor)
+        except views.InvalidCursorError as exc:
+            problem = {"field": "cursor", "message": "malformed cursor"}
+            raise ApiError(422, "invalid_request", str(exc), [problem]) from None
+        page = JobPage(items=job_out.summaries(jobs), next_cursor=next_cursor)
+        return reading(page, {JOBS}, clock=ITEMS_CLOCK)
+
+    key = ("jobs", request.url.query, reader.only_owner)
+    return await answers(request).answer(
+        key, read, session=session, reader=reader, if_none_match=if_none_match
+    )
 
 
 # --- one job --------------------------------------------------------------------
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: JobId, session: SessionDep, reader: ReaderDep) -> Response:
-    """The job with its progress and place in the queue."""
-    return _answer(job_out.detail(session, job_id, reader))
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=NOT_MODIFIED)
+async def get_job(
+    job_id: JobId,
+    request: Request,
+    session: SessionDep,
+    reader: ReaderDep,
+    if_none_match: IfNoneMatch = None,
+    wait: WaitParam = None,
+) -> Response:
+    """The job with its progress and place in the queue. With If-None-Match, 304
+    while it is unchanged; with ``?wait=``, a watch: answers once it changes."""
+
+    def read() -> Reading:
+        job, owner_id = job_out.owned_detail(session, job_id, reader)
+        keys = {job_key(job_id), QUEUE} if job.status == JobStatus.QUEUED else {job_key(job_id)}
+        return reading(job, keys, owner_id=owner_id, clock=JOB_CLOCK)
+
+    return await answers(request).answer(
+        ("job", job_id),
+        read,
+        session=session,
+        reader=reader,
+        if_none_match=if_none_match,
+        wait=cast(float | None, wait),
+    )
 
 
 def _answer(model: BaseModel) -> Response:
-    """``model`` as the response body. The polls and list pages are the hottest
-    requests: what they build is already valid, so it is serialised once,
-    skipping FastAPI's second validation of the return value (an eighth of a
-    poll's time). /docs still shows the route's response_model."""
+    """``model`` as the response body. What a write route answers is already
+    valid, so it is serialised once, skipping FastAPI's second validation of
+    the return value. /docs still shows the route's response_model."""
     return Response(model.model_dump_json(), media_type="application/json")
 
 
-@router.get("/jobs/{job_id}/cycles", response_model=CycleList)
-def list_cycles(job_id: JobId, session: SessionDep, reader: ReaderDep) -> CycleList:
+@router.get("/jobs/{job_id}/cycles", response_model=CycleList, responses=NOT_MODIFIED)
+async def list_cycles(
+    job_id: JobId,
+    request: Request,
+    session: SessionDep,
+    reader: ReaderDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     """The cycle table, one row per finished cycle."""
-    load_job(session, job_id, reader)
-    rows = repo.list_cycles(session, job_id)
-    return CycleList(items=[CycleOut.model_validate(row) for row in rows])
+
+    def read() -> Reading:
+        job = load_job(session, job_id, reader)
+        rows = repo.list_cycles(session, job_id)
+        cycles = CycleList(items=[CycleOut.model_validate(row) for row in rows])
+        return reading(cycles, {job_key(job_id)}, owner_id=job.owner_id)
+
+    return await answers(request).answer(
+        ("cycles", job_id), read, session=session, reader=reader, if_none_match=if_none_match
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=documented(403, 409))

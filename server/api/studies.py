@@ -4,18 +4,28 @@ from __future__ import annotations
 
 from collections import Counter
 from functools import partial
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 
 from server.api import job_out
 from server.api.access import ReaderDep
+from server.api.conditional import (
+    MEMBERS_CLOCK,
+    NOT_MODIFIED,
+    IfNoneMatch,
+    Reading,
+    WaitParam,
+    answers,
+    reading,
+)
 from server.api.deps import SessionDep, SettingsDep, UserDep
 from server.api.errors import documented, not_found
 from server.api.jobs import check_weights, invalid_spec, spec_problem
 from server.api.params import StudyId
 from server.api.routing import ApiRoute
 from server.auth.tokens import caller_writes
+from server.changes.book import JOBS, STUDIES, job_key, study_key
 from server.db.models import Study
 from server.jobs import studies
 from server.jobs.cluster import refuse_unfit
@@ -144,30 +154,61 @@ def submit_study(
     return _out(session, study)
 
 
-@router.get("/studies", response_model=StudyPage)
-def list_studies(
+@router.get("/studies", response_model=StudyPage, responses=NOT_MODIFIED)
+async def list_studies(
+    request: Request,
     session: SessionDep,
     reader: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
-) -> StudyPage:
+    if_none_match: IfNoneMatch = None,
+) -> Response:
     """Studies newest first, with their members per status; follow ``next_cursor``.
     Under ``SILO_READ_ACCESS=owner`` a user lists only their own studies."""
-    found, counts = studies.list_studies(
-        session,
-        limit=limit,
-        before_id=int(cursor) if cursor else None,
-        owner_id=reader.only_owner,
+
+    def read() -> Reading:
+        found, counts = studies.list_studies(
+            session,
+            limit=limit,
+            before_id=int(cursor) if cursor else None,
+            owner_id=reader.only_owner,
+        )
+        items = [_summary(study, counts[study.id]) for study in found]
+        more = len(found) == limit
+        page = StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
+        return reading(page, {STUDIES, JOBS})  # a member's status counts
+
+    key = ("studies", request.url.query, reader.only_owner)
+    return await answers(request).answer(
+        key, read, session=session, reader=reader, if_none_match=if_none_match
     )
-    items = [_summary(study, counts[study.id]) for study in found]
-    more = len(found) == limit
-    return StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
 
 
-@router.get("/studies/{study_id}", response_model=StudyOut)
-def get_study(study_id: StudyId, session: SessionDep, reader: ReaderDep) -> StudyOut:
-    """The study, its members' states and the comparison table so far."""
-    study = session.get(Study, study_id)
-    if study is None or not reader.may_read(study.owner_id):
-        raise not_found("study")
-    return _out(session, study)
+@router.get("/studies/{study_id}", response_model=StudyOut, responses=NOT_MODIFIED)
+async def get_study(
+    study_id: StudyId,
+    request: Request,
+    session: SessionDep,
+    reader: ReaderDep,
+    if_none_match: IfNoneMatch = None,
+    wait: WaitParam = None,
+) -> Response:
+    """The study, its members' states and the comparison table so far. With
+    If-None-Match, 304 while it is unchanged; with ``?wait=``, a watch."""
+
+    def read() -> Reading:
+        study = session.get(Study, study_id)
+        if study is None or not reader.may_read(study.owner_id):
+            raise not_found("study")
+        out = _out(session, study)
+        keys = {study_key(study_id), *(job_key(member.job_id) for member in out.members)}
+        return reading(out, keys, owner_id=study.owner_id, clock=MEMBERS_CLOCK)
+
+    return await answers(request).answer(
+        ("study", study_id),
+        read,
+        session=session,
+        reader=reader,
+        if_none_match=if_none_match,
+        wait=cast(float | None, wait),
+    )

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.changes.book import ALL, USER_KEY_KIND
 from server.db.models import ApiToken, User
 
 USER_TOKEN_PREFIX = "silo_"
@@ -143,6 +144,18 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+    def forget_changed(self, keys: Collection[str]) -> None:
+        """Drop what changed (server/changes/book.py keys): a user's entries for
+        ``user:<id>``, everything for ``*``. Another process's revocation applies
+        here as soon as its commit is heard, not ``ttl`` later."""
+        if ALL in keys:
+            self.clear()
+            return
+        for key in keys:
+            kind, _, user_id = key.partition(":")
+            if kind == USER_KEY_KIND and user_id.isdigit():
+                self.forget_user(int(user_id))
 
 
 class UnknownCallerError(Exception):

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
 
+from server.changes.tracking import track
+
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets status polls read while a report writes; foreign keys are off by
@@ -46,7 +48,11 @@ def make_session_factory(engine: Engine, *, read_only: bool = False) -> sessionm
 
     A request that only reads needs no transaction: autocommit saves the BEGIN
     and ROLLBACK round trips, a third of a status poll's time on PostgreSQL.
+    Every session's commits are tracked (server/changes/tracking.py), so the
+    answers the API remembers learn what changed.
     """
     if read_only:
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return sessionmaker(engine, expire_on_commit=False)
+    factory = sessionmaker(engine, expire_on_commit=False)
+    track(factory)
+    return factory

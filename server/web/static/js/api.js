@@ -51,18 +51,39 @@ export async function api(path, { method = "GET", params = {}, as = "json" } = {
       if (item !== null && item !== undefined && item !== "") url.searchParams.append(key, item);
     }
   }
+  const headers = { Authorization: `Bearer ${bearer}` };
+  const conditional = method === "GET" && as === "json";
+  const held = conditional ? heldAnswers.get(url.href) : undefined;
+  if (held) headers["If-None-Match"] = held.etag;
   let response;
   try {
-    response = await fetch(url, { method, headers: { Authorization: `Bearer ${bearer}` } });
+    // no-store: the answers held here are the cache; the browser's would hide the 304s.
+    response = await fetch(url, { method, headers, cache: "no-store" });
   } catch (err) {
     throw new ApiError(0, "unreachable", `the API is not reachable (${err.message})`);
   }
+  if (response.status === 304 && held) return held.body;
   if (!response.ok) {
     const error = await readError(response);
     if (response.status === 401) unauthorized(error);
     throw error;
   }
-  return as === "blob" ? response.blob() : response.json();
+  if (as === "blob") return response.blob();
+  const body = await response.json();
+  const etag = response.headers.get("ETag");
+  if (conditional && etag) hold(url.href, etag, body);
+  return body;
+}
+
+// The latest answer to each GET with its ETag: the next poll of the same URL
+// sends If-None-Match, and a 304 (nothing changed) reuses the answer held.
+const heldAnswers = new Map();
+const HELD_ANSWERS = 200;
+
+function hold(href, etag, body) {
+  heldAnswers.delete(href);
+  heldAnswers.set(href, { etag, body });
+  if (heldAnswers.size > HELD_ANSWERS) heldAnswers.delete(heldAnswers.keys().next().value);
 }
 
 /** Every epoch event of a job after `after`, following the API's pages. */

@@ -1,0 +1,218 @@
+"""Conditional reads and watches: ``ETag``, ``If-None-Match``, 304 and ``?wait=``.
+
+Every job, job list page, cycle table, study and study list page is answered
+with an ``ETag``: a digest of what the answer shows, so it changes with every
+change of it and is the same whichever API process answers. The tag is weak
+(``W/"..."``) because the answer also holds two numbers counted to the moment
+it is made, a running job's ``elapsed_seconds`` and ``eta_seconds``: they are
+left out of the digest, and a 304 means that nothing else changed.
+
+A request whose ``If-None-Match`` holds the tag this process last gave for the
+same answer is answered 304 without reading the database, as long as the
+process's ``ChangeBook`` (server/changes/book.py) says nothing the answer
+depends on has changed since that answer was read. Otherwise the answer is
+read, and still 304 if its tag is one the client holds.
+
+``?wait=30s`` with a current tag makes the request a watch (a blocking query,
+as Consul's and Kubernetes' watches are): it returns as soon as the answer
+changes, or 304 when the wait is over. A waiting watch holds no database
+connection and no thread: the book wakes it when one of its keys changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Header, Query, Request, Response
+from pydantic import AfterValidator, BaseModel
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from server.api.access import Reader
+from server.changes.book import ChangeBook
+
+# Private: an answer depends on who asks. no-cache: a cache keeps it but asks
+# again (If-None-Match) before every use.
+CACHE_CONTROL = "private, no-cache"
+MAX_WAIT_SECONDS = 300.0
+UNTRACKED_POLL_SECONDS = 1.0  # a watch's pace while the book hears no news
+MAX_TAGS = 32  # tags read from one If-None-Match
+# The fields counted to the moment of the answer (server/api/job_out.progress_of).
+CLOCK_FIELDS = {"elapsed_seconds", "eta_seconds"}
+JOB_CLOCK: Any = {"progress": CLOCK_FIELDS}
+ITEMS_CLOCK: Any = {"items": {"__all__": JOB_CLOCK}}
+MEMBERS_CLOCK: Any = {"members": {"__all__": JOB_CLOCK}}
+
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {"description": "Not modified: If-None-Match holds the answer's current ETag"}
+}
+
+WAIT_PATTERN = r"^[0-9]{1,6}(\.[0-9]{1,3})?(ms|s|m)?$"
+_WAIT = re.compile(WAIT_PATTERN)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, None: 1.0}
+
+
+def wait_seconds(value: str | None) -> float | None:
+    """A ``?wait=`` duration in seconds; a longer one than MAX_WAIT_SECONDS is
+    shortened to it (as Consul does), so every duration the pattern allows is good."""
+    if value is None:
+        return None
+    match = _WAIT.fullmatch(value)
+    if match is None:  # the route's pattern refused it already
+        raise ValueError("must be a duration such as 30s, 500ms or 2m")
+    unit = match[2]
+    number = float(value.removesuffix(unit) if unit else value)
+    return min(number * _UNITS[unit], MAX_WAIT_SECONDS)
+
+
+WaitParam = Annotated[
+    str | None,
+    Query(
+        pattern=WAIT_PATTERN,
+        max_length=12,
+        description=(
+            "With If-None-Match: wait up to this long (30s, 500ms, 2m; a number alone is "
+            "seconds; longer than 300s counts as 300s) for the answer to change; 304 if it "
+            "did not"
+        ),
+    ),
+    AfterValidator(wait_seconds),
+]
+IfNoneMatch = Annotated[
+    str | None,
+    Header(max_length=4096, description="ETags of answers the client holds (answered 304)"),
+]
+
+
+def parse_tags(value: str | None) -> frozenset[str]:
+    """The opaque tags of an If-None-Match header (weak or not: the comparison is weak)."""
+    if not value:
+        return frozenset()
+    tags = (tag.strip() for tag in value.split(",", MAX_TAGS)[:MAX_TAGS])
+    return frozenset(tag.removeprefix("W/") for tag in tags if tag)
+
+
+def _digest(data: bytes) -> str:
+    return f'W/"{hashlib.blake2b(data, digest_size=12).hexdigest()}"'
+
+
+@dataclass(frozen=True)
+class Reading:
+    """An answer as read: its body, its tag, the change keys it depends on, and
+    whose it is (None: whoever may call the route may read it)."""
+
+    body: bytes
+    etag: str
+    depends_on: frozenset[str]
+    owner_id: int | None = None
+
+
+def reading(
+    model: BaseModel,
+    depends_on: Collection[str],
+    *,
+    owner_id: int | None = None,
+    clock: Any = None,
+) -> Reading:
+    """``model`` as an answer; ``clock`` names the fields its tag leaves out."""
+    body = model.model_dump_json().encode()
+    shown = model.model_dump_json(exclude=clock).encode() if clock else body
+    return Reading(body, _digest(shown), frozenset(depends_on), owner_id)
+
+
+@dataclass(frozen=True)
+class _Known:
+    etag: str
+    depends_on: frozenset[str]
+    owner_id: int | None
+    start: int  # the book's generation when it was read
+
+    def shown_to(self, reader: Reader) -> bool:
+        return self.owner_id is None or reader.may_read(self.owner_id)
+
+
+class Answers:
+    """The tags of the answers this process gave lately, while they are current."""
+
+    def __init__(self, book: ChangeBook, max_entries: int = 50_000) -> None:
+        self.book, self.max_entries = book, max_entries
+        self._known: OrderedDict[Hashable, _Known] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _current(self, key: Hashable) -> _Known | None:
+        with self._lock:
+            known = self._known.get(key)
+        if known is None or not self.book.current(known.depends_on, known.start):
+            return None
+        return known
+
+    def _remember(self, key: Hashable, known: _Known) -> None:
+        with self._lock:
+            self._known[key] = known
+            self._known.move_to_end(key)
+            while len(self._known) > self.max_entries:
+                self._known.popitem(last=False)
+
+    async def answer(
+        self,
+        key: Hashable,
+        read: Callable[[], Reading],
+        *,
+        session: Session,
+        reader: Reader,
+        if_none_match: str | None,
+        wait: float | None = None,
+    ) -> Response:
+        """200 with the answer and its tag, or 304 when ``if_none_match`` holds the
+        current tag, after waiting up to ``wait`` seconds for it to change.
+
+        ``read`` reads the answer on ``session`` (on a worker thread; the
+        session gives its connection back after each read) and raises for a
+        missing or hidden resource.
+        """
+        held = parse_tags(if_none_match)
+        deadline = time.monotonic() + (wait or 0.0)
+        while True:
+            known = self._current(key) if held else None
+            if known is None or not known.shown_to(reader) or known.etag[2:] not in held:
+                start = self.book.now()
+                answer = await run_in_threadpool(_read_closing, read, session)
+                known = _Known(answer.etag, answer.depends_on, answer.owner_id, start)
+                self._remember(key, known)
+                if answer.etag[2:] not in held and "*" not in held:
+                    return Response(
+                        answer.body,
+                        media_type="application/json",
+                        headers={"ETag": answer.etag, "Cache-Control": CACHE_CONTROL},
+                    )
+            left = deadline - time.monotonic()
+            if left <= 0 or self.book.closed:  # closed: the server is stopping
+                return _not_modified(known.etag)
+            if not self.book.tracking:  # no news: look again now and then
+                await asyncio.sleep(min(left, UNTRACKED_POLL_SECONDS))
+            elif not await self.book.wait(known.depends_on, known.start, left):
+                return _not_modified(known.etag)
+
+
+def _not_modified(etag: str) -> Response:
+    return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
+
+
+def _read_closing(read: Callable[[], Reading], session: Session) -> Reading:
+    try:
+        return read()
+    finally:
+        session.close()  # a watch waits next: it holds no connection meanwhile
+
+
+def answers(request: Request) -> Answers:
+    answers: Answers = request.app.state.answers
+    return answers
