@@ -43,6 +43,19 @@ from silo_contract.studies import StudyOut, StudyPage, StudySummary
 
 DOWNLOAD_CHUNK = 1 << 20
 UPLOAD_CHUNK = 1 << 20
+WATCH_SECONDS = 30.0  # how long follow/wait's watches wait for a change
+WATCH_TIMEOUT_MARGIN = 30.0
+
+
+def _watch(wait: float | None) -> dict[str, Any]:
+    """The request options of a watch of ``wait`` seconds (none for None): the
+    read timeout outlasts the wait."""
+    if wait is None:
+        return {}
+    return {
+        "params": {"wait": f"{wait:g}s"},
+        "timeout": httpx.Timeout(wait + WATCH_TIMEOUT_MARGIN, connect=10.0),
+    }
 
 
 def _as_dict(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
@@ -90,8 +103,11 @@ class SiloClient(ApiTransport):
         key = idempotency_key or uuid.uuid4().hex
         return self._call(JobOut, "POST", "/v1/jobs", json=body, headers={"Idempotency-Key": key})
 
-    def get(self, job_id: int) -> JobOut:
-        return self._call(JobOut, "GET", f"/v1/jobs/{int(job_id)}")
+    def get(self, job_id: int, *, wait: float | None = None) -> JobOut:
+        """The job. With ``wait`` (seconds, at most 300) and an answer held from an
+        earlier ``get``, a watch: returns as soon as the job changes, or the same
+        job after ``wait`` seconds."""
+        return self._call(JobOut, "GET", f"/v1/jobs/{int(job_id)}", **_watch(wait))
 
     def jobs(
         self,
@@ -126,18 +142,25 @@ class SiloClient(ApiTransport):
     def follow(
         self, job_id: int, *, poll: float = 1.0, after: int = 0
     ) -> Iterator[tuple[JobOut, list[EventOut]]]:
-        """The job and its new events at every poll, until the job is finished."""
+        """The job and its new events each time it changes, until it is finished.
+
+        Each read after the first is a watch (``get(wait=...)``): it returns
+        when the job changes, so progress shows as it happens while an idle
+        job costs one request per WATCH_SECONDS. ``poll`` is the least time
+        between two reads."""
+        job = None
         while True:
+            began = time.monotonic()
             # The job is read before the events: once it is final, every
             # event was already written, so the read that follows gets the last.
-            job = self.get(job_id)
+            job = self.get(job_id, wait=WATCH_SECONDS if job is not None else None)
             events = list(self.events(job_id, after))
             if events:
                 after = events[-1].seq
             yield job, events
             if is_terminal(job.status):
                 return
-            time.sleep(poll)
+            time.sleep(max(0.0, poll - (time.monotonic() - began)))
 
     def stream(self, job_id: int, *, poll: float = 1.0, after: int = 0) -> Iterator[EventOut]:
         """New events as they come, until the job is finished (succeeded, failed, cancelled)."""
@@ -145,10 +168,12 @@ class SiloClient(ApiTransport):
             yield from events
 
     def wait(self, job_id: int, *, poll: float = 1.0) -> JobOut:
-        """Block until the job is finished; the job as it ended (its status only is
-        polled: the events are not read)."""
-        while not is_terminal((job := self.get(job_id)).status):
-            time.sleep(poll)
+        """Block until the job is finished; the job as it ended (the job only is
+        watched: the events are not read)."""
+        job, began = self.get(job_id), time.monotonic()
+        while not is_terminal(job.status):
+            time.sleep(max(0.0, poll - (time.monotonic() - began)))  # at most one read a poll
+            job, began = self.get(job_id, wait=WATCH_SECONDS), time.monotonic()
         return job
 
     def cancel(self, job_id: int) -> JobOut:
@@ -280,8 +305,9 @@ class SiloClient(ApiTransport):
             body["seeds"] = list(seeds)
         return self._call(StudyOut, "POST", "/v1/studies", json=body)
 
-    def study(self, study_id: int) -> StudyOut:
-        return self._call(StudyOut, "GET", f"/v1/studies/{int(study_id)}")
+    def study(self, study_id: int, *, wait: float | None = None) -> StudyOut:
+        """The study; ``wait`` as in ``get``."""
+        return self._call(StudyOut, "GET", f"/v1/studies/{int(study_id)}", **_watch(wait))
 
     def studies(self, *, page_size: int = 50) -> Iterator[StudySummary]:
         """Studies newest first, across all pages."""

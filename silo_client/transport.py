@@ -5,6 +5,7 @@ models, page after page."""
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -17,6 +18,7 @@ from silo_contract.files import FilePage
 from silo_contract.jobs import JobPage
 from silo_contract.studies import StudyPage
 
+HELD_ANSWERS = 256  # GET answers kept for If-None-Match, the most recent ones
 M = TypeVar("M", bound=BaseModel)
 Item = TypeVar("Item", bound=BaseModel)
 
@@ -51,6 +53,10 @@ class ApiTransport:
         self.base_url = base_url.rstrip("/")
         self.retries, self.backoff, self.max_wait = retries, backoff, max_wait
         self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        # The latest answer (ETag, body) to each GET, asked again with If-None-Match.
+        self._held: OrderedDict[tuple[str, tuple[tuple[str, str], ...]], tuple[str, bytes]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def from_config(
@@ -126,6 +132,31 @@ class ApiTransport:
             return response
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    def _get_current(
+        self,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> bytes:
+        """GET ``path``; when an answer to it is held, send its ETag (If-None-Match)
+        and reuse the answer on 304. ``wait`` in ``params`` makes it a watch."""
+        shown = tuple(sorted((k, str(v)) for k, v in (params or {}).items() if v is not None))
+        key = (path, tuple(item for item in shown if item[0] != "wait"))
+        held = self._held.get(key)
+        headers = {"If-None-Match": held[0]} if held is not None else None
+        response = self._send("GET", path, params=params, headers=headers, timeout=timeout)
+        if response.status_code == 304 and held is not None:
+            self._held.move_to_end(key)
+            return held[1]
+        etag = response.headers.get("ETag")
+        if etag and response.status_code == 200:
+            self._held[key] = (etag, response.content)
+            self._held.move_to_end(key)
+            while len(self._held) > HELD_ANSWERS:
+                self._held.popitem(last=False)
+        return response.content
+
     @staticmethod
     def _error(response: httpx.Response) -> SiloApiError:
         try:
@@ -138,7 +169,10 @@ class ApiTransport:
         return SiloApiError.from_body(response.status_code, response.reason_phrase, body)
 
     def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
-        content = self._send(method, path, **kwargs).content
+        if method == "GET":
+            content = self._get_current(path, **kwargs)
+        else:
+            content = self._send(method, path, **kwargs).content
         try:
             return model.model_validate_json(content)
         except ValidationError as exc:

@@ -14,7 +14,7 @@ from rich.progress import (
     TextColumn,
 )
 
-from silo_client.client import SiloClient
+from silo_client.client import WATCH_SECONDS, SiloClient
 from silo_contract.jobs import JobOut
 from silo_contract.status import is_terminal
 from silo_contract.studies import MemberOut, StudyOut
@@ -88,8 +88,9 @@ def _member_status(member: MemberOut) -> str:
 def wait_study(client: SiloClient, study_id: int, console: Console, poll: float = 1.0) -> StudyOut:
     """A bar per member job (its cycles, live) until every member has ended; the
     study then, with its comparison table. One request per poll: the study
-    carries its members' progress."""
-    study = client.study(study_id)
+    carries its members' progress, and each read after the first is a watch that
+    returns as the study changes."""
+    study, began = client.study(study_id), time.monotonic()
     # A member's cycles are done in fractions (the epochs of the current one): a percentage.
     with _progress(console, TaskProgressColumn(), label_width=20) as progress:
         bars = {
@@ -104,5 +105,5 @@ def wait_study(client: SiloClient, study_id: int, console: Console, poll: float 
                 )
             if all(is_terminal(m.status) for m in study.members):
                 return study
-            time.sleep(poll)
-            study = client.study(study_id)
+            time.sleep(max(0.0, poll - (time.monotonic() - began)))  # at most one read a poll
+            study, began = client.study(study_id, wait=WATCH_SECONDS), time.monotonic()

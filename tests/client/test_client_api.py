@@ -6,6 +6,7 @@ import hashlib
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from tiny_jobs import EPOCHS, SPEC, run_job
 
@@ -147,3 +148,38 @@ def test_api_errors_carry_status_code_and_the_field_on_one_line(live_server, api
     ):
         stranger.get(1)
     assert refused.value.status == 401
+
+
+def test_the_client_asks_again_with_the_etag_and_reuses_a_304(api):
+    """A repeated read sends If-None-Match; the server answers 304 and the client
+    gives back the answer it held, as the model."""
+    job = api.submit(SPEC)
+    sent: list[tuple[str | None, int]] = []
+
+    def record(response: httpx.Response) -> None:
+        sent.append((response.request.headers.get("If-None-Match"), response.status_code))
+
+    api._http.event_hooks["response"].append(record)
+    first, second = api.get(job.id), api.get(job.id)
+    assert first == second and second.status == "queued"
+    assert sent[0][0] is None and sent[1][0] is not None and sent[1][1] == 304
+    api.cancel(job.id)
+    assert api.get(job.id).status == "cancelled"
+    assert sent[-1][1] == 200
+
+
+def test_wait_watches_the_job_instead_of_polling_it(live_server, api):
+    """``wait`` returns at the job's end, having asked a handful of times, not once
+    every poll."""
+    job = api.submit(SPEC)
+    requests: list[str] = []
+    api._http.event_hooks["request"].append(lambda request: requests.append(str(request.url)))
+    worker = threading.Thread(target=run_job, args=(live_server,))
+    worker.start()
+    ended = api.wait(job.id, poll=0.01)
+    worker.join(timeout=60)
+    assert ended.status == "succeeded"
+    watches = [url for url in requests if "wait=" in url]
+    assert watches, requests
+    # A job of 13 epochs changes a few dozen times; polling every 10 ms would ask hundreds.
+    assert len(requests) < 100, len(requests)

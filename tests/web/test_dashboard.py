@@ -131,6 +131,28 @@ def test_no_job_is_shown_before_the_token_then_the_list_updates_live(live_server
     assert script_errors(browser) == []
 
 
+def test_the_pages_polls_ask_with_the_etag_and_get_304s_while_nothing_changes(live_server, browser):
+    with live_server.client() as client:
+        client.post("/v1/jobs", json={"spec": SPEC, "name": "idle-job"}).raise_for_status()
+    open_page(browser, live_server, "#/jobs")
+    wait_for(browser, lambda b: "idle-job" in b.page_source, "the job in the table")
+
+    def list_answers(b) -> list[int]:
+        return b.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".filter(e => new URL(e.name).pathname === '/v1/jobs').map(e => e.responseStatus)"
+        )
+
+    # The list is polled every 2 s: after the first answer, the unchanged ones are 304s.
+    wait_for(browser, lambda b: list_answers(b).count(304) >= 2, "two 304 answers to the polls")
+    assert list_answers(browser)[0] == 200
+    with live_server.client() as client:
+        client.post("/v1/jobs", json={"spec": SPEC, "name": "new-job"}).raise_for_status()
+    wait_for(browser, lambda b: "new-job" in b.page_source, "the new job after the 304s")
+    assert "idle-job" in browser.page_source
+    assert script_errors(browser) == []
+
+
 def test_a_refused_token_shows_the_api_message_and_asks_for_the_token_again(live_server, browser):
     open_page(browser, live_server, "#/jobs", user=None)
     sign_in(browser, "not-a-real-token")
