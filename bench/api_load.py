@@ -66,7 +66,7 @@ import yaml
 from ceiling import ceiling_server
 from rich.console import Console
 from rich.table import Table
-from serve import silo_serve
+from serve import silo_serve_process
 from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -86,6 +86,7 @@ DIGITS_SPEC = yaml.safe_load(
 OWNERS = 20
 POLLED_JOBS = 200
 POLL_TARGET = 1.0  # the service's polls of running jobs / the one-row app's polls
+NOT_MODIFIED_TARGET = 0.8  # polls answered 304 (ETag held) / the from-memory app's polls
 SUBMIT_TARGET = 0.7  # the service's submits / the one-row app's inserts
 FINISHED = ("succeeded", "succeeded", "succeeded", "failed", "cancelled")
 TAGS = ("resnet", "vgg", "ablation", "nightly")
@@ -179,13 +180,14 @@ def fill(url: str, rows: int) -> str:
 
 
 @contextmanager
-def server(url: str, folder: Path) -> Iterator[str]:
+def server(url: str, folder: Path, workers: int = 1) -> Iterator[str]:
     env = {
         "SILO_DATABASE_URL": url,
         "SILO_DATA_DIR": str(folder / "data"),
         "SILO_DISPATCHER": "false",  # the API alone: nothing here runs jobs
     }
-    with silo_serve(folder, env, ready_seconds=60) as base:
+    options = ["--workers", str(workers)] if workers > 1 else []
+    with silo_serve_process(folder, env, ready_seconds=60, args=options) as (base, _):
         yield base
 
 
@@ -222,13 +224,22 @@ class RawConnection:
         self.writer.close()
 
 
-def prepare(method: str, path: str, token: str, body: object = None) -> bytes:
+def prepare(
+    method: str, path: str, token: str, body: object = None, if_none_match: str | None = None
+) -> bytes:
     payload = b"" if body is None else json.dumps(body).encode()
+    condition = f"If-None-Match: {if_none_match}\r\n" if if_none_match else ""
     head = (
         f"{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"{condition}Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
+
+
+def current_tags(base: str, token: str, ids: list[int]) -> list[str]:
+    """The ETag each job's poll answers now (what a client that polled it holds)."""
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as client:
+        return [client.get(f"/v1/jobs/{job_id}").headers["ETag"] for job_id in ids]
 
 
 async def hammer(
@@ -266,49 +277,79 @@ def run_phases(backend: str, args: argparse.Namespace, folder: Path) -> list[Res
             f"{backend}: {args.rows} jobs stored in {time.perf_counter() - started:.1f} s"
         )
         with ExitStack() as stack:
-            base = stack.enter_context(server(url, folder))
+            base = stack.enter_context(server(url, folder, args.workers))
             one_row = stack.enter_context(ceiling_server("one-row", url, folder))
             memory = stack.enter_context(ceiling_server("memory", url, folder))
+            running: list[int] = []
+            queued: list[int] = []
+            for clients in args.clients:
 
-            def load(target: str, requests: Callable[[int], bytes], phase: str) -> Result:
-                latencies, seconds = asyncio.run(
-                    hammer(target, requests, args.clients, args.seconds)
-                )
-                return Result(backend, phase, args.clients, latencies, seconds)
+                def load(
+                    target: str, requests: Callable[[int], bytes], phase: str, n: int = clients
+                ) -> Result:
+                    latencies, seconds = asyncio.run(hammer(target, requests, n, args.seconds))
+                    return Result(backend, phase, n, latencies, seconds)
 
-            def body(n: int) -> dict[str, object]:
-                return {"spec": {**DIGITS_SPEC, "seed": n}, "tags": ["bench"]}
-
-            submit = load(base, lambda n: prepare("POST", "/v1/jobs", token, body(n)), "submit")
-            insert_ceiling = load(
-                one_row,
-                lambda n: prepare("POST", "/items", token, body(n)),
-                "ceiling: one-row insert",
-            )
-            ratio = submit.rate / insert_ceiling.rate
-            submit.ratio = f"{ratio:.2f}x one-row"
-            submit.target, submit.met = f">= {SUBMIT_TARGET}x one-row", ratio >= SUBMIT_TARGET
-            results += [submit, insert_ceiling]
-
-            running, queued = start_some(url, POLLED_JOBS)
-            polls: dict[str, Result] = {}
-            for phase, target, path, ids in (
-                ("poll running", base, "/v1/jobs", running),
-                ("poll queued", base, "/v1/jobs", queued),
-                ("ceiling: one-row poll", one_row, "/items", running),
-                ("ceiling: memory poll", memory, "/items", running),
-            ):
-                prepared = [prepare("GET", f"{path}/{job_id}", token) for job_id in ids]
-                polls[phase] = load(target, lambda n, p=prepared: p[n % len(p)], phase)
-            poll = polls["poll running"]
-            over_row = poll.rate / polls["ceiling: one-row poll"].rate
-            over_memory = poll.rate / polls["ceiling: memory poll"].rate
-            poll.ratio = f"{over_row:.2f}x one-row, {over_memory:.2f}x memory"
-            poll.target = f">= {POLL_TARGET}x one-row, p99 < 50 ms"
-            poll.met = over_row >= POLL_TARGET and poll.percentile(0.99) < 50
-            results += polls.values()
+                results += submit_phases(load, base, one_row, token)
+                if not running:  # started once: later rounds poll the same jobs
+                    running, queued = start_some(url, POLLED_JOBS)
+                results += poll_phases(load, base, one_row, memory, token, running, queued)
             results.extend(list_phases(backend, url, base, token, args.list_requests))
     return results
+
+
+Load = Callable[[str, Callable[[int], bytes], str], Result]
+
+
+def submit_phases(load: Load, base: str, one_row: str, token: str) -> list[Result]:
+    def body(n: int) -> dict[str, object]:
+        return {"spec": {**DIGITS_SPEC, "seed": n}, "tags": ["bench"]}
+
+    submit = load(base, lambda n: prepare("POST", "/v1/jobs", token, body(n)), "submit")
+    ceiling = load(
+        one_row, lambda n: prepare("POST", "/items", token, body(n)), "ceiling: one-row insert"
+    )
+    ratio = submit.rate / ceiling.rate
+    submit.ratio = f"{ratio:.2f}x one-row"
+    submit.target, submit.met = f">= {SUBMIT_TARGET}x one-row", ratio >= SUBMIT_TARGET
+    return [submit, ceiling]
+
+
+def poll_phases(
+    load: Load,
+    base: str,
+    one_row: str,
+    memory: str,
+    token: str,
+    running: list[int],
+    queued: list[int],
+) -> list[Result]:
+    tags = current_tags(base, token, running)
+    polls: dict[str, Result] = {}
+    for phase, target, path, ids, held in (
+        ("poll running", base, "/v1/jobs", running, None),
+        ("poll running, ETag held (304)", base, "/v1/jobs", running, tags),
+        ("poll queued", base, "/v1/jobs", queued, None),
+        ("ceiling: one-row poll", one_row, "/items", running, None),
+        ("ceiling: memory poll", memory, "/items", running, None),
+    ):
+        prepared = [
+            prepare("GET", f"{path}/{job_id}", token, if_none_match=held[i] if held else None)
+            for i, job_id in enumerate(ids)
+        ]
+        polls[phase] = load(target, lambda n, p=prepared: p[n % len(p)], phase)
+    row_rate, memory_rate = polls["ceiling: one-row poll"].rate, polls["ceiling: memory poll"].rate
+    poll = polls["poll running"]
+    over_row = poll.rate / row_rate
+    poll.ratio = f"{over_row:.2f}x one-row, {poll.rate / memory_rate:.2f}x memory"
+    poll.target = f">= {POLL_TARGET}x one-row, p99 < 50 ms"
+    poll.met = over_row >= POLL_TARGET and poll.percentile(0.99) < 50
+    held = polls["poll running, ETag held (304)"]
+    over_memory = held.rate / memory_rate
+    held.ratio = f"{held.rate / row_rate:.2f}x one-row, {over_memory:.2f}x memory"
+    held.target = f">= {NOT_MODIFIED_TARGET}x memory"
+    held.met = over_memory >= NOT_MODIFIED_TARGET
+    return list(polls.values())
 
 
 def start_some(url: str, count: int) -> tuple[list[int], list[int]]:
@@ -368,8 +409,8 @@ def list_phases(backend: str, url: str, base: str, token: str, requests: int) ->
     return results
 
 
-def report(results: list[Result], rows: int) -> None:
-    table = Table(title=f"API load, one uvicorn worker, {rows} jobs in the table")
+def report(results: list[Result], rows: int, workers: int) -> None:
+    table = Table(title=f"API load, {workers} uvicorn worker(s), {rows} jobs in the table")
     for column in ("backend", "phase", "clients", "requests", "req/s", "p50 ms", "p99 ms"):
         table.add_column(column, justify="left" if column in ("backend", "phase") else "right")
     table.add_column("ratio", justify="right")
@@ -393,7 +434,13 @@ def report(results: list[Result], rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument(
+        "--clients",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[16],
+        help="concurrent clients; a comma-separated list runs the load phases for each",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="silo serve --workers")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--list-requests", type=int, default=200)
@@ -405,7 +452,7 @@ def main() -> None:
             results.extend(run_phases(backend, args, folder))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-    report(results, args.rows)
+    report(results, args.rows, args.workers)
 
 
 if __name__ == "__main__":
