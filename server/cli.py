@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
@@ -274,6 +274,9 @@ def _start_dispatcher(settings: Settings, api_url: str) -> tuple[threading.Event
     return stop, thread
 
 
+MAX_WORKERS = 64
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
@@ -283,38 +286,97 @@ def serve(
         HttpImplementation,
         typer.Option(help="uvicorn's HTTP implementation (auto: httptools when installed)"),
     ] = "auto",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            help="API processes sharing the port (PostgreSQL only past 1); "
+            "the dispatcher runs once, beside them",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API server, and a dispatcher that runs the jobs on Ray (SILO_DISPATCHER)."""
-    import uvicorn
-
-    from server.app import create_app, prepare_database
-    from server.db.migrate import SchemaBehindError
-    from server.serving import uvicorn_config
+    from sqlalchemy.engine import make_url
 
     settings = _settings()
+    if workers > 1 and make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+        err.print(
+            f"error: --workers {workers}: SQLite serves from one process; "
+            "several API processes need PostgreSQL (SILO_DATABASE_URL)",
+            markup=False,
+        )
+        raise typer.Exit(2)
+
+    from server.app import prepare_database
+    from server.db.migrate import SchemaBehindError
+
     try:
         prepare_database(settings)
     except SchemaBehindError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False)
         raise typer.Exit(1) from None
+    if workers == 1:
+        started = _serve_one(settings, host, port, http, access_log)
+    else:
+        started = _serve_several(settings, host, port, http, access_log, workers)
+    if not started:
+        raise typer.Exit(3)  # as uvicorn.run: the server did not start (port taken, ...)
+
+
+@contextmanager
+def _dispatcher_beside(settings: Settings, host: str, port: int) -> Iterator[None]:
+    """While the block runs, the dispatcher `silo serve` runs beside the API
+    (SILO_DISPATCHER); it is stopped after."""
+    if not settings.dispatcher:
+        yield
+        return
+    reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    stop, thread = _start_dispatcher(settings, settings.api_url or f"http://{reachable}:{port}")
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
+def _serve_one(settings: Settings, host: str, port: int, http: str, access_log: bool) -> bool:
+    """The API in this process; whether it started."""
+    import uvicorn
+
+    from server.app import create_app
+    from server.serving import uvicorn_config
+
     config = uvicorn_config(
         create_app(settings), settings, host=host, port=port, http=http, access_log=access_log
     )
-    running = None
-    if settings.dispatcher:
-        reachable = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-        running = _start_dispatcher(settings, settings.api_url or f"http://{reachable}:{port}")
     server = uvicorn.Server(config)
-    try:
+    with _dispatcher_beside(settings, host, port), suppress(KeyboardInterrupt):
         server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if running is not None:
-            running[0].set()
-            running[1].join(timeout=10)
-    if not server.started:
-        raise typer.Exit(3)  # as uvicorn.run: the server did not start (port taken, ...)
+    return server.started
+
+
+def _serve_several(
+    settings: Settings, host: str, port: int, http: str, access_log: bool, workers: int
+) -> bool:
+    """The API in ``workers`` processes on one socket, under uvicorn's supervisor in
+    this process, which runs the dispatcher too (once); whether they started."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    from server.serving import WorkerConfig
+
+    config = WorkerConfig(
+        settings, host=host, port=port, workers=workers, http=http, access_log=access_log
+    )
+    try:
+        sock = config.bind_socket()
+    except SystemExit:  # uvicorn logged why (the port is taken, ...)
+        return False
+    with sock, _dispatcher_beside(settings, host, port):
+        supervisor = Multiprocess(config, sockets=[sock])
+        supervisor.run()
+    return not any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes)
 
 
 @app.command()

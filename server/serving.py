@@ -11,12 +11,18 @@ They count after the parser has been fed, so a body that arrives in the same
 read as its head is never taken for head. A read is at most 256 KiB, so what a
 connection holds of a head stays under the limit plus one read; a head that
 arrives whole in one read is measured by ``server.limits.HeaderSizeLimit``.
+
+``silo serve --workers N`` runs N such servers in processes uvicorn spawns,
+sharing one listening socket: ``WorkerConfig`` is what each of them is given.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -239,3 +245,72 @@ def uvicorn_config(
         log_level=log_level,
         access_log=access_log,
     )
+
+
+class WorkerConfig(uvicorn.Config):
+    """uvicorn's Config for the worker processes of ``silo serve --workers N``.
+
+    uvicorn's supervisor (``uvicorn.supervisors.Multiprocess``) spawns each worker
+    and pickles this Config into it. Neither the app nor the class
+    ``protocol_class`` makes (with ``type()``) can be pickled, so this Config
+    carries the settings and the HTTP implementation's name, and ``load()``,
+    which uvicorn calls in the worker, builds from them what ``uvicorn_config``
+    gives the single process: the app, and the protocol that limits request
+    heads and ends that app's streams when the worker stops.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str,
+        port: int,
+        workers: int,
+        http: str = "auto",
+        log_level: str = "info",
+        access_log: bool = True,
+    ) -> None:
+        if http not in HTTP_IMPLEMENTATIONS:
+            raise ValueError(f"http must be one of {', '.join(HTTP_IMPLEMENTATIONS)}, not {http!r}")
+        super().__init__(
+            "server.app:create_app",  # what load() calls, with these settings
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            http=http,
+            h11_max_incomplete_event_size=settings.max_header_bytes + H11_SLACK_BYTES,
+            lifespan="on",
+            log_level=log_level,
+            access_log=access_log,
+        )
+        self.silo_settings = settings
+        self.silo_http = http
+        self.supervisor_pid = os.getpid()
+
+    def load(self) -> None:
+        from server.app import create_app
+
+        _exit_with_supervisor(self.supervisor_pid)
+        app = create_app(self.silo_settings)
+        self.app, self.factory = app, False
+        self.http = protocol_class(
+            self.silo_http, self.silo_settings.max_header_bytes, _end_streams(app)
+        )
+        super().load()
+
+
+def _exit_with_supervisor(supervisor_pid: int) -> None:
+    """On Linux, have the kernel send this worker SIGTERM when its supervisor dies,
+    however it dies (SIGKILL too), so that no worker outlives it and keeps the port."""
+    if not sys.platform.startswith("linux") or os.getpid() == supervisor_pid:
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # no prctl: the supervisor's SIGTERM alone
+        return
+    if os.getppid() != supervisor_pid:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
