@@ -67,7 +67,7 @@ from ceiling import ceiling_server
 from rich.console import Console
 from rich.table import Table
 from serve import silo_serve_process
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 
 from server.auth.tokens import create_user_token
@@ -375,7 +375,11 @@ def start_some(url: str, count: int) -> tuple[list[int], list[int]]:
         ).all()
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(text("VACUUM ANALYZE jobs, ceiling_items"))
+            tables = [
+                "jobs",
+                *(["ceiling_items"] if inspect(engine).has_table("ceiling_items") else []),
+            ]
+            connection.execute(text(f"VACUUM ANALYZE {', '.join(tables)}"))
     engine.dispose()
     return running, list(queued)
 

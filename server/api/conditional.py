@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Hashable
+from collections.abc import Callable, Collection, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -166,6 +166,7 @@ class Answers:
         key: Hashable,
         read: Callable[[], Reading],
         *,
+        request: Request,
         session: Session,
         reader: Reader,
         if_none_match: str | None,
@@ -196,10 +197,37 @@ class Answers:
             left = deadline - time.monotonic()
             if left <= 0 or self.book.closed:  # closed: the server is stopping
                 return _not_modified(known.etag)
-            if not self.book.tracking:  # no news: look again now and then
-                await asyncio.sleep(min(left, UNTRACKED_POLL_SECONDS))
-            elif not await self.book.wait(known.depends_on, known.start, left):
+            if self.book.tracking:
+                waiting = self.book.wait(known.depends_on, known.start, left)
+            else:  # no news: look again now and then
+                waiting = _sleep_then_look(min(left, UNTRACKED_POLL_SECONDS))
+            if not await _unless_gone(request, waiting):
                 return _not_modified(known.etag)
+
+
+async def _sleep_then_look(seconds: float) -> bool:
+    await asyncio.sleep(seconds)
+    return True
+
+
+async def _gone(request: Request) -> None:
+    """Returns once the client has closed the connection."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_gone(request: Request, waiting: Coroutine[Any, Any, bool]) -> bool:
+    """``waiting``'s outcome, or False at once if the client goes away first: the
+    server does not cancel a request whose client left, and a watch nobody reads
+    must not hold its place (nor a stopping server) for the rest of its wait."""
+    watch = asyncio.ensure_future(waiting)
+    gone = asyncio.ensure_future(_gone(request))
+    try:
+        await asyncio.wait({watch, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (watch, gone):
+            task.cancel()
+    return watch.done() and not watch.cancelled() and watch.result()
 
 
 def _not_modified(etag: str) -> Response:

@@ -185,7 +185,7 @@ async def list_jobs(
 
     key = ("jobs", request.url.query, reader.only_owner)
     return await answers(request).answer(
-        key, read, session=session, reader=reader, if_none_match=if_none_match
+        key, read, request=request, session=session, reader=reader, if_none_match=if_none_match
     )
 
 
@@ -212,6 +212,7 @@ async def get_job(
     return await answers(request).answer(
         ("job", job_id),
         read,
+        request=request,
         session=session,
         reader=reader,
         if_none_match=if_none_match,
@@ -243,7 +244,12 @@ async def list_cycles(
         return reading(cycles, {job_key(job_id)}, owner_id=job.owner_id)
 
     return await answers(request).answer(
-        ("cycles", job_id), read, session=session, reader=reader, if_none_match=if_none_match
+        ("cycles", job_id),
+        read,
+        request=request,
+        session=session,
+        reader=reader,
+        if_none_match=if_none_match,
     )
 
 

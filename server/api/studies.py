@@ -180,7 +180,7 @@ async def list_studies(
 
     key = ("studies", request.url.query, reader.only_owner)
     return await answers(request).answer(
-        key, read, session=session, reader=reader, if_none_match=if_none_match
+        key, read, request=request, session=session, reader=reader, if_none_match=if_none_match
     )
 
 
@@ -207,6 +207,7 @@ async def get_study(
     return await answers(request).answer(
         ("study", study_id),
         read,
+        request=request,
         session=session,
         reader=reader,
         if_none_match=if_none_match,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import httpx
 import pytest
 from api_jobs import SPEC, submit
 from servers import database_session
@@ -358,6 +359,22 @@ def test_a_wait_past_the_longest_is_shortened_to_it():
 
     assert wait_seconds("500ms") == 0.5 and wait_seconds("2m") == 120 and wait_seconds("7") == 7
     assert wait_seconds("301s") == wait_seconds("999999m") == MAX_WAIT_SECONDS == 300
+
+
+def test_a_watch_whose_client_left_ends_at_once(live_server):
+    """uvicorn does not cancel a request whose client is gone: the watch notices."""
+    tracking(live_server)
+    book = live_server.app.state.changes
+    with live_server.client() as alice:
+        job = submit(alice)
+        path = f"/v1/jobs/{job['id']}"
+        etag = alice.get(path).headers["ETag"]
+    with live_server.client() as impatient, pytest.raises(httpx.ReadTimeout):
+        impatient.get(path, headers={"If-None-Match": etag}, params={"wait": "60s"}, timeout=0.5)
+    deadline = time.monotonic() + 5
+    while book.watching():
+        assert time.monotonic() < deadline, "the watch outlived its client"
+        time.sleep(0.05)
 
 
 def test_a_stopping_server_ends_its_watches_at_once(live_server):
