@@ -382,10 +382,21 @@ def _serve_several(
 @app.command()
 def dispatcher() -> None:
     """Run a dispatcher alone (beside API replicas): claim queued jobs, run them on Ray."""
+    from sqlalchemy.engine import make_url
+
     from server.db.migrate import SchemaBehindError, check_schema
     from server.db.session import make_engine
 
     settings = _settings()
+    if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+        # The API learns of another process's commits through PostgreSQL's NOTIFY only:
+        # on SQLite its answers would go stale (server/changes/).
+        err.print(
+            "error: SILO_DATABASE_URL: a dispatcher of its own needs PostgreSQL; "
+            "on SQLite, `silo serve` runs the dispatcher",
+            markup=False,
+        )
+        raise typer.Exit(2)
     if not settings.api_url:
         err.print(
             "error: SILO_API_URL: set it to the API's address (workers report there), "

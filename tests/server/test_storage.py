@@ -217,6 +217,22 @@ def test_a_wrong_setting_is_named_without_a_traceback(tmp_path, command, variabl
     assert "Traceback" not in refused.stderr
 
 
+def test_a_dispatcher_of_its_own_is_refused_on_sqlite(tmp_path):
+    """Its commits would not reach the API's answers (SQLite has no NOTIFY)."""
+    import os
+
+    env = {
+        **os.environ,
+        "SILO_DATA_DIR": str(tmp_path),
+        "SILO_DATABASE_URL": f"sqlite:///{tmp_path / 'silo.db'}",
+        "SILO_API_URL": "http://127.0.0.1:8000",
+    }
+    refused = silo("dispatcher", env=env)
+    assert refused.returncode == 2
+    assert "error: SILO_DATABASE_URL: a dispatcher of its own needs PostgreSQL" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_the_models_match_the_migrations(database_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
