@@ -7,11 +7,12 @@ change of it and is the same whichever API process answers. The tag is weak
 it is made, a running job's ``elapsed_seconds`` and ``eta_seconds``: they are
 left out of the digest, and a 304 means that nothing else changed.
 
-A request whose ``If-None-Match`` holds the tag this process last gave for the
-same answer is answered 304 without reading the database, as long as the
-process's ``ChangeBook`` (server/changes/book.py) says nothing the answer
-depends on has changed since that answer was read. Otherwise the answer is
-read, and still 304 if its tag is one the client holds.
+An answer this process gave is kept (``Answers``, the latest 10,000) for as
+long as its ``ChangeBook`` (server/changes/book.py) says nothing it depends on
+has changed since it was read. Asked again, it is given from memory, without
+a statement or a thread hop: 304 if the request's ``If-None-Match`` holds its
+tag, else 200 with the body, its clock fields counted anew from what was read.
+Otherwise the answer is read, and still 304 if its tag is one the client holds.
 
 ``?wait=30s`` with a current tag makes the request a watch (a blocking query,
 as Consul's and Kubernetes' watches are): it returns as soon as the answer
@@ -28,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any
 
 from fastapi import Header, Query, Request, Response
@@ -106,55 +107,57 @@ def _digest(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Reading:
-    """An answer as read: its body, its tag, the change keys it depends on, and
-    whose it is (None: whoever may call the route may read it)."""
+    """An answer as read: its tag, the change keys it depends on, whose it is (None:
+    whoever may call the route may read it) and its body, as read or, for an answer
+    with clock fields, as ``render`` makes it anew from what was read (no I/O)."""
 
     body: bytes
     etag: str
     depends_on: frozenset[str]
     owner_id: int | None = None
+    render: Callable[[], BaseModel] | None = None
+    start: int = 0  # the book's generation when it was read (set by Answers)
+
+    def shown_to(self, reader: Reader) -> bool:
+        return self.owner_id is None or reader.may_read(self.owner_id)
+
+    def fresh_body(self) -> bytes:
+        return self.body if self.render is None else self.render().model_dump_json().encode()
 
 
 def reading(
-    model: BaseModel,
+    render: Callable[[], BaseModel],
     depends_on: Collection[str],
     *,
     owner_id: int | None = None,
     clock: Any = None,
 ) -> Reading:
-    """``model`` as an answer; ``clock`` names the fields its tag leaves out."""
+    """The answer ``render`` builds from what was read; ``clock`` names the fields
+    counted to the moment of the answer, which its tag leaves out and which a
+    later answer from memory counts anew (by calling ``render`` again)."""
+    model = render()
     body = model.model_dump_json().encode()
     shown = model.model_dump_json(exclude=clock).encode() if clock else body
-    return Reading(body, _digest(shown), frozenset(depends_on), owner_id)
-
-
-@dataclass(frozen=True)
-class _Known:
-    etag: str
-    depends_on: frozenset[str]
-    owner_id: int | None
-    start: int  # the book's generation when it was read
-
-    def shown_to(self, reader: Reader) -> bool:
-        return self.owner_id is None or reader.may_read(self.owner_id)
+    return Reading(body, _digest(shown), frozenset(depends_on), owner_id, render if clock else None)
 
 
 class Answers:
-    """The tags of the answers this process gave lately, while they are current."""
+    """The answers this process gave lately, kept while they are current: one
+    asked again is answered from memory, 304 if the client holds its tag."""
 
-    def __init__(self, book: ChangeBook, max_entries: int = 50_000) -> None:
+    def __init__(self, book: ChangeBook, max_entries: int = 10_000) -> None:
         self.book, self.max_entries = book, max_entries
-        self._known: OrderedDict[Hashable, _Known] = OrderedDict()
+        self._known: OrderedDict[Hashable, Reading] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _current(self, key: Hashable) -> _Known | None:
+    def _current(self, key: Hashable) -> Reading | None:
         with self._lock:
             known = self._known.get(key)
         if known is None or not self.book.current(known.depends_on, known.start):
             return None
         return known
 
-    def _remember(self, key: Hashable, known: _Known) -> None:
+    def _remember(self, key: Hashable, known: Reading) -> None:
         with self._lock:
             self._known[key] = known
             self._known.move_to_end(key)
@@ -175,25 +178,24 @@ class Answers:
         """200 with the answer and its tag, or 304 when ``if_none_match`` holds the
         current tag, after waiting up to ``wait`` seconds for it to change.
 
-        ``read`` reads the answer on ``session`` (on a worker thread; the
-        session gives its connection back after each read) and raises for a
-        missing or hidden resource.
+        A current answer is given from memory. Otherwise ``read`` reads it on
+        ``session`` (on a worker thread; the session gives its connection back
+        after each read) and raises for a missing or hidden resource.
         """
         held = parse_tags(if_none_match)
         deadline = time.monotonic() + (wait or 0.0)
         while True:
-            known = self._current(key) if held else None
-            if known is None or not known.shown_to(reader) or known.etag[2:] not in held:
+            known = self._current(key)
+            if known is None or not known.shown_to(reader):
                 start = self.book.now()
-                answer = await run_in_threadpool(_read_closing, read, session)
-                known = _Known(answer.etag, answer.depends_on, answer.owner_id, start)
+                known = replace(await run_in_threadpool(_read_closing, read, session), start=start)
                 self._remember(key, known)
-                if answer.etag[2:] not in held and "*" not in held:
-                    return Response(
-                        answer.body,
-                        media_type="application/json",
-                        headers={"ETag": answer.etag, "Cache-Control": CACHE_CONTROL},
-                    )
+            if known.etag[2:] not in held and "*" not in held:
+                return Response(
+                    known.fresh_body(),
+                    media_type="application/json",
+                    headers={"ETag": known.etag, "Cache-Control": CACHE_CONTROL},
+                )
             left = deadline - time.monotonic()
             if left <= 0 or self.book.closed:  # closed: the server is stopping
                 return _not_modified(known.etag)

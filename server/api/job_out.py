@@ -92,20 +92,24 @@ def _queue(job: JobView) -> QueueInfo:
 def detail(session: Session, job_id: int, reader: Reader | None = None) -> JobOut:
     """The job as GET /v1/jobs/{id} shows it, read in one statement; 404 if
     ``reader`` may not see it."""
-    return owned_detail(session, job_id, reader)[0]
+    return detail_of(readable_view(session, job_id, reader))
 
 
-def owned_detail(session: Session, job_id: int, reader: Reader | None = None) -> tuple[JobOut, int]:
-    """``detail`` and the id of the job's owner."""
+def readable_view(session: Session, job_id: int, reader: Reader | None = None) -> JobView:
+    """The job's detail view (one statement); 404 if ``reader`` may not see it."""
     job = views.job_view(session, job_id)
     if job is None or (reader is not None and not reader.may_read(job.owner_id)):
         raise not_found("job")
+    return job
+
+
+def detail_of(job: JobView) -> JobOut:
+    """The detail of a job's view, its progress counted to now (no database read)."""
     assert job.spec is not None  # the detail view reads the spec
-    out = JobOut(
+    return JobOut(
         **_summary_fields(job),
         spec=job.spec,
         resources=Resources(cpus=job.cpus, gpus=job.gpus, memory_gb=job.memory_gb),
         error_message=job.error_message,
         queue=_queue(job),
     )
-    return out, job.owner_id

@@ -180,8 +180,11 @@ async def list_jobs(
         except views.InvalidCursorError as exc:
             problem = {"field": "cursor", "message": "malformed cursor"}
             raise ApiError(422, "invalid_request", str(exc), [problem]) from None
-        page = JobPage(items=job_out.summaries(jobs), next_cursor=next_cursor)
-        return reading(page, {JOBS}, clock=ITEMS_CLOCK)
+        return reading(
+            lambda: JobPage(items=job_out.summaries(jobs), next_cursor=next_cursor),
+            {JOBS},
+            clock=ITEMS_CLOCK,
+        )
 
     key = ("jobs", request.url.query, reader.only_owner)
     return await answers(request).answer(
@@ -205,9 +208,11 @@ async def get_job(
     while it is unchanged; with ``?wait=``, a watch: answers once it changes."""
 
     def read() -> Reading:
-        job, owner_id = job_out.owned_detail(session, job_id, reader)
-        keys = {job_key(job_id), QUEUE} if job.status == JobStatus.QUEUED else {job_key(job_id)}
-        return reading(job, keys, owner_id=owner_id, clock=JOB_CLOCK)
+        view = job_out.readable_view(session, job_id, reader)
+        keys = {job_key(job_id), QUEUE} if view.status == JobStatus.QUEUED else {job_key(job_id)}
+        return reading(
+            lambda: job_out.detail_of(view), keys, owner_id=view.owner_id, clock=JOB_CLOCK
+        )
 
     return await answers(request).answer(
         ("job", job_id),
@@ -241,7 +246,7 @@ async def list_cycles(
         job = load_job(session, job_id, reader)
         rows = repo.list_cycles(session, job_id)
         cycles = CycleList(items=[CycleOut.model_validate(row) for row in rows])
-        return reading(cycles, {job_key(job_id)}, owner_id=job.owner_id)
+        return reading(lambda: cycles, {job_key(job_id)}, owner_id=job.owner_id)
 
     return await answers(request).answer(
         ("cycles", job_id),

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Annotated, cast
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 
 from server.api import job_out
 from server.api.access import ReaderDep
@@ -26,7 +27,7 @@ from server.api.params import StudyId
 from server.api.routing import ApiRoute
 from server.auth.tokens import caller_writes
 from server.changes.book import JOBS, STUDIES, job_key, study_key
-from server.db.models import Study
+from server.db.models import Job, Study
 from server.jobs import studies
 from server.jobs.cluster import refuse_unfit
 from silo_contract.studies import (
@@ -98,10 +99,18 @@ def _summary(study: Study, status: dict[str, int]) -> StudySummary:
     )
 
 
-def _out(session: SessionDep, study: Study) -> StudyOut:
+def _out(session: Session, study: Study) -> StudyOut:
+    return _build(study, *_parts(session, study))
+
+
+def _parts(session: Session, study: Study) -> tuple[list[Job], list[studies.ComparisonRow]]:
+    """What a study's answer is made of: its member jobs and its comparison table."""
     jobs = studies.study_members(session, study.id)
-    order = studies.labels(study.schedules)
-    table = studies.comparison(session, study.id, order)
+    return jobs, studies.comparison(session, study.id, studies.labels(study.schedules))
+
+
+def _build(study: Study, jobs: list[Job], table: list[studies.ComparisonRow]) -> StudyOut:
+    """The study's answer from what was read; its members' progress counted to now."""
     return StudyOut(
         **_summary(study, dict(Counter(job.status for job in jobs))).model_dump(),
         members=[
@@ -176,7 +185,7 @@ async def list_studies(
         items = [_summary(study, counts[study.id]) for study in found]
         more = len(found) == limit
         page = StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
-        return reading(page, {STUDIES, JOBS})  # a member's status counts
+        return reading(lambda: page, {STUDIES, JOBS})  # a member's status counts
 
     key = ("studies", request.url.query, reader.only_owner)
     return await answers(request).answer(
@@ -200,9 +209,11 @@ async def get_study(
         study = session.get(Study, study_id)
         if study is None or not reader.may_read(study.owner_id):
             raise not_found("study")
-        out = _out(session, study)
-        keys = {study_key(study_id), *(job_key(member.job_id) for member in out.members)}
-        return reading(out, keys, owner_id=study.owner_id, clock=MEMBERS_CLOCK)
+        jobs, table = _parts(session, study)
+        keys = {study_key(study_id), *(job_key(job.id) for job in jobs)}
+        return reading(
+            lambda: _build(study, jobs, table), keys, owner_id=study.owner_id, clock=MEMBERS_CLOCK
+        )
 
     return await answers(request).answer(
         ("study", study_id),
