@@ -5,7 +5,9 @@ API: the server's end of each TCP connection (/proc/net/tcp) is a socket whose
 inode one process holds among its file descriptors (/proc/PID/fd). Each
 worker then shows what it must do on its own: refuse a revoked token within
 1 s, answer an oversized request head 431 (the head-limiting protocol is
-rebuilt in every worker), and end its event streams when it stops. SIGINT,
+rebuilt in every worker), give the same ETag for the same answer and hear
+the other's changes (its 304s and watches), and end its event streams when it
+stops. SIGINT,
 SIGTERM or SIGKILL to the supervising process leaves no worker behind. SQLite
 refuses more than one worker.
 """
@@ -106,14 +108,23 @@ class Connection:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.buffer = b""
+        self.etag: str | None = None  # the last answer's ETag
 
     @property
     def client_port(self) -> int:
         return self.sock.getsockname()[1]
 
-    def send(self, method: str, path: str, token: str | None = None, body: object = None) -> None:
+    def send(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: object = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         payload = b"" if body is None else json.dumps(body).encode()
         lines = [f"{method} {path} HTTP/1.1", "Host: silo"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if token:
             lines.append(f"Authorization: Bearer {token}")
         if body is not None:
@@ -126,6 +137,14 @@ class Connection:
             self._receive()
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         status = int(head.split()[1])
+        self.etag = next(
+            (
+                line.partition(b":")[2].strip().decode()
+                for line in head.split(b"\r\n")[1:]
+                if line.lower().startswith(b"etag:")
+            ),
+            None,
+        )
         if head_only:
             return status, b""
         length = 0
@@ -345,6 +364,57 @@ def test_two_workers_answer_refuse_a_revoked_token_limit_heads_and_stop(migrated
             connection.sock.settimeout(5)
             while connection.sock.recv(65536):
                 pass
+
+
+def test_two_workers_give_one_tag_and_hear_each_others_changes(migrated_url, tmp_path):
+    """The ETag of an answer is the same from either process; a change made through
+    one reaches the other's answers, 304s and watches within a second (NOTIFY)."""
+    with serving(migrated_url, tmp_path / "data") as served:
+        served.one_connection_per_worker(lambda c: c.request("GET", "/readyz"))  # listening
+        made = [
+            Connection(served.port).request("POST", "/v1/jobs", served.root, {"spec": SPEC})
+            for _ in range(2)
+        ]
+        polled, watched = (f"/v1/jobs/{json.loads(body)['id']}" for _, body in made)
+
+        def poll(connection: Connection) -> None:
+            status, body = connection.request("GET", polled, served.root)
+            assert status == 200, body
+
+        on = served.one_connection_per_worker(poll)
+        tags = {connection.etag for connection in on.values()}
+        assert len(tags) == 1 and None not in tags
+        held = {"If-None-Match": tags.pop()}
+        for connection in on.values():
+            connection.send("GET", polled, served.root, headers=held)
+            assert connection.read()[0] == 304
+
+        # A watch on each worker, then a change through a third connection.
+        watch_tag = {}
+        for pid, connection in on.items():
+            assert connection.request("GET", watched, served.root)[0] == 200
+            watch_tag[pid] = connection.etag
+            condition = {"If-None-Match": watch_tag[pid]}
+            connection.send("GET", f"{watched}?wait=20s", served.root, headers=condition)
+        changer = Connection(served.port)
+        sent = time.monotonic()
+        assert changer.request("POST", f"{watched}/cancel", served.root)[0] == 200
+        for connection in on.values():
+            status, body = connection.read()
+            assert status == 200 and json.loads(body)["status"] == "cancelled", body
+        assert time.monotonic() - sent < 1.0
+
+        assert changer.request("POST", f"{polled}/cancel", served.root)[0] == 200
+        for connection in on.values():
+            deadline = time.monotonic() + 1.0
+            while True:
+                connection.send("GET", polled, served.root, headers=held)
+                status, body = connection.read()
+                if status == 200:
+                    assert json.loads(body)["status"] == "cancelled"
+                    break
+                assert status == 304 and time.monotonic() < deadline, "a stale 304"
+                time.sleep(0.02)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
