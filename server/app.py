@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access = request.app.state.settings.metrics_access
         if access != "open":
             credentials = await user_bearer(request)
-            user = await authenticate(request, session, bearer_token(credentials))
+            user = await authenticate(request, bearer_token(credentials))
             if access == "admin" and not user.is_admin:
                 raise ApiError(403, "forbidden", "metrics are for admins (SILO_METRICS_ACCESS)")
         return await run_in_threadpool(metrics.render, session)

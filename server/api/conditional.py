@@ -34,7 +34,7 @@ from typing import Annotated, Any
 
 from fastapi import Header, Query, Request, Response
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.api.access import Reader
@@ -167,10 +167,9 @@ class Answers:
     async def answer(
         self,
         key: Hashable,
-        read: Callable[[], Reading],
+        read: Callable[[Session], Reading],
         *,
         request: Request,
-        session: Session,
         reader: Reader,
         if_none_match: str | None,
         wait: float | None = None,
@@ -178,17 +177,20 @@ class Answers:
         """200 with the answer and its tag, or 304 when ``if_none_match`` holds the
         current tag, after waiting up to ``wait`` seconds for it to change.
 
-        A current answer is given from memory. Otherwise ``read`` reads it on
-        ``session`` (on a worker thread; the session gives its connection back
-        after each read) and raises for a missing or hidden resource.
+        A current answer is given from memory, with no session at all. Otherwise
+        ``read`` reads it on a session of its own on a worker thread (closed
+        after the read: a watch holds no connection while it waits), raising for
+        a missing or hidden resource.
         """
+        sessions: sessionmaker = request.app.state.read_session_factory
         held = parse_tags(if_none_match)
         deadline = time.monotonic() + (wait or 0.0)
         while True:
             known = self._current(key)
             if known is None or not known.shown_to(reader):
                 start = self.book.now()
-                known = replace(await run_in_threadpool(_read_closing, read, session), start=start)
+                answer = await run_in_threadpool(_read_closing, read, sessions)
+                known = replace(answer, start=start)
                 self._remember(key, known)
             if known.etag[2:] not in held and "*" not in held:
                 return Response(
@@ -236,11 +238,9 @@ def _not_modified(etag: str) -> Response:
     return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
 
 
-def _read_closing(read: Callable[[], Reading], session: Session) -> Reading:
-    try:
-        return read()
-    finally:
-        session.close()  # a watch waits next: it holds no connection meanwhile
+def _read_closing(read: Callable[[Session], Reading], sessions: sessionmaker) -> Reading:
+    with sessions() as session:
+        return read(session)
 
 
 def answers(request: Request) -> Answers:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from server.api.errors import UNAUTHENTICATED, ApiError
@@ -73,35 +73,34 @@ def bearer_token(credentials: HTTPAuthorizationCredentials | None) -> str:
     return credentials.credentials.strip()
 
 
-async def authenticate(request: Request, session: Session, token: str) -> Caller:
+async def authenticate(request: Request, token: str) -> Caller:
     """The token's caller; a recently seen token is answered from the cache, no thread
-    hop. 401 says why a token is refused (unknown, revoked, expired, user deactivated)."""
+    hop and no session. 401 says why a token is refused (unknown, revoked, expired,
+    user deactivated)."""
     cache: TokenCache = request.app.state.token_cache
     user = cache.get(token)
     if user is None:
+        sessions = request.app.state.read_session_factory
         try:
-            user = await run_in_threadpool(_look_up, cache, session, token)
+            user = await run_in_threadpool(_look_up, cache, sessions, token)
         except TokenRefusedError as exc:
             raise ApiError(401, "unauthenticated", str(exc), headers=UNAUTHENTICATED) from None
     return user
 
 
-def _look_up(cache: TokenCache, session: Session, token: str) -> Caller:
-    """The token's caller from the database; the session then gives its connection
-    back. The route waits for a worker thread next, and a connection kept while
-    waiting deadlocks a burst of requests: every thread waits for a connection
-    that a request waiting for a thread holds, until the pool's timeout (500)."""
-    try:
+def _look_up(cache: TokenCache, sessions: sessionmaker, token: str) -> Caller:
+    """The token's caller from the database, on a session of its own that gives its
+    connection back at once. The route waits for a worker thread next, and a
+    connection kept while waiting deadlocks a burst of requests: every thread
+    waits for a connection that a request waiting for a thread holds, until the
+    pool's timeout (500)."""
+    with sessions() as session:
         return cache.resolve(session, token)
-    finally:
-        session.close()
 
 
-async def current_user(
-    request: Request, session: SessionDep, credentials: UserCredentials
-) -> Caller:
+async def current_user(request: Request, credentials: UserCredentials) -> Caller:
     """The caller behind the request's user token."""
-    return await authenticate(request, session, bearer_token(credentials))
+    return await authenticate(request, bearer_token(credentials))
 
 
 UserDep = Annotated[Caller, Depends(current_user)]

@@ -150,7 +150,6 @@ def submit_job(
 @router.get("/jobs", response_model=JobPage, responses=NOT_MODIFIED)
 async def list_jobs(
     request: Request,
-    session: SessionDep,
     reader: ReaderDep,
     status: Annotated[list[JobStatus] | None, Query(max_length=len(JobStatus))] = None,
     owner: OwnerName | None = None,
@@ -174,7 +173,7 @@ async def list_jobs(
         created_before=created_before,
     )
 
-    def read() -> Reading:
+    def read(session: Session) -> Reading:
         try:
             jobs, next_cursor = views.list_jobs(session, filters, limit=limit, cursor=cursor)
         except views.InvalidCursorError as exc:
@@ -188,7 +187,7 @@ async def list_jobs(
 
     key = ("jobs", request.url.query, reader.only_owner)
     return await answers(request).answer(
-        key, read, request=request, session=session, reader=reader, if_none_match=if_none_match
+        key, read, request=request, reader=reader, if_none_match=if_none_match
     )
 
 
@@ -199,7 +198,6 @@ async def list_jobs(
 async def get_job(
     job_id: JobId,
     request: Request,
-    session: SessionDep,
     reader: ReaderDep,
     if_none_match: IfNoneMatch = None,
     wait: WaitParam = None,
@@ -207,7 +205,7 @@ async def get_job(
     """The job with its progress and place in the queue. With If-None-Match, 304
     while it is unchanged; with ``?wait=``, a watch: answers once it changes."""
 
-    def read() -> Reading:
+    def read(session: Session) -> Reading:
         view = job_out.readable_view(session, job_id, reader)
         keys = {job_key(job_id), QUEUE} if view.status == JobStatus.QUEUED else {job_key(job_id)}
         return reading(
@@ -218,7 +216,6 @@ async def get_job(
         ("job", job_id),
         read,
         request=request,
-        session=session,
         reader=reader,
         if_none_match=if_none_match,
         wait=cast(float | None, wait),
@@ -236,13 +233,12 @@ def _answer(model: BaseModel) -> Response:
 async def list_cycles(
     job_id: JobId,
     request: Request,
-    session: SessionDep,
     reader: ReaderDep,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
     """The cycle table, one row per finished cycle."""
 
-    def read() -> Reading:
+    def read(session: Session) -> Reading:
         job = load_job(session, job_id, reader)
         rows = repo.list_cycles(session, job_id)
         cycles = CycleList(items=[CycleOut.model_validate(row) for row in rows])
@@ -252,7 +248,6 @@ async def list_cycles(
         ("cycles", job_id),
         read,
         request=request,
-        session=session,
         reader=reader,
         if_none_match=if_none_match,
     )

@@ -166,7 +166,6 @@ def submit_study(
 @router.get("/studies", response_model=StudyPage, responses=NOT_MODIFIED)
 async def list_studies(
     request: Request,
-    session: SessionDep,
     reader: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=r"^[0-9]{1,18}$")] = None,
@@ -175,7 +174,7 @@ async def list_studies(
     """Studies newest first, with their members per status; follow ``next_cursor``.
     Under ``SILO_READ_ACCESS=owner`` a user lists only their own studies."""
 
-    def read() -> Reading:
+    def read(session: Session) -> Reading:
         found, counts = studies.list_studies(
             session,
             limit=limit,
@@ -189,7 +188,7 @@ async def list_studies(
 
     key = ("studies", request.url.query, reader.only_owner)
     return await answers(request).answer(
-        key, read, request=request, session=session, reader=reader, if_none_match=if_none_match
+        key, read, request=request, reader=reader, if_none_match=if_none_match
     )
 
 
@@ -197,7 +196,6 @@ async def list_studies(
 async def get_study(
     study_id: StudyId,
     request: Request,
-    session: SessionDep,
     reader: ReaderDep,
     if_none_match: IfNoneMatch = None,
     wait: WaitParam = None,
@@ -205,7 +203,7 @@ async def get_study(
     """The study, its members' states and the comparison table so far. With
     If-None-Match, 304 while it is unchanged; with ``?wait=``, a watch."""
 
-    def read() -> Reading:
+    def read(session: Session) -> Reading:
         study = session.get(Study, study_id)
         if study is None or not reader.may_read(study.owner_id):
             raise not_found("study")
@@ -219,7 +217,6 @@ async def get_study(
         ("study", study_id),
         read,
         request=request,
-        session=session,
         reader=reader,
         if_none_match=if_none_match,
         wait=cast(float | None, wait),
