@@ -95,6 +95,12 @@ def detail(session: Session, job_id: int, reader: Reader | None = None) -> JobOu
     job = views.job_view(session, job_id)
     if job is None or (reader is not None and not reader.may_read(job.owner_id)):
         raise not_found("job")
+    return detail_of(job)
+
+
+def detail_of(job: JobView) -> JobOut:
+    """A job's detail view (views.job_view's, or a submit's of the job it stored)
+    as the API shows it."""
     assert job.spec is not None  # the detail view reads the spec
     return JobOut(
         **_summary_fields(job),

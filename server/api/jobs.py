@@ -130,8 +130,8 @@ def submit_job(
                 body_hash=repo.request_hash(body.model_dump(mode="json")),
             )
     except repo.IdempotencyConflictError as exc:
-        raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job.id}) from None
-    answer = _answer(job_out.detail(session, job.id))
+        raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job_id}) from None
+    answer = _answer(job_out.detail_of(job))
     answer.status_code = 201 if created else 200
     return answer
 

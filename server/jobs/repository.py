@@ -1,7 +1,7 @@
 """Queries and writes behind the jobs API; every function takes the caller's Session.
 
 The caller owns the transaction: functions here add, flush and read, and only
-``submit_job`` commits (it has to, to learn whether its idempotency key won).
+``submit_job`` commits (its answer is the job as stored).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Integer, String, insert, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
+from server.jobs.views import JobView, job_view
 from silo_contract.status import JobStatus
 from silo_core.spec import JobSpec
 
@@ -28,11 +29,11 @@ RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 class IdempotencyConflictError(Exception):
     """The idempotency key was used before with a different request body."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job_id: int) -> None:
         super().__init__(
-            f"the Idempotency-Key was already used for job {job.id} with a different body"
+            f"the Idempotency-Key was already used for job {job_id} with a different body"
         )
-        self.job = job
+        self.job_id = job_id
 
 
 def request_hash(body: Any) -> str:
@@ -48,12 +49,6 @@ def find_by_idempotency_key(session: Session, owner_id: int, key: str) -> Job | 
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
-def _replay(existing: Job, body_hash: str) -> Job:
-    if existing.request_hash != body_hash:
-        raise IdempotencyConflictError(existing)
-    return existing
-
-
 def plan_columns(spec: JobSpec) -> dict[str, Any]:
     """The job's plan columns: the spec's names and its planned cycles and epochs."""
     return {
@@ -63,6 +58,16 @@ def plan_columns(spec: JobSpec) -> dict[str, Any]:
         "planned_cycles": spec.pruning.planned_cycles(),
         "dense_epochs": spec.training.dense_epochs,
         "epochs_per_cycle": spec.training.epochs_per_cycle,
+    }
+
+
+def spec_columns(spec: JobSpec) -> dict[str, Any]:
+    """What a job stores of its spec: the spec itself, its identities and its plan."""
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "spec_hash": spec.identity(),
+        "dense_identity": spec.dense_identity(),
+        **plan_columns(spec),
     }
 
 
@@ -79,15 +84,12 @@ def queued_job(
     study_id: int | None = None,
     study_label: str | None = None,
 ) -> Job:
-    """A new queued job's row (a submit's or a study member's); what it stores
-    of its spec is derived from ``spec`` here."""
+    """A new queued job's row (a study member's); what it stores of its spec is
+    derived from ``spec`` here (spec_columns), as for a submit."""
     return Job(
         owner_id=owner_id,
         name=name,
-        spec=spec.model_dump(mode="json"),
-        spec_hash=spec.identity(),
-        dense_identity=spec.dense_identity(),
-        **plan_columns(spec),
+        **spec_columns(spec),
         status=JobStatus.QUEUED.value,
         priority=priority,
         tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
@@ -97,6 +99,54 @@ def queued_job(
         study_id=study_id,
         study_label=study_label,
     )
+
+
+# A submit writes with Core statements built once here (not the ORM's unit of
+# work, which cost as much as the rest of the submit), and its insert returns
+# what the answer needs beyond what was written: the owner's name and the
+# number of queued jobs ahead of the new one (views.jobs_ahead's count; the new
+# row is never among them). So the answer reads nothing back. The subqueries
+# are text: SQLAlchemy correlates none into a RETURNING clause, and SQLite's
+# RETURNING names its table's columns bare.
+_AHEAD_OF_NEW = (
+    "ahead.priority > jobs.priority",
+    "ahead.priority = jobs.priority AND ahead.created_at < jobs.created_at",
+    "ahead.priority = jobs.priority AND ahead.created_at = jobs.created_at AND ahead.id < jobs.id",
+)
+_COUNT_QUEUED = (
+    f"SELECT count(*) FROM jobs AS ahead WHERE ahead.status = '{JobStatus.QUEUED.value}'"
+)
+_QUEUED_AHEAD = {
+    # One scan of the queued jobs, as views.jobs_ahead's: planned with statistics
+    # that may predate the queue, each of three ranges could be such a scan.
+    "postgresql": f"{_COUNT_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)})",
+    # Three ranges of ix_jobs_queue, which SQLite counts faster than it filters one.
+    "sqlite": " + ".join(f"({_COUNT_QUEUED} AND {where})" for where in _AHEAD_OF_NEW),
+}
+_OWNER_NAME = "(SELECT users.name FROM users WHERE users.id = jobs.owner_id)"
+
+
+def _insert_job(dialect: Any, *, keyed: bool) -> Any:
+    """The submit's insert on ``dialect`` (a module of sqlalchemy.dialects)
+    returning the id, the queue count and the owner's name. ``keyed``: nothing
+    is inserted (and nothing returned) where the owner used the idempotency key
+    before; PostgreSQL waits for a concurrent first use of it to end."""
+    statement = dialect.insert(Job)
+    if keyed:
+        statement = statement.on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
+    return statement.returning(
+        Job.id,
+        literal_column(f"({_QUEUED_AHEAD[dialect.dialect.name]})", Integer).label("ahead"),
+        literal_column(_OWNER_NAME, String).label("owner"),
+    )
+
+
+# {dialect name: {keyed: statement}}
+_INSERT_JOB = {
+    dialect.dialect.name: {keyed: _insert_job(dialect, keyed=keyed) for keyed in (False, True)}
+    for dialect in (postgresql, sqlite)
+}
+_INSERT_TAGS = insert(JobTag)
 
 
 def submit_job(
@@ -110,40 +160,88 @@ def submit_job(
     resources: dict[str, float | None],
     idempotency_key: str | None,
     body_hash: str,
-) -> tuple[Job, bool]:
-    """Store a queued job with its tags in one transaction; ``(job, created)``.
+) -> tuple[JobView, bool]:
+    """Store a queued job with its tags in one transaction; ``(job, created)``,
+    the job as GET /v1/jobs/{id} shows it.
 
     With an idempotency key already used by this owner, the earlier job comes
     back (``created`` False) if the body is the same, else
-    IdempotencyConflictError. Two concurrent first uses of a key meet at the
-    unique constraint; the loser rolls back and reads the winner's job.
+    IdempotencyConflictError. Concurrent first uses of a key meet at the
+    unique constraint: one inserts, the others insert nothing and read its job.
     """
-    if idempotency_key is not None:
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, body_hash), False
-    job = queued_job(
-        owner_id=owner_id,
-        spec=spec,
-        name=name,
-        priority=priority,
+    created_at = utcnow()
+    values = {
+        "owner_id": owner_id,
+        "name": name,
+        **spec_columns(spec),
+        "status": JobStatus.QUEUED.value,
+        "priority": priority,
+        "created_at": created_at,
+        "attempt": 0,
+        **resources,
+        "idempotency_key": idempotency_key,
+        "request_hash": body_hash,
+    }
+    connection = session.connection()
+    inserts = _INSERT_JOB[connection.dialect.name]
+    row: Any = None
+    if idempotency_key is None:
+        row = connection.execute(inserts[False], values).one()
+    else:
+        while (row := connection.execute(inserts[True], values).first()) is None:
+            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != body_hash:
+                    raise IdempotencyConflictError(existing.id)
+                view = job_view(session, existing.id)
+                assert view is not None
+                return view, False
+            # The job that used the key is gone since: the key is free again.
+    stored_tags = sorted(set(tags))
+    if stored_tags:
+        connection.execute(_INSERT_TAGS, [{"job_id": row.id, "tag": tag} for tag in stored_tags])
+    session.commit()
+    return _submitted(row.id, row.owner, stored_tags, row.ahead, values), True
+
+
+def _submitted(
+    job_id: int, owner: str, tags: list[str], ahead: int, values: dict[str, Any]
+) -> JobView:
+    """A job just inserted as views.job_view would read it."""
+    memory_gb = values["memory_gb"]
+    return JobView(
+        id=job_id,
+        name=values["name"],
+        owner_id=values["owner_id"],
+        owner=owner,
+        status=values["status"],
+        priority=values["priority"],
         tags=tags,
-        resources=resources,
-        idempotency_key=idempotency_key,
-        request_hash=body_hash,
+        spec_hash=values["spec_hash"],
+        created_at=values["created_at"],
+        started_at=None,
+        finished_at=None,
+        attempt=values["attempt"],
+        error_message=None,
+        queue_reason=None,
+        progress_cycle=None,
+        progress_epoch=None,
+        progress_sparsity=None,
+        best_accuracy=None,
+        progress_note=None,
+        model=values["model"],
+        dataset=values["dataset"],
+        schedule=values["schedule"],
+        planned_cycles=values["planned_cycles"],
+        dense_epochs=values["dense_epochs"],
+        epochs_per_cycle=values["epochs_per_cycle"],
+        spec=values["spec"],
+        # Float columns: what the database hands back is a float, whatever was sent.
+        cpus=float(values["cpus"]),
+        gpus=float(values["gpus"]),
+        memory_gb=None if memory_gb is None else float(memory_gb),
+        ahead=int(ahead),
     )
-    session.add(job)
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, body_hash), False
-    return job, True
 
 
 # --- read -----------------------------------------------------------------
