@@ -231,15 +231,21 @@ def _time_thread_hops() -> None:
 
 
 _TABLE = re.compile(r"^\s*(?:INSERT INTO|UPDATE|DELETE FROM)\s+(\w+)|FROM\s+(\w+)", re.I | re.S)
+_INSERTED = re.compile(r"INSERT INTO (\w+)", re.I)
 
 
 def statement_label(sql: str) -> str:
+    """db: the verb and table (a WITH: every table it inserts into); the queue count."""
     verb = sql.split(None, 1)[0].upper() if sql.strip() else "?"
-    match = _TABLE.search(sql)
-    table = (match.group(1) or match.group(2)) if match else ""
-    if verb == "SELECT" and "count(" in sql.lower():
-        table += " (+ queue count)"
-    return f"db: {verb} {table}".rstrip()
+    if verb == "WITH" and (tables := _INSERTED.findall(sql)):
+        label = f"db: INSERT {' + '.join(tables)} (one statement)"
+    else:
+        matches = _TABLE.findall(sql)
+        table = next((a or b for a, b in reversed(matches) if a or b), "") if matches else ""
+        if verb == "INSERT" and matches:
+            table = matches[0][0] or table
+        label = f"db: {verb} {table}".rstrip()
+    return label + (" + queue count" if "count(" in sql.lower() else "")
 
 
 def _time_statements() -> None:

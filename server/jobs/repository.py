@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import Integer, String, insert, literal_column, select
+from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -127,8 +127,8 @@ _OWNER_NAME = "(SELECT users.name FROM users WHERE users.id = jobs.owner_id)"
 
 
 def _insert_job(dialect: Any, *, keyed: bool) -> Any:
-    """The submit's insert on ``dialect`` (a module of sqlalchemy.dialects)
-    returning the id, the queue count and the owner's name. ``keyed``: nothing
+    """The job's insert on ``dialect`` (a module of sqlalchemy.dialects),
+    returning its id, the queue count and the owner's name. ``keyed``: nothing
     is inserted (and nothing returned) where the owner used the idempotency key
     before; PostgreSQL waits for a concurrent first use of it to end."""
     statement = dialect.insert(Job)
@@ -141,12 +141,32 @@ def _insert_job(dialect: Any, *, keyed: bool) -> Any:
     )
 
 
-# {dialect name: {keyed: statement}}
-_INSERT_JOB = {
-    dialect.dialect.name: {keyed: _insert_job(dialect, keyed=keyed) for keyed in (False, True)}
-    for dialect in (postgresql, sqlite)
-}
+_SUBMIT_COLUMNS = (
+    *("owner_id", "name", "spec", "spec_hash", "dense_identity", "model", "dataset"),
+    *("schedule", "planned_cycles", "dense_epochs", "epochs_per_cycle", "status", "priority"),
+    *("created_at", "attempt", "cpus", "gpus", "memory_gb", "idempotency_key", "request_hash"),
+)
+
+
+def _insert_job_and_tags(*, keyed: bool) -> Any:
+    """PostgreSQL: the job's insert and its tags' (the array ``tags``) in one
+    statement, which returns what _insert_job returns."""
+    job = (
+        _insert_job(postgresql, keyed=keyed)
+        .values({column: bindparam(column) for column in _SUBMIT_COLUMNS})
+        .cte("new_job")
+    )
+    tags = bindparam("tags", type_=postgresql.ARRAY(String))
+    new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
+    return select(job.c.id, job.c.ahead, job.c.owner).add_cte(new_tags.cte("new_tags"))
+
+
+_SUBMIT_POSTGRESQL = {keyed: _insert_job_and_tags(keyed=keyed) for keyed in (False, True)}
+_INSERT_JOB_SQLITE = {keyed: _insert_job(sqlite, keyed=keyed) for keyed in (False, True)}
 _INSERT_TAGS = insert(JobTag)
+# One statement is atomic by itself: on PostgreSQL the submit's runs outside a
+# transaction, without the BEGIN and COMMIT round trips around it.
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
 def submit_job(
@@ -161,7 +181,7 @@ def submit_job(
     idempotency_key: str | None,
     body_hash: str,
 ) -> tuple[JobView, bool]:
-    """Store a queued job with its tags in one transaction; ``(job, created)``,
+    """Store a queued job with its tags atomically and commit; ``(job, created)``,
     the job as GET /v1/jobs/{id} shows it.
 
     With an idempotency key already used by this owner, the earlier job comes
@@ -169,37 +189,46 @@ def submit_job(
     IdempotencyConflictError. Concurrent first uses of a key meet at the
     unique constraint: one inserts, the others insert nothing and read its job.
     """
-    created_at = utcnow()
     values = {
         "owner_id": owner_id,
         "name": name,
         **spec_columns(spec),
         "status": JobStatus.QUEUED.value,
         "priority": priority,
-        "created_at": created_at,
+        "created_at": utcnow(),
         "attempt": 0,
         **resources,
         "idempotency_key": idempotency_key,
         "request_hash": body_hash,
     }
-    connection = session.connection()
-    inserts = _INSERT_JOB[connection.dialect.name]
-    row: Any = None
-    if idempotency_key is None:
-        row = connection.execute(inserts[False], values).one()
-    else:
-        while (row := connection.execute(inserts[True], values).first()) is None:
-            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-            if existing is not None:
-                if existing.request_hash != body_hash:
-                    raise IdempotencyConflictError(existing.id)
-                view = job_view(session, existing.id)
-                assert view is not None
-                return view, False
-            # The job that used the key is gone since: the key is free again.
     stored_tags = sorted(set(tags))
-    if stored_tags:
-        connection.execute(_INSERT_TAGS, [{"job_id": row.id, "tag": tag} for tag in stored_tags])
+    keyed = idempotency_key is not None
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and not session.in_transaction():
+        connection = session.connection(execution_options=_AUTOCOMMIT)
+    else:  # SQLite, or a transaction the checks before the submit began
+        connection = session.connection()
+    while True:
+        if postgres:
+            parameters = {**values, "tags": stored_tags}
+            row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
+        else:
+            row = connection.execute(_INSERT_JOB_SQLITE[keyed], values).first()
+            if row is not None and stored_tags:
+                connection.execute(
+                    _INSERT_TAGS, [{"job_id": row.id, "tag": t} for t in stored_tags]
+                )
+        if row is not None:
+            break
+        assert idempotency_key is not None  # only a keyed insert inserts nothing
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != body_hash:
+                raise IdempotencyConflictError(existing.id)
+            view = job_view(session, existing.id)
+            assert view is not None
+            return view, False
+        # The job that used the key is gone since: the key is free again.
     session.commit()
     return _submitted(row.id, row.owner, stored_tags, row.ahead, values), True
 
