@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
@@ -15,7 +15,14 @@ from starlette.concurrency import run_in_threadpool
 from server import files
 from server.api import job_out
 from server.api.access import Reader, ReaderDep, reader_for
-from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
+from server.api.deps import (
+    SessionDep,
+    SettingsDep,
+    UserCredentials,
+    authenticate,
+    bearer_token,
+    require_owner_or_admin,
+)
 from server.api.errors import ApiError, documented, not_found
 from server.api.follow import JobWatcher, StreamResponse
 from server.api.params import EventCursor, JobId, OwnerName, TagName, UtcTime
@@ -90,6 +97,18 @@ def check_weights(session: Session, spec: JobSpec, user: Caller, settings: Setti
         raise invalid_spec([{"field": "spec.model.weights", "message": str(exc)}]) from None
 
 
+async def submitter(request: Request, credentials: UserCredentials) -> Caller:
+    """The caller behind the user token, as UserDep finds them, without UserDep's
+    request session: a submit opens its own session on its worker thread and
+    closes it there, which saves the thread hop that closes a request session.
+    A token missing from the cache is looked up in a session of its own."""
+    token = bearer_token(credentials)
+    cached = request.app.state.token_cache.get(token)
+    if cached is not None:
+        return cached
+    return await authenticate(request, request.app.state.session_factory(), token)
+
+
 # --- submit and list ----------------------------------------------------------
 
 
@@ -104,8 +123,8 @@ def check_weights(session: Session, spec: JobSpec, user: Caller, settings: Setti
 )
 def submit_job(
     body: JobSubmit,
-    session: SessionDep,
-    user: UserDep,
+    request: Request,
+    user: Annotated[Caller, Depends(submitter)],
     settings: SettingsDep,
     idempotency_key: Annotated[
         str | None, Header(min_length=1, max_length=MAX_IDEMPOTENCY_KEY)
@@ -114,23 +133,24 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
-    check_weights(session, spec, user, settings)
-    refuse_unfit(session, settings, body.resources)
-    try:
-        with caller_writes(session, user):
-            job, created = repo.submit_job(
-                session,
-                owner_id=user.id,
-                spec=spec,
-                priority=body.priority,
-                name=body.name,
-                tags=body.tags,
-                resources=body.resources.model_dump(),
-                idempotency_key=idempotency_key,
-                body_hash=repo.request_hash(body.model_dump(mode="json")),
-            )
-    except repo.IdempotencyConflictError as exc:
-        raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job_id}) from None
+    with request.app.state.session_factory() as session:
+        check_weights(session, spec, user, settings)
+        refuse_unfit(session, settings, body.resources)
+        try:
+            with caller_writes(session, user):
+                job, created = repo.submit_job(
+                    session,
+                    owner_id=user.id,
+                    spec=spec,
+                    priority=body.priority,
+                    name=body.name,
+                    tags=body.tags,
+                    resources=body.resources.model_dump(),
+                    idempotency_key=idempotency_key,
+                    body_hash=repo.request_hash(body.model_dump(mode="json")),
+                )
+        except repo.IdempotencyConflictError as exc:
+            raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job_id}) from None
     answer = _answer(job_out.detail_of(job))
     answer.status_code = 201 if created else 200
     return answer
