@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -208,29 +210,50 @@ def submit_job(
         connection = session.connection(execution_options=_AUTOCOMMIT)
     else:  # SQLite, or a transaction the checks before the submit began
         connection = session.connection()
-    while True:
-        if postgres:
-            parameters = {**values, "tags": stored_tags}
-            row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
-        else:
-            row = connection.execute(_INSERT_JOB_SQLITE[keyed], values).first()
-            if row is not None and stored_tags:
-                connection.execute(
-                    _INSERT_TAGS, [{"job_id": row.id, "tag": t} for t in stored_tags]
-                )
-        if row is not None:
-            break
-        assert idempotency_key is not None  # only a keyed insert inserts nothing
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            if existing.request_hash != body_hash:
-                raise IdempotencyConflictError(existing.id)
-            view = job_view(session, existing.id)
-            assert view is not None
-            return view, False
-        # The job that used the key is gone since: the key is free again.
-    session.commit()
+    with nullcontext() if postgres else _sqlite_writer():
+        while True:
+            if postgres:
+                parameters = {**values, "tags": stored_tags}
+                row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
+            else:
+                row = connection.execute(_INSERT_JOB_SQLITE[keyed], values).first()
+                if row is not None and stored_tags:
+                    connection.execute(
+                        _INSERT_TAGS, [{"job_id": row.id, "tag": t} for t in stored_tags]
+                    )
+            if row is not None:
+                break
+            assert idempotency_key is not None  # only a keyed insert inserts nothing
+            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != body_hash:
+                    raise IdempotencyConflictError(existing.id)
+                view = job_view(session, existing.id)
+                assert view is not None
+                return view, False
+            # The job that used the key is gone since: the key is free again.
+        session.commit()
     return _submitted(row.id, row.owner, stored_tags, row.ahead, values), True
+
+
+# SQLite takes one writer at a time and makes the others wait by sleeping and
+# trying again (1, 2, 5, 10 ms and longer), so in a burst of submits the slow
+# ones spent far longer asleep than writing. In this process submits take turns
+# on a lock instead, which passes to the next as soon as one has committed. A
+# writer in another process still meets them at SQLite's busy timeout; after as
+# long a wait for the lock (server/db/session.py's), a submit goes on without it.
+_SQLITE_WRITES = threading.Lock()
+_SQLITE_WAIT_SECONDS = 5.0
+
+
+@contextmanager
+def _sqlite_writer() -> Iterator[None]:
+    acquired = _SQLITE_WRITES.acquire(timeout=_SQLITE_WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        if acquired:
+            _SQLITE_WRITES.release()
 
 
 def _submitted(

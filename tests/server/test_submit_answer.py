@@ -7,6 +7,8 @@ tests hold it to the read, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import threading
+
 from api_jobs import SPEC, spec, submit
 
 
@@ -74,3 +76,28 @@ def test_a_repeat_answers_the_first_job_as_it_is_now(live_server):
             assert theirs.status_code == 201
             assert theirs.json()["owner"] == "bob"
             assert theirs.json()["queue"] == {"position": 1, "reason": "next to run"}
+
+
+def test_concurrent_submits_each_store_one_job(live_server):
+    """Submits at once (on SQLite they take turns on the writer's lock): every one
+    is stored once, with its tags, and the queue they make has no gaps."""
+    results: list[tuple[int, dict]] = []
+
+    def submitter() -> None:
+        with live_server.client("alice") as alice:
+            for _ in range(5):
+                response = alice.post("/v1/jobs", json={"spec": SPEC, "tags": ["burst"]})
+                results.append((response.status_code, response.json()))
+
+    threads = [threading.Thread(target=submitter) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert [code for code, _ in results] == [201] * 30
+    assert len({answer["id"] for _, answer in results}) == 30
+    with live_server.client("alice") as alice:
+        read = [_read(alice, answer["id"]) for _, answer in results]
+    assert sorted(job["queue"]["position"] for job in read) == list(range(1, 31))
+    assert all(job["tags"] == ["burst"] for job in read)
