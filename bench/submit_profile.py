@@ -51,6 +51,7 @@ import cProfile
 import functools
 import io
 import json
+import os
 import pstats
 import re
 import shutil
@@ -83,6 +84,8 @@ console = Console(width=160)
 PARTS: tuple[tuple[str, str, str], ...] = (
     ("body: strict JSON parse", "server.api.routing", "parse_body"),
     ("body: JobSubmit validation", "fastapi.dependencies.utils", "request_body_to_args"),
+    ("auth: caller", "server.api.jobs", "submitter"),
+    ("auth: caller", "server.api.deps", "current_user"),
     ("auth: token cache", "server.auth.tokens", "TokenCache.get"),
     ("spec validation (parse_spec)", "server.api.jobs", "_validate_spec"),
     ("weights check", "server.api.jobs", "check_weights"),
@@ -407,6 +410,22 @@ def add_queued(url: str, count: int) -> None:
     engine.dispose()
 
 
+def postgres_cpu() -> float:
+    """CPU seconds the PostgreSQL processes on this machine have used (0 where
+    /proc does not say), so that a pass's database work can be told apart."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, _, rest = text.partition(") ")
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def record_capacity(url: str) -> None:
     engine = make_engine(url)
     with make_session_factory(engine).begin() as session:
@@ -423,6 +442,10 @@ class Profile:
     requests: int
     submit_seconds: float
     insert_seconds: float
+    submit_cpu: float  # this process's CPU seconds in the rate pass
+    insert_cpu: float
+    submit_db_cpu: float | None  # the PostgreSQL processes' (this machine's), if any
+    insert_db_cpu: float | None
     submit_parts: dict[str, float]
     insert_parts: dict[str, float]
     submit_counts: dict[str, int]
@@ -461,9 +484,14 @@ async def profile_backend(backend: str, args: argparse.Namespace, folder: Path) 
             for load in loads.values():
                 await drive(load, 100, args.clients)
             rate = dict.fromkeys(loads, 0.0)
+            cpu = dict.fromkeys(loads, 0.0)
+            db_cpu = dict.fromkeys(loads, 0.0)
             for _ in range(ROUNDS):
                 for name, load in loads.items():
+                    started, db_started = time.process_time(), postgres_cpu()
                     rate[name] += await drive(load, batch, args.clients)
+                    cpu[name] += time.process_time() - started
+                    db_cpu[name] += postgres_cpu() - db_started
 
             global TIMER
             timers = {name: Timer(on=True) for name in loads}
@@ -482,6 +510,10 @@ async def profile_backend(backend: str, args: argparse.Namespace, folder: Path) 
             batch * ROUNDS,
             rate["submit"],
             rate["insert"],
+            cpu["submit"],
+            cpu["insert"],
+            db_cpu["submit"] if backend == "postgresql" else None,
+            db_cpu["insert"] if backend == "postgresql" else None,
             dict(timers["submit"].totals),
             dict(timers["insert"].totals),
             dict(timers["submit"].counts),
@@ -526,9 +558,20 @@ def report(profile: Profile) -> None:
     console.print(
         f"[bold]{profile.backend}[/]: in-process rate, {n} requests each: submit "
         f"{submit_rate:,.0f}/s, one-row insert {insert_rate:,.0f}/s: "
-        f"[bold]{submit_rate / insert_rate:.2f}x[/] "
-        f"(bench/api_load.py's HTTP ratio is lower: uvicorn adds the same to both)"
+        f"[bold]{submit_rate / insert_rate:.2f}x[/] (bench/api_load.py's ratio over HTTP "
+        "differs: uvicorn and the load generator add the same work to both)"
     )
+    console.print(
+        f"CPU of this process per request (the app, its driver, the callers): submit "
+        f"{profile.submit_cpu / n * 1e6:,.0f} µs, one-row insert "
+        f"{profile.insert_cpu / n * 1e6:,.0f} µs"
+    )
+    if profile.submit_db_cpu is not None and profile.insert_db_cpu is not None:
+        console.print(
+            f"CPU of the PostgreSQL processes per request: submit "
+            f"{profile.submit_db_cpu / n * 1e6:,.0f} µs, one-row insert "
+            f"{profile.insert_db_cpu / n * 1e6:,.0f} µs"
+        )
     submit_us = profile.submit_total / n * 1e6
     insert_us = profile.insert_total / n * 1e6
     submit = dict(profile.submit_parts)
