@@ -99,8 +99,9 @@ def check_weights(session: Session, spec: JobSpec, user: Caller, settings: Setti
 
 async def submitter(request: Request, credentials: UserCredentials) -> Caller:
     """The caller behind the user token, as UserDep finds them, without UserDep's
-    request session: a submit opens its own session on its worker thread and
-    closes it there, which saves the thread hop that closes a request session.
+    request session: a submit opens its own (repository.submit_session) on its
+    worker thread and closes it there, which saves the thread hop that closes a
+    request session.
     A token missing from the cache is looked up in a session of its own."""
     token = bearer_token(credentials)
     cached = request.app.state.token_cache.get(token)
@@ -133,7 +134,7 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
-    with request.app.state.session_factory() as session:
+    with repo.submit_session(request.app.state.session_factory) as session:
         check_weights(session, spec, user, settings)
         refuse_unfit(session, settings, body.resources)
         try:

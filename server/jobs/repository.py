@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
@@ -171,6 +171,17 @@ _INSERT_TAGS = insert(JobTag)
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 
+def submit_session(sessions: sessionmaker[Session]) -> Session:
+    """A session for one submit (``sessions()``). On PostgreSQL it runs each
+    statement outside a transaction: the checks before the write only read, and
+    the write is one statement, atomic by itself, so no BEGIN and COMMIT round
+    trips. On SQLite, whose submit writes in two statements, it is as made."""
+    session = sessions()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options=_AUTOCOMMIT)
+    return session
+
+
 def submit_job(
     session: Session,
     *,
@@ -208,7 +219,7 @@ def submit_job(
     postgres = session.get_bind().dialect.name == "postgresql"
     if postgres and not session.in_transaction():
         connection = session.connection(execution_options=_AUTOCOMMIT)
-    else:  # SQLite, or a transaction the checks before the submit began
+    else:  # SQLite, a submit_session, or a transaction begun before
         connection = session.connection()
     with nullcontext() if postgres else _sqlite_writer():
         while True:
