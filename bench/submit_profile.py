@@ -3,44 +3,74 @@
 Run as::
 
     python bench/submit_profile.py [--backends sqlite,postgresql] [--requests 1000]
-        [--clients 8] [--rows 2000] [--queued 2000] [--idempotency-keys] [--refuse-unfit]
+        [--clients 8] [--rows 2000] [--queued 0] [--idempotency-keys] [--refuse-unfit]
         [--cprofile 30]
 
 For each backend it makes a fresh database as bench/api_load.py does (a SQLite
 file in a temporary folder, or a new PostgreSQL database dropped at the end),
-fills it with ``--rows`` finished jobs and ``--queued`` queued ones (the queue
-a burst of submits builds up, which each submit's queue position counts), and
-builds the service's app (server.app.create_app, its lifespan run) beside
+fills it with ``--rows`` finished jobs and ``--queued`` queued ones, and builds
+the service's app (server.app.create_app, its lifespan run) beside
 bench/ceiling.py's one-row app. Both are called as ASGI apps, no HTTP server:
-what uvicorn adds is the same for both and left out.
+what uvicorn adds is the same for both and left out. The queue grows with the
+submits, as in bench/api_load.py: a submit's answer counts the queued jobs
+ahead of it, a cost that grows with the queue (``--queued 5000`` shows it).
 
 1. ``rate``: ``--clients`` concurrent in-process callers POST ``--requests``
    bodies (the digits preset's spec, one tag, as bench/api_load.py sends) to
-   each app, uninstrumented; the submit's rate over the one-row insert's is
-   the in-process version of bench/api_load.py's ratio (higher than that one,
-   whose HTTP parsing and load generator add the same cost to both sides).
+   each app, uninstrumented, in alternate batches so that whatever else the
+   machine does falls on both; the submit's rate over the one-row insert's,
+   and the CPU per request of this process and of the local PostgreSQL's.
 2. ``parts``: the same requests one at a time with the parts below wrapped in
    timers, each part's time exclusive of the parts it calls; every SQL
    statement and every COMMIT/ROLLBACK is its own ``db:`` part (driver and
-   database time), and the wait for a worker thread and back is ``thread
-   hops``. What no part covers (ASGI, middleware, routing, FastAPI's
-   dependency solving and the route code between the parts) is ``other``.
-   The instrumentation itself adds a microsecond or two per part.
+   database time; psycopg sends a transaction's BEGIN before its first
+   statement, so that statement's time includes it), and the wait for a worker
+   thread and back is ``thread hops``. What no part covers (ASGI, middleware,
+   routing, FastAPI's dependency solving, the route code between the parts) is
+   ``other``. The instrumentation adds a microsecond or two per part.
 3. ``--cprofile N``: a cProfile of the submits (sync code run inline, without
    the thread hop, so that one profiler sees it all), its top N functions.
 
-``--refuse-unfit`` turns SILO_REFUSE_UNFIT_JOBS on with a fresh capacity record,
-so the fit check reads it (the service's default is off: no read).
+``--idempotency-keys`` sends a fresh Idempotency-Key with each request, as
+silo_client does; ``--refuse-unfit`` turns SILO_REFUSE_UNFIT_JOBS on with a
+fresh capacity record, so the fit check reads it (the default is off).
 
-What the profile showed (SQLite and PostgreSQL, 2000 queued, 2-core machine),
-before the change (submit 0.35x the one-row insert over HTTP on PostgreSQL):
-the submit made 8 round trips on PostgreSQL where the insert makes 3:
-BEGIN, INSERT jobs, INSERT job_tags, COMMIT, then a second transaction to read
-the job back for the answer (BEGIN, the job view with its queue-position count,
-ROLLBACK at close); the ORM's unit of work (flush, the tags' relationship,
-expiring and refreshing after commit) cost about as much as the spec's
-validation; the queue-position count is the one statement whose cost grows
-with the queue. See the table this prints for the figures.
+What it showed (``--requests 1000 --queued 0 --clients 16``, 2-core machine
+shared with other work; µs per submit, one at a time, SQLite / PostgreSQL).
+Before (92df9b7) the submit made 7 database calls where the insert makes 3,
+spread over two transactions:
+
+    ORM flush of the job and its tags (Python)       371 /  491
+    reading the job back for the answer (Python)     270 /  382
+    db: the job view and its queue count             180 / 1097
+    db: INSERT jobs, INSERT job_tags                  88 /  535  (PG: + BEGIN)
+    db: COMMIT; ROLLBACK x3 (the read's, the pool's) 260 /  419
+    thread hops (the route's, the session close's)   257 /  309
+    row building, ORM add/commit/close               227 /  282
+    spec validation, request hash, strict JSON       104 /  139
+    other                                            250 /  347
+    total                                           2044 / 4057  (one-row insert 686 / 942)
+    in-process rate, 16 callers                     0.41x / 0.30x the one-row insert
+    PostgreSQL CPU per request                             1230  (one-row insert 100)
+
+After: one INSERT (PostgreSQL: the job and its tags in one statement, outside
+a transaction) returns the id, the owner's name and the queue count, and the
+answer is built from what was written; the route owns its session (one hop):
+
+    db: the job's insert with its queue count        141 /  951  (PG: with the tags)
+    db: INSERT job_tags; COMMIT                      251 /    5  (PG: no transaction)
+    thread hops (the route's)                        140 /  125
+    row building, ORM commit, JobOut, serialise      129 /  154
+    spec validation, request hash, strict JSON        95 /  108
+    other                                            345 /  414
+    total                                           1129 / 1794  (one-row insert 714 / 947)
+    in-process rate, 16 callers                     0.81x / 0.86x the one-row insert
+    PostgreSQL CPU per request                              430  (one-row insert 90)
+
+What remains beyond the one-row insert is mostly the database's: the queue
+count (about 0.13 µs of PostgreSQL CPU and 0.03 µs of SQLite per queued job
+ahead), the job's nine indexes and its tags (more pages for SQLite's commit to
+write and sync), then the service's own checks (strict JSON, spec, middleware).
 """
 
 from __future__ import annotations
@@ -617,7 +647,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="per pass and app")
     parser.add_argument("--clients", type=int, default=8, help="concurrent callers (rate)")
     parser.add_argument("--rows", type=int, default=2000, help="finished jobs in the table")
-    parser.add_argument("--queued", type=int, default=2000, help="queued jobs before the submits")
+    parser.add_argument("--queued", type=int, default=0, help="queued jobs before the submits")
     parser.add_argument(
         "--idempotency-keys",
         action="store_true",
