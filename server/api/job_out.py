@@ -104,7 +104,8 @@ def readable_view(session: Session, job_id: int, reader: Reader | None = None) -
 
 
 def detail_of(job: JobView) -> JobOut:
-    """The detail of a job's view, its progress counted to now (no database read)."""
+    """A job's detail view (views.job_view's, or a submit's of the job it stored)
+    as the API shows it, its progress counted to now (no database read)."""
     assert job.spec is not None  # the detail view reads the spec
     return JobOut(
         **_summary_fields(job),

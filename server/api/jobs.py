@@ -115,7 +115,7 @@ def check_weights(session: Session, spec: JobSpec, user: Caller, settings: Setti
 )
 def submit_job(
     body: JobSubmit,
-    session: SessionDep,
+    request: Request,
     user: UserDep,
     settings: SettingsDep,
     idempotency_key: Annotated[
@@ -125,24 +125,25 @@ def submit_job(
     """Queue a job. With an Idempotency-Key, a repeat of the same request
     answers 200 with the first job; a different body under that key is 409."""
     spec = _validate_spec(body.spec)
-    check_weights(session, spec, user, settings)
-    refuse_unfit(session, settings, body.resources)
-    try:
-        with caller_writes(session, user):
-            job, created = repo.submit_job(
-                session,
-                owner_id=user.id,
-                spec=spec,
-                priority=body.priority,
-                name=body.name,
-                tags=body.tags,
-                resources=body.resources.model_dump(),
-                idempotency_key=idempotency_key,
-                body_hash=repo.request_hash(body.model_dump(mode="json")),
-            )
-    except repo.IdempotencyConflictError as exc:
-        raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job.id}) from None
-    answer = _answer(job_out.detail(session, job.id))
+    with repo.submit_session(request.app.state.session_factory) as session:
+        check_weights(session, spec, user, settings)
+        refuse_unfit(session, settings, body.resources)
+        try:
+            with caller_writes(session, user):
+                job, created = repo.submit_job(
+                    session,
+                    owner_id=user.id,
+                    spec=spec,
+                    priority=body.priority,
+                    name=body.name,
+                    tags=body.tags,
+                    resources=body.resources.model_dump(),
+                    idempotency_key=idempotency_key,
+                    body_hash=repo.request_hash(body.model_dump(mode="json")),
+                )
+        except repo.IdempotencyConflictError as exc:
+            raise ApiError(409, "idempotency_conflict", str(exc), {"job_id": exc.job_id}) from None
+    answer = _answer(job_out.detail_of(job))
     answer.status_code = 201 if created else 200
     return answer
 

@@ -1,24 +1,29 @@
 """Queries and writes behind the jobs API; every function takes the caller's Session.
 
 The caller owns the transaction: functions here add, flush and read, and only
-``submit_job`` commits (it has to, to learn whether its idempotency key won).
+``submit_job`` commits (its answer is the job as stored).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
 
+from server.changes.book import JOBS, QUEUE, job_key
+from server.changes.tracking import announce
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
+from server.jobs.views import JobView, job_view
 from silo_contract.status import JobStatus
 from silo_core.spec import JobSpec
 
@@ -28,11 +33,11 @@ RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 class IdempotencyConflictError(Exception):
     """The idempotency key was used before with a different request body."""
 
-    def __init__(self, job: Job) -> None:
+    def __init__(self, job_id: int) -> None:
         super().__init__(
-            f"the Idempotency-Key was already used for job {job.id} with a different body"
+            f"the Idempotency-Key was already used for job {job_id} with a different body"
         )
-        self.job = job
+        self.job_id = job_id
 
 
 def request_hash(body: Any) -> str:
@@ -48,12 +53,6 @@ def find_by_idempotency_key(session: Session, owner_id: int, key: str) -> Job | 
     return session.scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
 
 
-def _replay(existing: Job, body_hash: str) -> Job:
-    if existing.request_hash != body_hash:
-        raise IdempotencyConflictError(existing)
-    return existing
-
-
 def plan_columns(spec: JobSpec) -> dict[str, Any]:
     """The job's plan columns: the spec's names and its planned cycles and epochs."""
     return {
@@ -63,6 +62,16 @@ def plan_columns(spec: JobSpec) -> dict[str, Any]:
         "planned_cycles": spec.pruning.planned_cycles(),
         "dense_epochs": spec.training.dense_epochs,
         "epochs_per_cycle": spec.training.epochs_per_cycle,
+    }
+
+
+def spec_columns(spec: JobSpec) -> dict[str, Any]:
+    """What a job stores of its spec: the spec itself, its identities and its plan."""
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "spec_hash": spec.identity(),
+        "dense_identity": spec.dense_identity(),
+        **plan_columns(spec),
     }
 
 
@@ -79,15 +88,12 @@ def queued_job(
     study_id: int | None = None,
     study_label: str | None = None,
 ) -> Job:
-    """A new queued job's row (a submit's or a study member's); what it stores
-    of its spec is derived from ``spec`` here."""
+    """A new queued job's row (a study member's); what it stores of its spec is
+    derived from ``spec`` here (spec_columns), as for a submit."""
     return Job(
         owner_id=owner_id,
         name=name,
-        spec=spec.model_dump(mode="json"),
-        spec_hash=spec.identity(),
-        dense_identity=spec.dense_identity(),
-        **plan_columns(spec),
+        **spec_columns(spec),
         status=JobStatus.QUEUED.value,
         priority=priority,
         tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
@@ -97,6 +103,85 @@ def queued_job(
         study_id=study_id,
         study_label=study_label,
     )
+
+
+# A submit writes with Core statements built once here (not the ORM's unit of
+# work, which cost as much as the rest of the submit), and its insert returns
+# what the answer needs beyond what was written: the owner's name and the
+# number of queued jobs ahead of the new one (views.jobs_ahead's count; the new
+# row is never among them). So the answer reads nothing back. The subqueries
+# are text: SQLAlchemy correlates none into a RETURNING clause, and SQLite's
+# RETURNING names its table's columns bare.
+_AHEAD_OF_NEW = (
+    "ahead.priority > jobs.priority",
+    "ahead.priority = jobs.priority AND ahead.created_at < jobs.created_at",
+    "ahead.priority = jobs.priority AND ahead.created_at = jobs.created_at AND ahead.id < jobs.id",
+)
+_COUNT_QUEUED = (
+    f"SELECT count(*) FROM jobs AS ahead WHERE ahead.status = '{JobStatus.QUEUED.value}'"
+)
+_QUEUED_AHEAD = {
+    # One scan of the queued jobs, as views.jobs_ahead's: planned with statistics
+    # that may predate the queue, each of three ranges could be such a scan.
+    "postgresql": f"{_COUNT_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)})",
+    # Three ranges of ix_jobs_queue, which SQLite counts faster than it filters one.
+    "sqlite": " + ".join(f"({_COUNT_QUEUED} AND {where})" for where in _AHEAD_OF_NEW),
+}
+_OWNER_NAME = "(SELECT users.name FROM users WHERE users.id = jobs.owner_id)"
+
+
+def _insert_job(dialect: Any, *, keyed: bool) -> Any:
+    """The job's insert on ``dialect`` (a module of sqlalchemy.dialects),
+    returning its id, the queue count and the owner's name. ``keyed``: nothing
+    is inserted (and nothing returned) where the owner used the idempotency key
+    before; PostgreSQL waits for a concurrent first use of it to end."""
+    statement = dialect.insert(Job)
+    if keyed:
+        statement = statement.on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
+    return statement.returning(
+        Job.id,
+        literal_column(f"({_QUEUED_AHEAD[dialect.dialect.name]})", Integer).label("ahead"),
+        literal_column(_OWNER_NAME, String).label("owner"),
+    )
+
+
+_SUBMIT_COLUMNS = (
+    *("owner_id", "name", "spec", "spec_hash", "dense_identity", "model", "dataset"),
+    *("schedule", "planned_cycles", "dense_epochs", "epochs_per_cycle", "status", "priority"),
+    *("created_at", "attempt", "cpus", "gpus", "memory_gb", "idempotency_key", "request_hash"),
+)
+
+
+def _insert_job_and_tags(*, keyed: bool) -> Any:
+    """PostgreSQL: the job's insert and its tags' (the array ``tags``) in one
+    statement, which returns what _insert_job returns."""
+    job = (
+        _insert_job(postgresql, keyed=keyed)
+        .values({column: bindparam(column) for column in _SUBMIT_COLUMNS})
+        .cte("new_job")
+    )
+    tags = bindparam("tags", type_=postgresql.ARRAY(String))
+    new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
+    return select(job.c.id, job.c.ahead, job.c.owner).add_cte(new_tags.cte("new_tags"))
+
+
+_SUBMIT_POSTGRESQL = {keyed: _insert_job_and_tags(keyed=keyed) for keyed in (False, True)}
+_INSERT_JOB_SQLITE = {keyed: _insert_job(sqlite, keyed=keyed) for keyed in (False, True)}
+_INSERT_TAGS = insert(JobTag)
+# One statement is atomic by itself: on PostgreSQL the submit's runs outside a
+# transaction, without the BEGIN and COMMIT round trips around it.
+_AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
+
+
+def submit_session(sessions: sessionmaker[Session]) -> Session:
+    """A session for one submit (``sessions()``). On PostgreSQL it runs each
+    statement outside a transaction: the checks before the write only read, and
+    the write is one statement, atomic by itself, so no BEGIN and COMMIT round
+    trips. On SQLite, whose submit writes in two statements, it is as made."""
+    session = sessions()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options=_AUTOCOMMIT)
+    return session
 
 
 def submit_job(
@@ -110,40 +195,120 @@ def submit_job(
     resources: dict[str, float | None],
     idempotency_key: str | None,
     body_hash: str,
-) -> tuple[Job, bool]:
-    """Store a queued job with its tags in one transaction; ``(job, created)``.
+) -> tuple[JobView, bool]:
+    """Store a queued job with its tags atomically and commit; ``(job, created)``,
+    the job as GET /v1/jobs/{id} shows it.
 
     With an idempotency key already used by this owner, the earlier job comes
     back (``created`` False) if the body is the same, else
-    IdempotencyConflictError. Two concurrent first uses of a key meet at the
-    unique constraint; the loser rolls back and reads the winner's job.
+    IdempotencyConflictError. Concurrent first uses of a key meet at the
+    unique constraint: one inserts, the others insert nothing and read its job.
     """
-    if idempotency_key is not None:
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is not None:
-            return _replay(existing, body_hash), False
-    job = queued_job(
-        owner_id=owner_id,
-        spec=spec,
-        name=name,
-        priority=priority,
-        tags=tags,
-        resources=resources,
-        idempotency_key=idempotency_key,
-        request_hash=body_hash,
-    )
-    session.add(job)
-    try:
+    values = {
+        "owner_id": owner_id,
+        "name": name,
+        **spec_columns(spec),
+        "status": JobStatus.QUEUED.value,
+        "priority": priority,
+        "created_at": utcnow(),
+        "attempt": 0,
+        **resources,
+        "idempotency_key": idempotency_key,
+        "request_hash": body_hash,
+    }
+    stored_tags = sorted(set(tags))
+    keyed = idempotency_key is not None
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres and not session.in_transaction():
+        connection = session.connection(execution_options=_AUTOCOMMIT)
+    else:  # SQLite, a submit_session, or a transaction begun before
+        connection = session.connection()
+    with nullcontext() if postgres else _sqlite_writer():
+        while True:
+            if postgres:
+                parameters = {**values, "tags": stored_tags}
+                row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
+            else:
+                row = connection.execute(_INSERT_JOB_SQLITE[keyed], values).first()
+                if row is not None and stored_tags:
+                    connection.execute(
+                        _INSERT_TAGS, [{"job_id": row.id, "tag": t} for t in stored_tags]
+                    )
+            if row is not None:
+                # Core statements flush nothing: name what changed (server/changes/).
+                announce(session, (job_key(row.id), JOBS, QUEUE))
+                break
+            assert idempotency_key is not None  # only a keyed insert inserts nothing
+            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+            if existing is not None:
+                if existing.request_hash != body_hash:
+                    raise IdempotencyConflictError(existing.id)
+                view = job_view(session, existing.id)
+                assert view is not None
+                return view, False
+            # The job that used the key is gone since: the key is free again.
         session.commit()
-    except IntegrityError:
-        session.rollback()
-        if idempotency_key is None:
-            raise
-        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-        if existing is None:
-            raise
-        return _replay(existing, body_hash), False
-    return job, True
+    return _submitted(row.id, row.owner, stored_tags, row.ahead, values), True
+
+
+# SQLite takes one writer at a time and makes the others wait by sleeping and
+# trying again (1, 2, 5, 10 ms and longer), so in a burst of submits the slow
+# ones spent far longer asleep than writing. In this process submits take turns
+# on a lock instead, which passes to the next as soon as one has committed. A
+# writer in another process still meets them at SQLite's busy timeout; after as
+# long a wait for the lock (server/db/session.py's), a submit goes on without it.
+_SQLITE_WRITES = threading.Lock()
+_SQLITE_WAIT_SECONDS = 5.0
+
+
+@contextmanager
+def _sqlite_writer() -> Iterator[None]:
+    acquired = _SQLITE_WRITES.acquire(timeout=_SQLITE_WAIT_SECONDS)
+    try:
+        yield
+    finally:
+        if acquired:
+            _SQLITE_WRITES.release()
+
+
+def _submitted(
+    job_id: int, owner: str, tags: list[str], ahead: int, values: dict[str, Any]
+) -> JobView:
+    """A job just inserted as views.job_view would read it."""
+    memory_gb = values["memory_gb"]
+    return JobView(
+        id=job_id,
+        name=values["name"],
+        owner_id=values["owner_id"],
+        owner=owner,
+        status=values["status"],
+        priority=values["priority"],
+        tags=tags,
+        spec_hash=values["spec_hash"],
+        created_at=values["created_at"],
+        started_at=None,
+        finished_at=None,
+        attempt=values["attempt"],
+        error_message=None,
+        queue_reason=None,
+        progress_cycle=None,
+        progress_epoch=None,
+        progress_sparsity=None,
+        best_accuracy=None,
+        progress_note=None,
+        model=values["model"],
+        dataset=values["dataset"],
+        schedule=values["schedule"],
+        planned_cycles=values["planned_cycles"],
+        dense_epochs=values["dense_epochs"],
+        epochs_per_cycle=values["epochs_per_cycle"],
+        spec=values["spec"],
+        # Float columns: what the database hands back is a float, whatever was sent.
+        cpus=float(values["cpus"]),
+        gpus=float(values["gpus"]),
+        memory_gb=None if memory_gb is None else float(memory_gb),
+        ahead=int(ahead),
+    )
 
 
 # --- read -----------------------------------------------------------------
