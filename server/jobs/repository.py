@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select
+from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -132,17 +132,24 @@ _OWNER_NAME = "(SELECT users.name FROM users WHERE users.id = jobs.owner_id)"
 
 def _insert_job(dialect: Any, *, keyed: bool) -> Any:
     """The job's insert on ``dialect`` (a module of sqlalchemy.dialects),
-    returning its id, the queue count and the owner's name. ``keyed``: nothing
-    is inserted (and nothing returned) where the owner used the idempotency key
-    before; PostgreSQL waits for a concurrent first use of it to end."""
+    returning its id and the owner's name, and on PostgreSQL the queue count.
+    ``keyed``: nothing is inserted (and nothing returned) where the owner used
+    the idempotency key before; PostgreSQL waits for a concurrent first use of
+    it to end."""
     statement = dialect.insert(Job)
     if keyed:
         statement = statement.on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
-    return statement.returning(
-        Job.id,
-        literal_column(f"({_QUEUED_AHEAD[dialect.dialect.name]})", Integer).label("ahead"),
-        literal_column(_OWNER_NAME, String).label("owner"),
-    )
+    returned = [Job.id, literal_column(_OWNER_NAME, String).label("owner")]
+    if dialect is postgresql:
+        returned.append(literal_column(f"({_QUEUED_AHEAD['postgresql']})", Integer).label("ahead"))
+    return statement.returning(*returned)
+
+
+# SQLite counts the queue after its commit, outside the one-writer section
+# (WAL lets it read beside the next writer): the count grows with the queue,
+# and inside the section every submit waited for every other's. Counted then,
+# the place is the one a GET right after the submit shows.
+_QUEUED_AHEAD_SQLITE = text(f"SELECT ({_QUEUED_AHEAD['sqlite']}) FROM jobs WHERE jobs.id = :job_id")
 
 
 _SUBMIT_COLUMNS = (
@@ -248,7 +255,8 @@ def submit_job(
                 return view, False
             # The job that used the key is gone since: the key is free again.
         session.commit()
-    return _submitted(row.id, row.owner, stored_tags, row.ahead, values), True
+    ahead = row.ahead if postgres else session.scalar(_QUEUED_AHEAD_SQLITE, {"job_id": row.id})
+    return _submitted(row.id, row.owner, stored_tags, ahead or 0, values), True
 
 
 # SQLite takes one writer at a time and makes the others wait by sleeping and
