@@ -71,6 +71,9 @@ What remains beyond the one-row insert is mostly the database's: the queue
 count (about 0.13 µs of PostgreSQL CPU and 0.03 µs of SQLite per queued job
 ahead), the job's nine indexes and its tags (more pages for SQLite's commit to
 write and sync), then the service's own checks (strict JSON, spec, middleware).
+Since these figures SQLite syncs its log at checkpoints, not at every commit
+(``synchronous=NORMAL``), and counts the queue after its commit, outside the
+one-writer section (docs/benchmarks.md has the rates that followed).
 """
 
 from __future__ import annotations
