@@ -2,7 +2,7 @@
 
 Both carry the job's progress, counted in the job's plan (its planned cycles
 and epochs), which the job stores beside its spec at submit
-(repository.queued_job): neither reads or parses a spec.
+(repository.queued_columns): neither reads or parses a spec.
 """
 
 from __future__ import annotations

@@ -75,6 +75,26 @@ def spec_columns(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def queued_columns(
+    *,
+    owner_id: int,
+    spec: JobSpec,
+    name: str | None,
+    priority: int,
+    resources: dict[str, float | None],
+) -> dict[str, Any]:
+    """What every new queued job stores, a submit's or a study member's: its
+    owner, name, priority and resources, and what it keeps of its spec."""
+    return {
+        "owner_id": owner_id,
+        "name": name,
+        **spec_columns(spec),
+        "status": JobStatus.QUEUED.value,
+        "priority": priority,
+        **resources,
+    }
+
+
 def queued_job(
     *,
     owner_id: int,
@@ -83,23 +103,16 @@ def queued_job(
     priority: int,
     tags: Sequence[str],
     resources: dict[str, float | None],
-    idempotency_key: str | None = None,
-    request_hash: str | None = None,
-    study_id: int | None = None,
-    study_label: str | None = None,
+    study_id: int,
+    study_label: str,
 ) -> Job:
-    """A new queued job's row (a study member's); what it stores of its spec is
-    derived from ``spec`` here (spec_columns), as for a submit."""
+    """A study member's new row (queued_columns, its tags, its place in the study)."""
+    columns = queued_columns(
+        owner_id=owner_id, spec=spec, name=name, priority=priority, resources=resources
+    )
     return Job(
-        owner_id=owner_id,
-        name=name,
-        **spec_columns(spec),
-        status=JobStatus.QUEUED.value,
-        priority=priority,
+        **columns,
         tags=[JobTag(tag=tag) for tag in sorted(set(tags))],
-        **resources,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash,
         study_id=study_id,
         study_label=study_label,
     )
@@ -212,14 +225,11 @@ def submit_job(
     unique constraint: one inserts, the others insert nothing and read its job.
     """
     values = {
-        "owner_id": owner_id,
-        "name": name,
-        **spec_columns(spec),
-        "status": JobStatus.QUEUED.value,
-        "priority": priority,
+        **queued_columns(
+            owner_id=owner_id, spec=spec, name=name, priority=priority, resources=resources
+        ),
         "created_at": utcnow(),
         "attempt": 0,
-        **resources,
         "idempotency_key": idempotency_key,
         "request_hash": body_hash,
     }
