@@ -237,14 +237,23 @@ def uvicorn_config(
     the app's streams end when the server stops."""
     return uvicorn.Config(
         app,
-        host=host,
-        port=port,
         http=protocol_class(http, settings.max_header_bytes, _end_streams(app)),
-        h11_max_incomplete_event_size=settings.max_header_bytes + H11_SLACK_BYTES,
-        lifespan="on",
-        log_level=log_level,
-        access_log=access_log,
+        **_server_options(settings, host, port, log_level, access_log),
     )
+
+
+def _server_options(
+    settings: Settings, host: str, port: int, log_level: str, access_log: bool
+) -> dict[str, Any]:
+    """What one process and the workers of several are configured with alike."""
+    return {
+        "host": host,
+        "port": port,
+        "h11_max_incomplete_event_size": settings.max_header_bytes + H11_SLACK_BYTES,
+        "lifespan": "on",
+        "log_level": log_level,
+        "access_log": access_log,
+    }
 
 
 class WorkerConfig(uvicorn.Config):
@@ -270,19 +279,14 @@ class WorkerConfig(uvicorn.Config):
         log_level: str = "info",
         access_log: bool = True,
     ) -> None:
-        if http not in HTTP_IMPLEMENTATIONS:
-            raise ValueError(f"http must be one of {', '.join(HTTP_IMPLEMENTATIONS)}, not {http!r}")
+        # Refuse a bad ``http`` (or httptools missing) here, not in every worker.
+        protocol_class(http, settings.max_header_bytes)
         super().__init__(
             "server.app:create_app",  # what load() calls, with these settings
             factory=True,
-            host=host,
-            port=port,
             workers=workers,
             http=http,
-            h11_max_incomplete_event_size=settings.max_header_bytes + H11_SLACK_BYTES,
-            lifespan="on",
-            log_level=log_level,
-            access_log=access_log,
+            **_server_options(settings, host, port, log_level, access_log),
         )
         self.silo_settings = settings
         self.silo_http = http
