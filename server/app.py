@@ -12,7 +12,6 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 from starlette.concurrency import run_in_threadpool
 
 from server.api.conditional import Answers
@@ -26,7 +25,7 @@ from server.changes.book import ChangeBook
 from server.changes.listener import ChangeListener
 from server.db.migrate import SchemaBehindError, check_schema, upgrade
 from server.db.models import User
-from server.db.session import make_engine, make_session_factory
+from server.db.session import is_sqlite, make_engine, make_session_factory
 from server.limits import BodySizeLimit, HeaderSizeLimit
 from server.methods import MethodSemantics
 from server.metrics import Metrics
@@ -43,7 +42,7 @@ def prepare_database(settings: Settings) -> None:
     url = settings.resolved_database_url()
     engine = make_engine(url)
     try:
-        if make_url(url).get_backend_name() == "sqlite" and settings.auto_upgrade_sqlite:
+        if is_sqlite(url) and settings.auto_upgrade_sqlite:
             upgrade(url)
         check_schema(engine)
     finally:
@@ -69,7 +68,7 @@ class ChangeTracking:
     commits and, on PostgreSQL, by the listener; and the answers it remembers."""
 
     def __init__(self, app: FastAPI, url: str) -> None:
-        sqlite = make_url(url).get_backend_name() == "sqlite"
+        sqlite = is_sqlite(url)
         # SQLite: this process is the database's one writer; its commits are all the news.
         self.book = ChangeBook(trusted=sqlite)
         self.listener = None if sqlite else ChangeListener(url, self.book)
@@ -113,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.watcher.start()
         changes = ChangeTracking(app, settings.resolved_database_url())
         changes.start()
-        if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+        if is_sqlite(settings.resolved_database_url()):
             made = ensure_local_admin_token(settings, app.state.session_factory)
             if made:
                 log.warning("created a local admin token; it is stored in %s", made)

@@ -297,10 +297,10 @@ def serve(
     ] = 1,
 ) -> None:
     """Run the API server, and a dispatcher that runs the jobs on Ray (SILO_DISPATCHER)."""
-    from sqlalchemy.engine import make_url
+    from server.db.session import is_sqlite
 
     settings = _settings()
-    if workers > 1 and make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+    if workers > 1 and is_sqlite(settings.resolved_database_url()):
         err.print(
             f"error: --workers {workers}: SQLite serves from one process; "
             "several API processes need PostgreSQL (SILO_DATABASE_URL)",
@@ -382,13 +382,11 @@ def _serve_several(
 @app.command()
 def dispatcher() -> None:
     """Run a dispatcher alone (beside API replicas): claim queued jobs, run them on Ray."""
-    from sqlalchemy.engine import make_url
-
     from server.db.migrate import SchemaBehindError, check_schema
-    from server.db.session import make_engine
+    from server.db.session import is_sqlite, make_engine
 
     settings = _settings()
-    if make_url(settings.resolved_database_url()).get_backend_name() == "sqlite":
+    if is_sqlite(settings.resolved_database_url()):
         # The API learns of another process's commits through PostgreSQL's NOTIFY only:
         # on SQLite its answers would go stale (server/changes/).
         err.print(

@@ -27,6 +27,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` is a SQLite database (the embedded default)."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for ``url``; a SQLite file's folder is created if needed.
 
