@@ -243,6 +243,12 @@ def _read_closing(read: Callable[[Session], Reading], sessions: sessionmaker) ->
         return read(session)
 
 
+def page_key(kind: str, request: Request, reader: Reader) -> Hashable:
+    """What a list page's answer is kept under: the list, the page's query, and
+    whose resources the reader lists (the read policy may narrow it to their own)."""
+    return (kind, request.url.query, reader.only_owner)
+
+
 def answers(request: Request) -> Answers:
     answers: Answers = request.app.state.answers
     return answers

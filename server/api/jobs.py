@@ -23,6 +23,7 @@ from server.api.conditional import (
     Reading,
     WaitParam,
     answers,
+    page_key,
     reading,
 )
 from server.api.deps import SessionDep, SettingsDep, UserDep, require_owner_or_admin
@@ -186,7 +187,7 @@ async def list_jobs(
             clock=ITEMS_CLOCK,
         )
 
-    key = ("jobs", request.url.query, reader.only_owner)
+    key = page_key("jobs", request, reader)
     return await answers(request).answer(
         key, read, request=request, reader=reader, if_none_match=if_none_match
     )

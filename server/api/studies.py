@@ -18,6 +18,7 @@ from server.api.conditional import (
     Reading,
     WaitParam,
     answers,
+    page_key,
     reading,
 )
 from server.api.deps import SessionDep, SettingsDep, UserDep
@@ -186,7 +187,7 @@ async def list_studies(
         page = StudyPage(items=items, next_cursor=str(found[-1].id) if more and found else None)
         return reading(lambda: page, {STUDIES, JOBS})  # a member's status counts
 
-    key = ("studies", request.url.query, reader.only_owner)
+    key = page_key("studies", request, reader)
     return await answers(request).answer(
         key, read, request=request, reader=reader, if_none_match=if_none_match
     )
