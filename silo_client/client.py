@@ -47,6 +47,13 @@ WATCH_SECONDS = 30.0  # how long follow/wait's watches wait for a change
 WATCH_TIMEOUT_MARGIN = 30.0
 
 
+def sleep_rest_of(poll: float, began: float) -> None:
+    """Sleep until ``poll`` seconds have passed since ``began`` (time.monotonic()):
+    a watch that answers at once, as an older server's does, still reads at most
+    once a poll."""
+    time.sleep(max(0.0, poll - (time.monotonic() - began)))
+
+
 def _watch(wait: float | None) -> dict[str, Any]:
     """The request options of a watch of ``wait`` seconds (none for None): the
     read timeout outlasts the wait."""
@@ -160,7 +167,7 @@ class SiloClient(ApiTransport):
             yield job, events
             if is_terminal(job.status):
                 return
-            time.sleep(max(0.0, poll - (time.monotonic() - began)))
+            sleep_rest_of(poll, began)
 
     def stream(self, job_id: int, *, poll: float = 1.0, after: int = 0) -> Iterator[EventOut]:
         """New events as they come, until the job is finished (succeeded, failed, cancelled)."""
@@ -172,7 +179,7 @@ class SiloClient(ApiTransport):
         watched: the events are not read)."""
         job, began = self.get(job_id), time.monotonic()
         while not is_terminal(job.status):
-            time.sleep(max(0.0, poll - (time.monotonic() - began)))  # at most one read a poll
+            sleep_rest_of(poll, began)
             job, began = self.get(job_id, wait=WATCH_SECONDS), time.monotonic()
         return job
 

@@ -14,7 +14,7 @@ from rich.progress import (
     TextColumn,
 )
 
-from silo_client.client import WATCH_SECONDS, SiloClient
+from silo_client.client import WATCH_SECONDS, SiloClient, sleep_rest_of
 from silo_contract.jobs import JobOut
 from silo_contract.status import is_terminal
 from silo_contract.studies import MemberOut, StudyOut
@@ -105,5 +105,5 @@ def wait_study(client: SiloClient, study_id: int, console: Console, poll: float 
                 )
             if all(is_terminal(m.status) for m in study.members):
                 return study
-            time.sleep(max(0.0, poll - (time.monotonic() - began)))  # at most one read a poll
+            sleep_rest_of(poll, began)
             study, began = client.study(study_id, wait=WATCH_SECONDS), time.monotonic()
