@@ -135,7 +135,8 @@ def job_detail(job: JobOut) -> Table:
     if p.note:
         rows.append(("doing", p.note))
     if job.queue.position is not None or job.queue.reason:
-        rows.append(("queue", f"#{job.queue.position or '-'}: {job.queue.reason or ''}"))
+        place = f"{job.queue.position or '-'}{'+' if job.queue.more_ahead else ''}"
+        rows.append(("queue", f"#{place}: {job.queue.reason or ''}"))
     if job.error_message:
         rows.append(("error", job.error_message))
     for label, value in rows:

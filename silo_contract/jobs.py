@@ -57,8 +57,26 @@ class Progress(BaseModel):
     )
 
 
+# A queued job's place is counted up to this many jobs ahead and no further:
+# the count walks the queue, and past a thousand jobs the exact figure tells a
+# user nothing that "over a thousand" does not, while costing every submit and
+# every poll of a queued job time in proportion to the queue.
+QUEUE_COUNT_LIMIT = 1000
+
+
 class QueueInfo(BaseModel):
-    position: int | None = Field(None, description="1-based among queued jobs; null if not queued")
+    position: int | None = Field(
+        None,
+        description=(
+            "1-based among queued jobs; null if not queued. With more than "
+            f"{QUEUE_COUNT_LIMIT} jobs ahead it is {QUEUE_COUNT_LIMIT + 1} and "
+            "more_ahead is true"
+        ),
+    )
+    more_ahead: bool = Field(
+        False,
+        description=f"More than {QUEUE_COUNT_LIMIT} jobs are ahead: position is a lower bound",
+    )
     reason: str | None = None
 
 

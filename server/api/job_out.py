@@ -16,7 +16,14 @@ from server.api.errors import not_found
 from server.db.models import Job, utcnow
 from server.jobs import views
 from server.jobs.views import JobView
-from silo_contract.jobs import JobOut, JobSummary, Progress, QueueInfo, Resources
+from silo_contract.jobs import (
+    QUEUE_COUNT_LIMIT,
+    JobOut,
+    JobSummary,
+    Progress,
+    QueueInfo,
+    Resources,
+)
 from silo_contract.status import JobStatus
 
 # The summary fields read straight off the view (its plan's names among them).
@@ -84,9 +91,13 @@ def summaries(jobs: list[JobView]) -> list[JobSummary]:
 def _queue(job: JobView) -> QueueInfo:
     if job.ahead is None:
         return QueueInfo(position=None, reason=job.queue_reason)
-    ahead = job.ahead
-    default = "next to run" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead"
-    return QueueInfo(position=ahead + 1, reason=job.queue_reason or default)
+    ahead = min(job.ahead, QUEUE_COUNT_LIMIT)
+    more = job.ahead > QUEUE_COUNT_LIMIT
+    if more:
+        default = f"over {QUEUE_COUNT_LIMIT:,} jobs ahead"
+    else:
+        default = "next to run" if ahead == 0 else f"{ahead} job{'s' if ahead > 1 else ''} ahead"
+    return QueueInfo(position=ahead + 1, more_ahead=more, reason=job.queue_reason or default)
 
 
 def detail(session: Session, job_id: int, reader: Reader | None = None) -> JobOut:

@@ -24,6 +24,7 @@ from server.changes.tracking import announce
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
 from server.jobs.views import JobView, job_view
+from silo_contract.jobs import QUEUE_COUNT_LIMIT
 from silo_contract.status import JobStatus
 from silo_core.spec import JobSpec
 
@@ -130,15 +131,18 @@ _AHEAD_OF_NEW = (
     "ahead.priority = jobs.priority AND ahead.created_at < jobs.created_at",
     "ahead.priority = jobs.priority AND ahead.created_at = jobs.created_at AND ahead.id < jobs.id",
 )
-_COUNT_QUEUED = (
-    f"SELECT count(*) FROM jobs AS ahead WHERE ahead.status = '{JobStatus.QUEUED.value}'"
-)
+_QUEUED = f"SELECT 1 FROM jobs AS ahead WHERE ahead.status = '{JobStatus.QUEUED.value}'"
 _QUEUED_AHEAD = {
     # One scan of the queued jobs, as views.jobs_ahead's: planned with statistics
     # that may predate the queue, each of three ranges could be such a scan.
-    "postgresql": f"{_COUNT_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)})",
-    # Three ranges of ix_jobs_queue, which SQLite counts faster than it filters one.
-    "sqlite": " + ".join(f"({_COUNT_QUEUED} AND {where})" for where in _AHEAD_OF_NEW),
+    "postgresql": f"{_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)})",
+    # Three ranges of ix_jobs_queue, which SQLite walks faster than it filters one.
+    "sqlite": " UNION ALL ".join(f"{_QUEUED} AND {where}" for where in _AHEAD_OF_NEW),
+}
+# Counted as views.jobs_ahead counts: up to QUEUE_COUNT_LIMIT + 1.
+_COUNT_AHEAD = {
+    dialect: f"SELECT count(*) FROM ({rows} LIMIT {QUEUE_COUNT_LIMIT + 1}) AS counted"
+    for dialect, rows in _QUEUED_AHEAD.items()
 }
 _OWNER_NAME = "(SELECT users.name FROM users WHERE users.id = jobs.owner_id)"
 
@@ -154,7 +158,7 @@ def _insert_job(dialect: Any, *, keyed: bool) -> Any:
         statement = statement.on_conflict_do_nothing(index_elements=["owner_id", "idempotency_key"])
     returned = [Job.id, literal_column(_OWNER_NAME, String).label("owner")]
     if dialect is postgresql:
-        returned.append(literal_column(f"({_QUEUED_AHEAD['postgresql']})", Integer).label("ahead"))
+        returned.append(literal_column(f"({_COUNT_AHEAD['postgresql']})", Integer).label("ahead"))
     return statement.returning(*returned)
 
 
@@ -162,7 +166,7 @@ def _insert_job(dialect: Any, *, keyed: bool) -> Any:
 # (WAL lets it read beside the next writer): the count grows with the queue,
 # and inside the section every submit waited for every other's. Counted then,
 # the place is the one a GET right after the submit shows.
-_QUEUED_AHEAD_SQLITE = text(f"SELECT ({_QUEUED_AHEAD['sqlite']}) FROM jobs WHERE jobs.id = :job_id")
+_QUEUED_AHEAD_SQLITE = text(f"SELECT ({_COUNT_AHEAD['sqlite']}) FROM jobs WHERE jobs.id = :job_id")
 
 
 _SUBMIT_COLUMNS = (

@@ -23,6 +23,7 @@ from sqlalchemy import (
     case,
     exists,
     func,
+    literal,
     or_,
     select,
     tuple_,
@@ -30,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from server.db.models import Job, JobTag, User
+from silo_contract.jobs import QUEUE_COUNT_LIMIT
 from silo_contract.status import JobStatus
 
 # The queue's order: higher priority first, then older first (id breaks ties).
@@ -79,11 +81,12 @@ class JobView:
 
 
 def jobs_ahead() -> ColumnElement[int]:
-    """Correlated count of the queued jobs ahead of the outer query's job in QUEUE_ORDER."""
+    """Correlated count of the queued jobs ahead of the outer query's job in
+    QUEUE_ORDER, up to QUEUE_COUNT_LIMIT + 1 (the scan stops there)."""
     job = Job
     other = aliased(Job)
-    return (
-        select(func.count())
+    ahead = (
+        select(literal(1))
         .select_from(other)
         .where(
             other.status == JobStatus.QUEUED.value,
@@ -98,8 +101,10 @@ def jobs_ahead() -> ColumnElement[int]:
             ),
         )
         .correlate(job)
-        .scalar_subquery()
+        .limit(QUEUE_COUNT_LIMIT + 1)
+        .subquery("ahead")
     )
+    return select(func.count()).select_from(ahead).correlate(job).scalar_subquery()
 
 
 _TAGS = (

@@ -56,7 +56,7 @@ def test_submit_read_back_and_auth(live_server):
         assert read["id"] == job["id"] and read["name"] == "first"
         assert read["progress"]["cycles"] == 3
         assert read["progress"]["eta_seconds"] is None
-        assert read["queue"] == {"position": 1, "reason": "next to run"}
+        assert read["queue"] == {"position": 1, "more_ahead": False, "reason": "next to run"}
         assert datetime.fromisoformat(read["created_at"]).utcoffset().total_seconds() == 0
         missing = alice.get("/v1/jobs/999999")
         assert missing.status_code == 404
@@ -222,10 +222,10 @@ def test_cancel_retry_and_queue_position(live_server):
             job_id: alice.get(f"/v1/jobs/{job_id}").json()["queue"]
             for job_id in (low, normal, high, later)
         }
-        assert positions[high] == {"position": 1, "reason": "next to run"}
-        assert positions[normal] == {"position": 2, "reason": "1 job ahead"}
-        assert positions[later] == {"position": 3, "reason": "2 jobs ahead"}
-        assert positions[low] == {"position": 4, "reason": "3 jobs ahead"}
+        assert positions[high] == {"position": 1, "more_ahead": False, "reason": "next to run"}
+        assert positions[normal] == {"position": 2, "more_ahead": False, "reason": "1 job ahead"}
+        assert positions[later] == {"position": 3, "more_ahead": False, "reason": "2 jobs ahead"}
+        assert positions[low] == {"position": 4, "more_ahead": False, "reason": "3 jobs ahead"}
 
         forbidden = bob.post(f"/v1/jobs/{normal}/cancel")
         assert forbidden.status_code == 403

@@ -8,8 +8,18 @@ tests hold it to the read, on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 from api_jobs import SPEC, spec, submit
+from servers import database_session
+from sqlalchemy import insert, select
+
+from server.db.models import Job, User, utcnow
+from silo_contract.jobs import QUEUE_COUNT_LIMIT
+
+
+def _place(position: int, reason: str, more_ahead: bool = False) -> dict:
+    return {"position": position, "more_ahead": more_ahead, "reason": reason}
 
 
 def _read(client, job_id: int) -> dict:
@@ -36,11 +46,11 @@ def test_the_answer_is_the_job_as_read_back(live_server):
 
         positions = [answer["queue"] for answer in answers]
         assert positions == [
-            {"position": 1, "reason": "next to run"},
-            {"position": 1, "reason": "next to run"},
-            {"position": 3, "reason": "2 jobs ahead"},
-            {"position": 4, "reason": "3 jobs ahead"},
-            {"position": 2, "reason": "1 job ahead"},
+            _place(1, "next to run"),
+            _place(1, "next to run"),
+            _place(3, "2 jobs ahead"),
+            _place(4, "3 jobs ahead"),
+            _place(2, "1 job ahead"),
         ]
         assert answers[0]["tags"] == ["alpha", "zeta"]
         assert answers[1]["resources"] == {"cpus": 2.0, "gpus": 0.5, "memory_gb": 3.0}
@@ -49,7 +59,7 @@ def test_the_answer_is_the_job_as_read_back(live_server):
         # Jobs no longer queued are not ahead of a new one.
         assert alice.post(f"/v1/jobs/{answers[1]['id']}/cancel").status_code == 200
         later = submit(alice, priority=5)
-        assert later["queue"] == {"position": 2, "reason": "1 job ahead"}
+        assert later["queue"] == _place(2, "1 job ahead")
         assert later == _read(alice, later["id"])
 
 
@@ -75,7 +85,7 @@ def test_a_repeat_answers_the_first_job_as_it_is_now(live_server):
             theirs = bob.post("/v1/jobs", json={"spec": SPEC}, headers=headers)
             assert theirs.status_code == 201
             assert theirs.json()["owner"] == "bob"
-            assert theirs.json()["queue"] == {"position": 1, "reason": "next to run"}
+            assert theirs.json()["queue"] == _place(1, "next to run")
 
 
 def test_concurrent_submits_each_store_one_job(live_server):
@@ -101,3 +111,41 @@ def test_concurrent_submits_each_store_one_job(live_server):
         read = [_read(alice, answer["id"]) for _, answer in results]
     assert sorted(job["queue"]["position"] for job in read) == list(range(1, 31))
     assert all(job["tags"] == ["burst"] for job in read)
+
+
+def test_a_long_queue_is_counted_up_to_its_limit_and_said_to_go_on(live_server):
+    """The place is exact up to QUEUE_COUNT_LIMIT jobs ahead; past it the answer
+    says so instead of walking the whole queue, at submit and at read alike."""
+    with live_server.client("alice") as alice:
+        first = submit(alice)
+        with database_session(live_server) as session:
+            owner_id = session.scalar(select(User.id).where(User.name == "alice"))
+            row = session.execute(select(Job.spec, Job.spec_hash).where(Job.id == first["id"]))
+            job_spec, spec_hash = row.one()
+            start = utcnow() - timedelta(hours=1)
+            rows = [
+                {
+                    "owner_id": owner_id,
+                    "spec": job_spec,
+                    "spec_hash": spec_hash,
+                    "status": "queued",
+                    "priority": 7,
+                    "created_at": start + timedelta(milliseconds=n),
+                }
+                for n in range(QUEUE_COUNT_LIMIT - 1)
+            ]
+            session.execute(insert(Job), rows)
+        # The earlier job has the LIMIT - 1 higher-priority jobs ahead of it now.
+        assert _read(alice, first["id"])["queue"]["position"] == QUEUE_COUNT_LIMIT
+
+        at_limit = submit(alice)  # LIMIT jobs ahead: still counted exactly
+        assert at_limit["queue"] == _place(
+            QUEUE_COUNT_LIMIT + 1, f"{QUEUE_COUNT_LIMIT} jobs ahead"
+        )
+        past = submit(alice)  # LIMIT + 1 ahead: a lower bound
+        expected = _place(
+            QUEUE_COUNT_LIMIT + 1, f"over {QUEUE_COUNT_LIMIT:,} jobs ahead", more_ahead=True
+        )
+        assert past["queue"] == expected
+        assert past == _read(alice, past["id"])
+        assert submit(alice, priority=8)["queue"] == _place(1, "next to run")
