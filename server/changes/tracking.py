@@ -13,7 +13,10 @@ collected on the session until the transaction ends. On commit the keys go
 
 A rollback forgets them. A statement that writes these tables without the ORM
 (``update(...)`` on a connection) flushes nothing: it names its keys itself
-with ``announce``.
+with ``announce``. A statement may also send its own NOTIFY (``notify``, a
+column of the statement: the submit's, which saves a round trip and, outside a
+transaction, a commit of its own); it then announces its keys with
+``notified=True``, for this process's books only.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from sqlalchemy import event, func, inspect, select
+from sqlalchemy import ColumnElement, event, func, inspect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import (
@@ -40,6 +43,7 @@ from server.db.models import ApiToken, CycleResultRow, Job, JobTag, Study, User
 CHANNEL = "silo_changes"
 MAX_PAYLOAD = 7000  # NOTIFY's limit is 8000 bytes; more keys than fit say "everything"
 _KEYS = "silo_changes"  # where a session collects its keys (Session.info)
+_NOTIFIED = "silo_changes_notified"  # keys whose NOTIFY a statement sent itself
 
 _books: set[ChangeBook] = set()
 _books_lock = threading.Lock()
@@ -64,9 +68,17 @@ def publish_here(keys: Collection[str]) -> None:
         book.mark(keys)
 
 
-def announce(session: Session, keys: Iterable[str]) -> None:
-    """Add ``keys`` to what the session's transaction changed."""
-    session.info.setdefault(_KEYS, set()).update(keys)
+def announce(session: Session, keys: Iterable[str], *, notified: bool = False) -> None:
+    """Add ``keys`` to what the session's transaction changed. ``notified``: a
+    statement of the transaction sent their NOTIFY (``notify``); the commit
+    tells only this process."""
+    session.info.setdefault(_NOTIFIED if notified else _KEYS, set()).update(keys)
+
+
+def notify(payload: ColumnElement[str]) -> ColumnElement[Any]:
+    """A column that sends ``payload`` (keys as ``encode`` writes them) on
+    CHANNEL when the statement's transaction commits."""
+    return func.pg_notify(CHANNEL, payload)
 
 
 def encode(keys: Collection[str]) -> str:
@@ -124,13 +136,14 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
-    keys = session.info.pop(_KEYS, None)
+    keys = session.info.pop(_KEYS, set()) | session.info.pop(_NOTIFIED, set())
     if keys:
         publish_here(keys)
 
 
 def _after_rollback(session: Session) -> None:
     session.info.pop(_KEYS, None)
+    session.info.pop(_NOTIFIED, None)
 
 
 def track(factory: sessionmaker) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import JOBS, QUEUE, job_key
-from server.changes.tracking import announce
+from server.changes.tracking import announce, encode, notify
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
 from server.jobs.views import JobView, job_view
@@ -186,7 +186,16 @@ def _insert_job_and_tags(*, keyed: bool) -> Any:
     )
     tags = bindparam("tags", type_=postgresql.ARRAY(String))
     new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
-    return select(job.c.id, job.c.ahead, job.c.owner).add_cte(new_tags.cte("new_tags"))
+    # The statement sends its own NOTIFY (what _new_job_keys names), delivered
+    # when it commits: no round trip, and no commit of a NOTIFY of its own.
+    keys = func.concat(job_key(""), job.c.id, "," + encode((JOBS, QUEUE)))
+    return select(job.c.id, job.c.ahead, job.c.owner, notify(keys)).add_cte(
+        new_tags.cte("new_tags")
+    )
+
+
+def _new_job_keys(job_id: int) -> tuple[str, ...]:
+    return (job_key(job_id), JOBS, QUEUE)
 
 
 _SUBMIT_POSTGRESQL = {keyed: _insert_job_and_tags(keyed=keyed) for keyed in (False, True)}
@@ -257,7 +266,7 @@ def submit_job(
                     )
             if row is not None:
                 # Core statements flush nothing: name what changed (server/changes/).
-                announce(session, (job_key(row.id), JOBS, QUEUE))
+                announce(session, _new_job_keys(row.id), notified=postgres)
                 break
             assert idempotency_key is not None  # only a keyed insert inserts nothing
             existing = find_by_idempotency_key(session, owner_id, idempotency_key)

@@ -416,6 +416,26 @@ def test_two_workers_give_one_tag_and_hear_each_others_changes(migrated_url, tmp
                 assert status == 304 and time.monotonic() < deadline, "a stale 304"
                 time.sleep(0.02)
 
+        # A submit's statement sends its own NOTIFY: every worker's list hears it.
+        listed = {}
+        for pid, connection in on.items():
+            assert connection.request("GET", "/v1/jobs", served.root)[0] == 200
+            listed[pid] = connection.etag
+        status, body = changer.request("POST", "/v1/jobs", served.root, {"spec": SPEC})
+        assert status == 201, body
+        new_id = json.loads(body)["id"]
+        for pid, connection in on.items():
+            deadline = time.monotonic() + 1.0
+            while True:
+                held_list = {"If-None-Match": listed[pid]}
+                connection.send("GET", "/v1/jobs", served.root, headers=held_list)
+                status, body = connection.read()
+                if status == 200:
+                    assert json.loads(body)["items"][0]["id"] == new_id
+                    break
+                assert status == 304 and time.monotonic() < deadline, "a stale 304"
+                time.sleep(0.02)
+
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_the_workers_end_with_the_supervisor(migrated_url, tmp_path, sig):

@@ -139,9 +139,7 @@ def test_a_long_queue_is_counted_up_to_its_limit_and_said_to_go_on(live_server):
         assert _read(alice, first["id"])["queue"]["position"] == QUEUE_COUNT_LIMIT
 
         at_limit = submit(alice)  # LIMIT jobs ahead: still counted exactly
-        assert at_limit["queue"] == _place(
-            QUEUE_COUNT_LIMIT + 1, f"{QUEUE_COUNT_LIMIT} jobs ahead"
-        )
+        assert at_limit["queue"] == _place(QUEUE_COUNT_LIMIT + 1, f"{QUEUE_COUNT_LIMIT} jobs ahead")
         past = submit(alice)  # LIMIT + 1 ahead: a lower bound
         expected = _place(
             QUEUE_COUNT_LIMIT + 1, f"over {QUEUE_COUNT_LIMIT:,} jobs ahead", more_ahead=True
