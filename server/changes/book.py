@@ -38,8 +38,11 @@ QUEUE = "queue"
 STUDIES = "studies"
 
 
+JOB_KEY_PREFIX = "job:"
+
+
 def job_key(job_id: int) -> str:
-    return f"job:{job_id}"
+    return f"{JOB_KEY_PREFIX}{job_id}"
 
 
 def study_key(study_id: int) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy import Integer, String, bindparam, func, insert, literal_column,
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.changes.book import JOBS, QUEUE, job_key
+from server.changes.book import JOB_KEY_PREFIX, JOBS, QUEUE, job_key
 from server.changes.tracking import announce, encode, notify
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.states import transition
@@ -188,7 +188,7 @@ def _insert_job_and_tags(*, keyed: bool) -> Any:
     new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
     # The statement sends its own NOTIFY (what _new_job_keys names), delivered
     # when it commits: no round trip, and no commit of a NOTIFY of its own.
-    keys = func.concat(job_key(""), job.c.id, "," + encode((JOBS, QUEUE)))
+    keys = func.concat(JOB_KEY_PREFIX, job.c.id, "," + encode((JOBS, QUEUE)))
     return select(job.c.id, job.c.ahead, job.c.owner, notify(keys)).add_cte(
         new_tags.cte("new_tags")
     )
