@@ -39,10 +39,7 @@ EPSILON = 1e-9
 NO_CAPACITY = "the cluster's size is not known: no dispatcher has measured it lately"
 UNFIT = "no node of the cluster can hold it"
 BEHIND_UNKNOWN = "a job ahead of it has no estimate"
-HELD_UNKNOWN = (
-    "what it waits for is held by jobs whose end is not known "
-    "(running jobs without an ETA, or jobs that start before it)"
-)
+HELD_UNKNOWN = "needs resources held by jobs with no known end (no ETA yet, or queued ahead)"
 
 
 @dataclass(frozen=True)

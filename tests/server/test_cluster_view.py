@@ -8,64 +8,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
+from cluster_jobs import (
+    WAITING_GPU,
+    add_attempt,
+    add_job,
+    add_running,
+    record,
+    user_ids,
+)
 from servers import database_session
-from sqlalchemy import event, select
+from sqlalchemy import event
 
-from server.db.models import Job, JobAttempt, User, utcnow
+from server.db.models import utcnow
 from server.jobs import cluster
-from server.jobs.cluster import Capacity
 from server.jobs.forecast import BEHIND_UNKNOWN, HELD_UNKNOWN, NO_CAPACITY, UNFIT
 from server.scheduling import Usage, gpu_seconds
-
-NODE = {"CPU": 4.0, "GPU": 2.0, "memory_gb": 16.0}
-TWO_NODES = Capacity.of([NODE, {**NODE, "GPU": 0.0}])  # 8 CPUs, 2 GPUs, 32 GB
-WAITING_GPU = "waiting for 1 GPU (free: 0)"
-
-
-def user_ids(session) -> dict[str, int]:
-    return dict(session.execute(select(User.name, User.id)).all())
-
-
-def add_job(session, owner: int, status: str = "queued", **values) -> int:
-    job = Job(owner_id=owner, spec={}, spec_hash="h", status=status, **values)
-    session.add(job)
-    session.flush()
-    return job.id
-
-
-def add_running(session, owner: int, *, eta_s: float | None = None, **values) -> int:
-    """A running job; with ``eta_s``, half done after running that long (ETA eta_s)."""
-    progress = {}
-    if eta_s is not None:  # 4 epochs planned (2 dense, 1 cycle of 2), 2 done
-        progress = {
-            "planned_cycles": 1,
-            "dense_epochs": 2,
-            "epochs_per_cycle": 2,
-            "progress_cycle": 1,
-            "progress_epoch": 0,
-        }
-    started = utcnow() - timedelta(seconds=eta_s or 60)
-    return add_job(session, owner, "running", started_at=started, **progress, **values)
-
-
-def add_attempt(session, job_id: int, started: datetime, ended: datetime | None) -> None:
-    number = (
-        session.scalar(select(JobAttempt.number).where(JobAttempt.job_id == job_id).limit(1)) or 0
-    ) + 1
-    session.add(
-        JobAttempt(
-            job_id=job_id,
-            number=number,
-            token_hash=f"{job_id}-{number}",
-            started_at=started,
-            ended_at=ended,
-        )
-    )
-
-
-def record(live_server, capacity: Capacity = TWO_NODES, age_s: float = 0.0) -> None:
-    with database_session(live_server) as session:
-        cluster.record(session, capacity, now=utcnow() - timedelta(seconds=age_s))
 
 
 def read(live_server, user: str = "alice") -> dict:
