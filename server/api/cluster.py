@@ -76,6 +76,7 @@ def read_cluster(
 def cluster_view(
     session: Session, reader: Reader, settings: Settings, now: datetime | None = None
 ) -> ClusterOut:
+    """The cluster as ``reader`` may see it at ``now`` (the module says what is read)."""
     now = now or utcnow()
     found = cluster.measured(session)
     held = usage.holdings(session)
