@@ -28,12 +28,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import JOBS, job_key
@@ -45,8 +44,9 @@ from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
+from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.scheduling import Candidate, Usage, gpu_seconds, next_job
+from server.scheduling import Candidate, next_job
 from server.settings import Settings
 from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
@@ -141,8 +141,8 @@ class Dispatcher:
         with self.sessions() as session:
             candidates = self._candidates(session)
             window = self.settings.fair_share_window_seconds
-            used = gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
-            running, held = _running_by_owner(session)
+            used = window_gpu_seconds(session, now, window)
+            running, held = running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
         while candidates:
@@ -327,30 +327,6 @@ _SET_QUEUE_REASON = (
     .where(_JOBS.c.id == bindparam("job"), _JOBS.c.status == JobStatus.QUEUED.value)
     .values(queue_reason=bindparam("reason"))
 )
-
-
-def _usage(session: Session, since: datetime) -> list[Usage]:
-    """GPU attempts still running or ended after ``since`` (older ones cannot count)."""
-    rows = session.execute(
-        select(Job.owner_id, Job.gpus, JobAttempt.started_at, JobAttempt.ended_at)
-        .join(JobAttempt, JobAttempt.job_id == Job.id)
-        .where(Job.gpus > 0, or_(JobAttempt.ended_at.is_(None), JobAttempt.ended_at > since))
-    )
-    return [Usage(owner, gpus, started, ended) for owner, gpus, started, ended in rows]
-
-
-def _running_by_owner(session: Session) -> tuple[Counter[int], defaultdict[int, float]]:
-    """Running jobs and GPUs held, per owner."""
-    running: Counter[int] = Counter()
-    held: defaultdict[int, float] = defaultdict(float)
-    rows = session.execute(
-        select(Job.owner_id, func.count(), func.sum(Job.gpus))
-        .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))
-        .group_by(Job.owner_id)
-    )
-    for owner, count, gpus in rows:
-        running[owner], held[owner] = count, gpus or 0.0
-    return running, held
 
 
 def _wait_reason(

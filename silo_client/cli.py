@@ -1,5 +1,5 @@
 """The ``silo`` commands that talk to the service: submit, list, status, watch, cancel,
-retry, logs, download, upload, study.
+retry, logs, download, upload, study, catalog, cluster.
 
 Every command takes ``--server``, ``--token`` (see silo_client/config.py for the
 defaults) and ``--json`` (the API's JSON instead of tables). A failure is one
@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from silo_client.client import SiloClient
+from silo_client.cluster_tables import cluster_sections
 from silo_client.config import ConfigError, config_file, resolve
 from silo_client.errors import SiloApiError, SiloError
 from silo_client.render import (
@@ -408,6 +409,20 @@ def catalog(server: Server = None, token: Token = None, as_json: Json = False) -
         out.print(catalog_table(found))
 
 
+def cluster(server: Server = None, token: Token = None, as_json: Json = False) -> None:
+    """Why jobs wait and when they may start: the cluster's size and use, each
+    owner's use against fair share and the GPU quota, the queue by reason, and the
+    head of the queue with estimated starts."""
+    with _connect(server, token) as client:
+        view = client.cluster()
+    if as_json:
+        _print_json(view)
+        return
+    for section in cluster_sections(view):
+        out.print(section)
+        out.print()
+
+
 def register_client_commands(app: typer.Typer) -> None:
     """Add the service client's commands to the ``silo`` app."""
     for command, name in (
@@ -420,6 +435,7 @@ def register_client_commands(app: typer.Typer) -> None:
         (logs, "logs"),
         (download, "download"),
         (catalog, "catalog"),
+        (cluster, "cluster"),
         (upload, "upload"),
     ):
         app.command(name)(command)

@@ -35,6 +35,7 @@ from silo_contract.accounts import (
     UserOut,
 )
 from silo_contract.catalog import CatalogOut
+from silo_contract.cluster import ClusterOut
 from silo_contract.files import FileOut, FilePage
 from silo_contract.jobs import ArtifactList, ArtifactOut, JobOut, JobPage, JobSummary, Resources
 from silo_contract.reports import CycleList, CycleOut, EventOut, EventPage
@@ -330,6 +331,12 @@ class SiloClient(ApiTransport):
         """What the deployment can run: models, data sets, pruning methods, schedules
         and presets, each with its origin (built in, or a plug-in package and version)."""
         return self._call(CatalogOut, "GET", "/v1/catalog")
+
+    def cluster(self) -> ClusterOut:
+        """Why jobs wait and when they may start: the cluster's size and use, each
+        owner's use against fair share and the GPU quota, the queue by reason, and
+        the head of the queue with estimated starts."""
+        return self._call(ClusterOut, "GET", "/v1/cluster")
 
     def list_tokens(
         self, *, user: str | None = None, include_inactive: bool = False

@@ -13,11 +13,11 @@ from silo_contract.jobs import JobOut, JobSummary, Progress
 from silo_contract.studies import CellOut, StudyOut, StudySummary
 
 
-def _time(value: datetime | None) -> str:
+def timestamp(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def _pct(value: float | None, digits: int = 2) -> str:
+def pct(value: float | None, digits: int = 2) -> str:
     return f"{value:.{digits}%}" if value is not None else "-"
 
 
@@ -41,13 +41,18 @@ def _cycle(progress: Progress) -> str:
     return f"{progress.cycle}/{progress.cycles if progress.cycles is not None else '?'}"
 
 
-def age(value: datetime, now: datetime | None = None) -> str:
-    """How long ago, in its largest unit: ``45s``, ``12m``, ``5h``, ``3d``."""
-    seconds = max(0, int(((now or datetime.now(UTC)) - value).total_seconds()))
+def span(seconds: float) -> str:
+    """A length of time in its largest unit: ``45s``, ``12m``, ``5h``, ``3d``."""
+    whole = max(0, int(seconds))
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+        if whole >= size:
+            return f"{whole // size}{unit}"
+    return f"{whole}s"
+
+
+def age(value: datetime, now: datetime | None = None) -> str:
+    """How long ago, in its largest unit (``span``)."""
+    return span(((now or datetime.now(UTC)) - value).total_seconds())
 
 
 # (header, right-aligned); "name" shrinks to fit, "owner" and "tags" are left out
@@ -58,7 +63,7 @@ _JOB_COLUMNS = (
     ("owner", False), ("tags", False),
 )  # fmt: skip
 _OPTIONAL = ("owner", "tags")
-_GAP = 2  # spaces between columns
+GAP = 2  # spaces between columns
 _NAME_MIN = 8
 _NAME_KEPT = 24
 
@@ -73,8 +78,8 @@ def job_table(jobs: Iterable[JobSummary], width: int = 80) -> Table:
             "model": job.model or "?",
             "schedule": job.schedule or "?",
             "cycle": _cycle(job.progress),
-            "sparsity": _pct(job.progress.sparsity, 1),
-            "best val": _pct(job.progress.best_accuracy, 1),
+            "sparsity": pct(job.progress.sparsity, 1),
+            "best val": pct(job.progress.best_accuracy, 1),
             "age": age(job.created_at),
             "owner": job.owner,
             "tags": ",".join(job.tags),
@@ -84,15 +89,15 @@ def job_table(jobs: Iterable[JobSummary], width: int = 80) -> Table:
     widths = {h: max([len(h), *(len(row[h]) for row in rows)]) for h, _ in _JOB_COLUMNS}
     shown = [h for h, _ in _JOB_COLUMNS if h not in _OPTIONAL]
     # The line's last column needs no gap after it; count one anyway, for the cursor.
-    used = sum(widths[h] + _GAP for h in shown if h != "name") + _GAP
+    used = sum(widths[h] + GAP for h in shown if h != "name") + GAP
     # Owner and tags only where the name still gets up to _NAME_KEPT characters.
     name_kept = min(widths["name"], _NAME_KEPT)
     for optional in _OPTIONAL:
-        if used + name_kept + widths[optional] + _GAP <= width:
+        if used + name_kept + widths[optional] + GAP <= width:
             shown.append(optional)
-            used += widths[optional] + _GAP
+            used += widths[optional] + GAP
     widths["name"] = max(_NAME_MIN, min(widths["name"], width - used))
-    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, GAP, 0, 0), pad_edge=False, header_style="bold")
     for header, right in _JOB_COLUMNS:
         if header in shown:
             table.add_column(
@@ -121,14 +126,14 @@ def job_detail(job: JobOut) -> Table:
         ("priority", str(job.priority)),
         ("tags", ", ".join(job.tags) or "-"),
         ("resources", f"{job.resources.cpus:g} CPU, {job.resources.gpus:g} GPU"),
-        ("created", _time(job.created_at)),
-        ("started", _time(job.started_at)),
-        ("finished", _time(job.finished_at)),
+        ("created", timestamp(job.created_at)),
+        ("started", timestamp(job.started_at)),
+        ("finished", timestamp(job.finished_at)),
         ("attempt", str(job.attempt)),
         ("cycle", f"{p.cycle if p.cycle is not None else '-'} of {p.cycles or '-'}"),
         ("epoch", f"{p.epoch if p.epoch is not None else '-'} of {p.epochs or '-'}"),
-        ("sparsity", _pct(p.sparsity)),
-        ("best val accuracy", _pct(p.best_accuracy)),
+        ("sparsity", pct(p.sparsity)),
+        ("best val accuracy", pct(p.best_accuracy)),
         ("elapsed", _duration(p.elapsed_seconds)),
         ("eta", _duration(p.eta_seconds)),
     ]
@@ -161,7 +166,7 @@ def comparison_table(study: StudyOut) -> Table:
         table.add_column(schedule, justify="right")
     for row in study.comparison:
         cells = [_cell(row.test_accuracy.get(schedule)) for schedule in study.schedules]
-        table.add_row(str(row.cycle), _pct(row.sparsity), *cells)
+        table.add_row(str(row.cycle), pct(row.sparsity), *cells)
     return table
 
 
@@ -174,7 +179,7 @@ def study_table(studies: Iterable[StudySummary]) -> Table:
             str(study.id),
             study.name or "",
             study.owner,
-            _time(study.created_at),
+            timestamp(study.created_at),
             ", ".join(study.schedules),
             ", ".join(str(s) for s in study.seeds),
             counts(study.status),
@@ -197,7 +202,7 @@ def token_state(token: TokenOut) -> str:
 
 def token_table(tokens: Iterable[TokenOut]) -> Table:
     """Tokens one per line (times in UTC); never the tokens themselves."""
-    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, GAP, 0, 0), pad_edge=False, header_style="bold")
     for header in ("id", "user", "prefix", "created", "expires", "state"):
         table.add_column(header, justify="right" if header == "id" else "left", no_wrap=True)
     for token in tokens:
@@ -213,7 +218,7 @@ def token_table(tokens: Iterable[TokenOut]) -> Table:
 
 
 def user_table(users: Iterable[UserOut]) -> Table:
-    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, GAP, 0, 0), pad_edge=False, header_style="bold")
     for header in ("user", "admin", "active", "tokens", "created"):
         table.add_column(header, justify="right" if header == "tokens" else "left", no_wrap=True)
     for user in users:
@@ -228,20 +233,20 @@ def user_table(users: Iterable[UserOut]) -> Table:
 
 
 def audit_table(events: Iterable[AuditEventOut]) -> Table:
-    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, GAP, 0, 0), pad_edge=False, header_style="bold")
     for header in ("id", "at", "actor", "action", "target", "details"):
         table.add_column(header, justify="right" if header == "id" else "left")
     for event in events:
         details = ", ".join(f"{k}={v}" for k, v in event.details.items() if v is not None)
         table.add_row(
-            str(event.id), _time(event.at), event.actor, event.action, event.target, details
+            str(event.id), timestamp(event.at), event.actor, event.action, event.target, details
         )
     return table
 
 
 def catalog_table(catalog: CatalogOut) -> Table:
     """One row per name: its family, and where it comes from."""
-    table = Table(box=None, padding=(0, _GAP, 0, 0), pad_edge=False, header_style="bold")
+    table = Table(box=None, padding=(0, GAP, 0, 0), pad_edge=False, header_style="bold")
     for header in ("kind", "name", "from"):
         table.add_column(header, no_wrap=True)
     for kind, items in catalog:

@@ -10,6 +10,6 @@ the workers all import it, and a notebook installs it with the client alone.
                   once and extended for the intake and for the API's answers
     order.py      the attempt order a dispatcher hands a worker
     layout.py     where a job's files live under the artifact root
-    jobs.py, studies.py, files.py, accounts.py, catalog.py, errors.py
+    jobs.py, studies.py, files.py, accounts.py, catalog.py, cluster.py, errors.py
                   the API's request and response bodies
 """

@@ -194,14 +194,10 @@ class Answers:
                 known = replace(answer, start=start)
                 self._remember(key, known)
             assert known is not None
-            if known.etag[2:] not in held and "*" not in held:
+            if not _holds(held, known.etag):
                 # An answer just read is current as rendered; one from memory is
                 # rendered anew, its clock fields counted to now.
-                return Response(
-                    known.body if just_read else known.fresh_body(),
-                    media_type="application/json",
-                    headers={"ETag": known.etag, "Cache-Control": CACHE_CONTROL},
-                )
+                return _full(known.body if just_read else known.fresh_body(), known.etag)
             left = deadline - time.monotonic()
             if left <= 0 or self.book.closed:  # closed: the server is stopping
                 return _not_modified(known.etag)
@@ -236,6 +232,26 @@ async def _unless_gone(request: Request, waiting: Coroutine[Any, Any, bool]) -> 
         for task in (watch, gone):
             task.cancel()
     return watch.done() and not watch.cancelled() and watch.result()
+
+
+def answer_afresh(model: BaseModel, if_none_match: str | None) -> Response:
+    """An answer read for every request and never kept: one the change book cannot
+    vouch for (it moves with the clock, or with rows no change key names). It
+    still has its tag, and a client that holds it is answered 304, without a body."""
+    known = reading(lambda: model, ())
+    if _holds(parse_tags(if_none_match), known.etag):
+        return _not_modified(known.etag)
+    return _full(known.body, known.etag)
+
+
+def _holds(held: frozenset[str], etag: str) -> bool:
+    return etag[2:] in held or "*" in held
+
+
+def _full(body: bytes, etag: str) -> Response:
+    return Response(
+        body, media_type="application/json", headers={"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    )
 
 
 def _not_modified(etag: str) -> Response:

@@ -116,12 +116,23 @@ _RECORDED = select(*(_TABLE.c[f.name] for f in fields(Capacity)), _TABLE.c.updat
 )
 
 
+def measured(session: Session) -> tuple[Capacity, datetime] | None:
+    """The recorded capacity however old, and when it was measured; None if never."""
+    row = session.execute(_RECORDED).first()
+    return None if row is None else (Capacity(*row[:-1]), row.updated_at)
+
+
+def is_fresh(measured_at: datetime, now: datetime | None = None) -> bool:
+    """Whether a record measured then is recent enough to go by (FRESH_SECONDS)."""
+    return measured_at >= (now or utcnow()) - timedelta(seconds=FRESH_SECONDS)
+
+
 def recorded(session: Session, now: datetime | None = None) -> Capacity | None:
     """The recorded capacity if it is recent enough to go by, else None."""
-    row = session.execute(_RECORDED).first()
-    if row is None or row.updated_at < (now or utcnow()) - timedelta(seconds=FRESH_SECONDS):
+    found = measured(session)
+    if found is None or not is_fresh(found[1], now):
         return None
-    return Capacity(*row[:-1])
+    return found[0]
 
 
 class UnfitRequestError(ValueError):

@@ -80,6 +80,10 @@ def test_the_client_alone_lists_and_watches_a_live_servers_jobs(client_venv, liv
     assert f"job {job_id}: succeeded" in watched.stdout
     assert "test@best" in watched.stdout  # the cycle table, printed by silo_core.tables
 
+    clustered = run("cluster")  # the cluster view's tables need no service part either
+    assert clustered.returncode == 0, clustered.stderr
+    assert "next to run" in clustered.stdout
+
     # What needs a part that is not installed says which extra, in one line.
     for args, part in ((("serve",), "server"), (("token", "list"), "server"), (("run",), "engine")):
         refused = run(*args, "--preset", "digits-silo") if args == ("run",) else run(*args)

@@ -7,9 +7,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cluster_jobs import WAITING_GPU, add_job, busy_cluster, record, user_ids
 from dashboard_support import DESKTOP, PHONE
+from servers import database_session
 from tiny_jobs import SPEC, claim_order, run_job
 
+from server.jobs.forecast import BEHIND_UNKNOWN, HELD_UNKNOWN
+from silo_client.cluster_tables import NO_REASON
 from workers.attempt import run_attempt
 
 pytestmark = pytest.mark.parametrize("empty_database_url", ["sqlite"], indirect=True)
@@ -377,4 +381,58 @@ def test_a_narrow_accuracy_range_gets_ticks_with_the_decimals_it_needs(live_serv
     headers = [th.text for th in css(browser, "#main table thead th")]
     cells = [td.text for td in row.find_elements("css selector", "td")]
     assert cells[headers.index("Best val accuracy")] == best
+    assert script_errors(browser) == []
+
+
+def test_the_cluster_page_shows_capacity_owners_reasons_and_estimated_starts(
+    live_server, browser, tmp_path
+):
+    jobs = busy_cluster(live_server)
+    open_page(browser, live_server, "#/cluster")
+    head_rows = "[aria-label^='Next to run'] tbody tr"
+    wait_for(browser, lambda b: len(css(b, head_rows)) == 3, "the head of the queue")
+    assert css(browser, "nav a[aria-current=page]")[0].text == "Cluster"
+    assert "2 nodes, measured" in css(browser, "#cluster-capacity")[0].text
+
+    def cells(region: str) -> list[list[str]]:
+        rows = css(browser, f"[aria-label^='{region}'] tbody tr")
+        return [[td.text for td in row.find_elements("css selector", "td")] for row in rows]
+
+    assert cells("Capacity and use") == [
+        ["CPU", "8", "3", "5", "4"],
+        ["GPU", "2", "2", "0", "2"],
+        ["Memory (GB)", "32", "–", "–", "16"],
+    ]
+    assert [row[:5] for row in cells("Owners")] == [
+        ["alice", "1", "2", "1", "2"],
+        ["bob", "1", "1", "1", "1"],
+    ]
+    assert cells("Queued jobs by reason") == [["2", WAITING_GPU], ["1", NO_REASON]]
+    head = cells("Next to run")
+    assert [row[1] for row in head] == [f"#{jobs[n]}" for n in ("first", "second", "third")]
+    assert head[0][6].startswith("in 15m") and head[0][7] == WAITING_GPU
+    assert head[1][6] == "unknown" and head[1][7] == HELD_UNKNOWN
+    assert head[2][7] == BEHIND_UNKNOWN
+    screenshots(browser, tmp_path / "output", "cluster")
+    assert script_errors(browser) == []
+
+
+def test_the_cluster_page_polls_with_the_etag_and_gets_304s_while_nothing_changes(
+    live_server, browser
+):
+    record(live_server)
+    open_page(browser, live_server, "#/cluster")
+    wait_for(browser, lambda b: "2 nodes" in css(b, "#cluster-capacity")[0].text, "the capacity")
+
+    def answers(b) -> list[int]:
+        return b.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".filter(e => new URL(e.name).pathname === '/v1/cluster').map(e => e.responseStatus)"
+        )
+
+    wait_for(browser, lambda b: answers(b).count(304) >= 1, "a 304 answer to a poll")
+    assert answers(browser)[0] == 200
+    with database_session(live_server) as session:
+        add_job(session, user_ids(session)["bob"], name="new-job", gpus=1)
+    wait_for(browser, lambda b: "new-job" in b.page_source, "the queued job after the 304")
     assert script_errors(browser) == []

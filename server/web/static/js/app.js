@@ -1,6 +1,7 @@
 // The dashboard's shell: sign-in bar, the one-line error, hash routing.
 
 import { onUnauthorized, token } from "./api.js";
+import { clusterView } from "./cluster.js";
 import { fill, h } from "./dom.js";
 import { jobView } from "./job.js";
 import { jobsView } from "./jobs.js";
@@ -17,6 +18,7 @@ const ROUTES = [
   [/^#\/jobs$/, "jobs", (ctx) => jobsView(main, ctx)],
   [/^#\/studies\/(\d+)$/, "studies", (ctx, m) => studyView(main, ctx, Number(m[1]))],
   [/^#\/studies$/, "studies", (ctx) => studiesView(main, ctx)],
+  [/^#\/cluster$/, "cluster", (ctx) => clusterView(main, ctx)],
 ];
 
 // One line for the latest problem. Its source says who may clear it: a
