@@ -5,6 +5,8 @@ Run as::
     python bench/reproduce.py                       # digits + MLP on this machine's CPUs
     python bench/reproduce.py --setting resnet20-cifar10 --no-tune --seeds 0,1,2
         --data-root ./data --device cuda            # the authors' shape, with the data
+    python bench/reproduce.py --setting digits-extreme --workers 2
+                                                    # LeNet-5 and the MLP until accuracy falls
 
 Each schedule (silo, lr_rewind, slr, clr, fine_tune, and the oracle) prunes the
 setting's network 20% per cycle to 95% sparsity or more (the setting's preset
@@ -21,11 +23,16 @@ ResNet-20 setting is reported beside the tuned one.
 Output: a table of test accuracy (mean +- std over seeds) per schedule at each
 sparsity, the max_lr per cycle of SILO against the Oracle's choices, a PNG of
 both, and a Markdown report, under ``--out`` (default docs/results/).
+
+``digits-extreme`` (bench/study/extreme.py) goes on to where accuracy falls,
+on two models and 10 seeds, and reads the result with paired statistics; its
+report is rendered from its results file, again with ``--from-results``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -41,6 +48,7 @@ SETTINGS = {  # name -> the shipped preset it starts from
     "digits-mlp": "digits-silo",
     "resnet20-cifar10": "resnet20-cifar10-silo",
     "vgg19-cifar10": "vgg19-cifar10-silo",
+    "digits-extreme": "digits-silo",  # study.extreme's own spec, per model
 }
 
 
@@ -138,10 +146,32 @@ def plot(rows: list[dict[str, Any]], labels: Sequence[str], path: Path, title: s
     fig.savefig(path, dpi=120)
 
 
+def extreme(args: argparse.Namespace) -> None:
+    from study import extreme
+
+    console = Console()
+    if args.from_results:
+        extreme.write(json.loads(args.from_results.read_text()), args.out, console)
+        return
+    command = " ".join(["python bench/reproduce.py", *sys.argv[1:]])
+    results = extreme.run(
+        models=args.models.split(",") if args.models else list(extreme.MODELS),
+        seeds=[int(s) for s in (args.seeds or extreme.DEFAULT_SEEDS).split(",")],
+        tune_seeds=None if args.no_tune else [int(s) for s in args.tune_seeds.split(",")],
+        workers=args.workers,
+        device=args.device,
+        epochs=args.epochs,
+        target_sparsity=args.target_sparsity,
+        command=command,
+        console=console,
+    )
+    extreme.write(results, args.out, console)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="digits-mlp")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="reported seeds")
+    parser.add_argument("--seeds", help="reported seeds (0-4; digits-extreme: 0-9)")
     parser.add_argument("--tune-seeds", default="100,101", help="tuning seeds (not reported)")
     parser.add_argument("--no-tune", action="store_true", help="the schedules' defaults")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -150,7 +180,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--epochs", type=int, help="override epochs per cycle (quick checks)")
     parser.add_argument("--target-sparsity", type=float, help="override the preset's target")
+    parser.add_argument("--models", help="digits-extreme: some of lenet5,mlp (quick checks)")
+    parser.add_argument(
+        "--from-results", type=Path, help="digits-extreme: render the report from this file"
+    )
     args = parser.parse_args()
+    if args.setting == "digits-extreme":
+        extreme(args)
+        return
+    args.seeds = args.seeds or "0,1,2,3,4"
     from silo_core.presets import load_preset
 
     base = load_preset(SETTINGS[args.setting]).model_dump(mode="json", exclude_none=True)

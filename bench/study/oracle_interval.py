@@ -6,7 +6,7 @@ Over seeds, each peak has a mean and a standard error (sample sd / sqrt(n)).
 The good set is every peak whose mean lies within one standard error of the
 best mean (the best peak's own standard error); as the grid is discrete, the
 good interval is [lowest, highest] peak of that set, and a schedule's max_lr
-"falls in it" when it lies within that range.
+"falls in it" when it lies within that range (to 1% at either end).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,16 @@ class GridProfile:
     def best_peak(self) -> float:
         return self.grid[self.best]
 
-    def contains(self, max_lr: float) -> bool:
-        """Whether ``max_lr`` lies within the good interval."""
-        return self.low <= max_lr <= self.high
+    def is_good(self, index: int) -> bool:
+        """Whether grid peak ``index`` lies within one standard error of the best."""
+        return self.mean[index] >= self.mean[self.best] - self.se[self.best] - 1e-12
+
+    def contains(self, max_lr: float, tolerance: float = 0.01) -> bool:
+        """Whether ``max_lr`` lies within the good interval; one within
+        ``tolerance`` (relative) of an end counts as at it, so that a peak a
+        hair above a grid value (0.10004 against 0.1) is not called outside
+        (the default grid's steps are 78% apart)."""
+        return self.low * (1 - tolerance) <= max_lr <= self.high * (1 + tolerance)
 
 
 def grid_profile(grid: Sequence[float], accuracies: Sequence[Sequence[float]]) -> GridProfile:
@@ -44,27 +50,12 @@ def grid_profile(grid: Sequence[float], accuracies: Sequence[Sequence[float]]) -
     n = len(accuracies)
     if n < 2:
         raise ValueError(f"a standard error needs at least 2 seeds, got {n}")
-    if any(len(row) != len(grid) for row in accuracies):
+    if any(len(row) != len(grid) for row in accuracies) or not grid:
         raise ValueError(f"every seed needs one accuracy per grid peak ({len(grid)})")
     columns = [[row[i] for row in accuracies] for i in range(len(grid))]
     mean = tuple(statistics.fmean(column) for column in columns)
     se = tuple(statistics.stdev(column) / math.sqrt(n) for column in columns)
     best = max(range(len(grid)), key=lambda i: (mean[i], -i))
-    floor = mean[best] - se[best] - 1e-12  # the margin keeps equal means inside
-    good = [peak for peak, m in zip(grid, mean, strict=True) if m >= floor]
-    return GridProfile(tuple(grid), mean, se, n, best, min(good), max(good))
-
-
-def cycle_profiles(tables: Sequence[Sequence[dict[str, Any]]]) -> dict[int, GridProfile]:
-    """Per Oracle cycle, the profile over seeds; ``tables`` holds one cycle
-    table (``CycleResult.to_dict()`` rows) per seed."""
-    profiles = {}
-    for rows in zip(*tables, strict=True):
-        searched = [row["extras"].get("oracle") for row in rows]
-        if any(s is None for s in searched):
-            continue  # the dense cycle is trained, not searched
-        grid = searched[0]["grid"]
-        if any(s["grid"] != grid for s in searched):
-            raise ValueError(f"cycle {rows[0]['cycle']}: the seeds searched different grids")
-        profiles[rows[0]["cycle"]] = grid_profile(grid, [s["best_val_accuracy"] for s in searched])
-    return profiles
+    profile = GridProfile(tuple(grid), mean, se, n, best, grid[best], grid[best])
+    good = [peak for i, peak in enumerate(grid) if profile.is_good(i)]
+    return replace(profile, low=min(good), high=max(good))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from study.oracle_interval import cycle_profiles, grid_profile
+from study.oracle_interval import grid_profile
 
 GRID = [0.01, 0.03, 0.1, 0.3]
 # Four seeds; per peak the mean is 0.92, 0.80, 0.93, 0.83 and the sample sd
@@ -24,6 +24,7 @@ def test_profile_by_hand():
     assert profile.best_peak == 0.1
     # 0.92 is within one SE (0.0129) of 0.93; 0.83 and 0.80 are not.
     assert (profile.low, profile.high) == (0.01, 0.1)
+    assert [profile.is_good(i) for i in range(4)] == [True, False, True, False]
 
 
 def test_the_interval_is_the_range_of_the_good_peaks():
@@ -31,6 +32,13 @@ def test_the_interval_is_the_range_of_the_good_peaks():
     assert profile.contains(0.01) and profile.contains(0.1)
     assert profile.contains(0.03)  # between two good peaks, though not good itself
     assert not profile.contains(0.3) and not profile.contains(0.005)
+
+
+def test_a_peak_a_hair_past_an_end_counts_as_at_it():
+    profile = grid_profile(GRID, ACCURACIES)
+    assert profile.contains(0.10004) and profile.contains(0.0099995)
+    assert not profile.contains(0.102) and not profile.contains(0.102, tolerance=0.0)
+    assert not profile.contains(0.10004, tolerance=0.0)
 
 
 def test_a_peak_just_outside_one_se_is_left_out():
@@ -50,15 +58,3 @@ def test_profile_refuses_one_seed_and_ragged_rows():
         grid_profile(GRID, [list(MEANS)])
     with pytest.raises(ValueError, match="one accuracy per grid peak"):
         grid_profile(GRID, [list(MEANS), [0.9]])
-
-
-def _rows(accuracies: list[float]) -> list[dict]:
-    dense = {"cycle": 0, "extras": {}}
-    searched = {"cycle": 1, "extras": {"oracle": {"grid": GRID, "best_val_accuracy": accuracies}}}
-    return [dense, searched]
-
-
-def test_cycle_profiles_read_the_oracle_rows():
-    profiles = cycle_profiles([_rows(row) for row in ACCURACIES])
-    assert list(profiles) == [1]
-    assert profiles[1].best_peak == 0.1
