@@ -5,6 +5,8 @@ Run as::
     python bench/reproduce.py                       # digits + MLP on this machine's CPUs
     python bench/reproduce.py --setting resnet20-cifar10 --no-tune --seeds 0,1,2
         --data-root ./data --device cuda            # the authors' shape, with the data
+    python bench/reproduce.py --setting digits-extreme --workers 2
+                                                    # LeNet-5 and the MLP until accuracy falls
 
 Each schedule (silo, lr_rewind, slr, clr, fine_tune, and the oracle) prunes the
 setting's network 20% per cycle to 95% sparsity or more (the setting's preset
@@ -21,150 +23,33 @@ ResNet-20 setting is reported beside the tuned one.
 Output: a table of test accuracy (mean +- std over seeds) per schedule at each
 sparsity, the max_lr per cycle of SILO against the Oracle's choices, a PNG of
 both, and a Markdown report, under ``--out`` (default docs/results/).
+
+``digits-extreme`` (bench/study/extreme.py) goes on to where accuracy falls,
+on two models and 10 seeds, and reads the result with paired statistics; its
+report is rendered from its results file, again with ``--from-results``.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import multiprocessing
 import os
-import statistics
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from study.runs import ORACLE, PAPER_SILO, UNTUNED, Run, knobs, run_all, summarise, tune
 
 SETTINGS = {  # name -> the shipped preset it starts from
     "digits-mlp": "digits-silo",
     "resnet20-cifar10": "resnet20-cifar10-silo",
     "vgg19-cifar10": "vgg19-cifar10-silo",
+    "digits-extreme": "digits-silo",  # study.extreme's own spec, per model
 }
-PEAKS = (0.01, 0.03, 0.1, 0.3)  # the baselines' max_lr candidates
-CANDIDATES: dict[str, list[dict[str, Any]]] = {
-    "silo": [
-        {"name": "silo", "alpha": alpha, "offset": offset}
-        for alpha, offset in itertools.product((0.04, 0.1, 0.2), (0.01, 0.03, 0.1))
-    ],
-    "lr_rewind": [{"name": "lr_rewind", "max_lr": lr} for lr in PEAKS],
-    "slr": [{"name": "slr", "max_lr": lr} for lr in PEAKS],
-    "clr": [{"name": "clr", "max_lr": lr} for lr in PEAKS],
-    "fine_tune": [{"name": "fine_tune", "max_lr": lr} for lr in (1e-3, 3e-3, 1e-2, 3e-2)],
-}
-UNTUNED: dict[str, dict[str, Any]] = {
-    "silo": {"name": "silo"},
-    "lr_rewind": {"name": "lr_rewind"},
-    "slr": {"name": "slr"},
-    "clr": {"name": "clr"},
-    "fine_tune": {"name": "fine_tune"},
-}
-PAPER_SILO = {"name": "silo", "preset": "resnet20"}
-ORACLE = {"name": "oracle"}
-
-
-@dataclass(frozen=True)
-class Run:
-    label: str
-    schedule_json: str  # JSON, so that a run can be a dictionary key
-    seed: int
-
-    @classmethod
-    def of(cls, label: str, schedule: dict[str, Any], seed: int) -> Run:
-        return cls(label, json.dumps(schedule, sort_keys=True), seed)
-
-    @property
-    def schedule(self) -> dict[str, Any]:
-        return json.loads(self.schedule_json)
-
-
-def run_job(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """One job in this worker process; its cycle table."""
-    import torch
-
-    from silo_core.engine.runner import PruningEngine
-    from silo_core.spec import parse_spec
-
-    torch.set_num_threads(1)  # one job per core
-    return [row.to_dict() for row in PruningEngine(parse_spec(spec)).run().cycles]
-
-
-def member_spec(base: dict[str, Any], schedule: dict[str, Any], seed: int) -> dict[str, Any]:
-    if schedule["name"] == "silo" and "preset" not in schedule:
-        schedule = {"preset": base["schedule"].get("preset", "resnet20"), **schedule}
-    return {**base, "schedule": schedule, "seed": seed}
-
-
-def run_all(
-    base: dict[str, Any], runs: Sequence[Run], workers: int, console: Console
-) -> dict[Run, list[dict[str, Any]]]:
-    specs = [member_spec(base, run.schedule, run.seed) for run in runs]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        results = {}
-        for done, (run, cycles) in enumerate(zip(runs, pool.map(run_job, specs), strict=True), 1):
-            results[run] = cycles
-            console.print(f"  {done}/{len(runs)} {run.label} seed {run.seed}", highlight=False)
-    return results
-
-
-def tune(
-    base: dict[str, Any], seeds: Sequence[int], workers: int, console: Console
-) -> dict[str, dict[str, Any]]:
-    """Each schedule's candidate with the best mean validation accuracy over the
-    pruning cycles and the tuning seeds."""
-    runs = [
-        Run.of(name, candidate, seed)
-        for name, candidates in CANDIDATES.items()
-        for candidate in candidates
-        for seed in seeds
-    ]
-    console.print(f"tuning: {len(runs)} jobs on seeds {list(seeds)} (validation accuracy only)")
-    results = run_all(base, runs, workers, console)
-    chosen = {}
-    for name, candidates in CANDIDATES.items():
-
-        def score(candidate: dict[str, Any], name: str = name) -> float:
-            return statistics.mean(
-                row["best_val_accuracy"]
-                for seed in seeds
-                for row in results[Run.of(name, candidate, seed)][1:]
-            )
-
-        chosen[name] = max(candidates, key=score)
-        console.print(f"  {name}: {knobs(chosen[name])} (val {score(chosen[name]):.4f})")
-    return chosen
-
-
-def knobs(schedule: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:g}" for k, v in schedule.items() if isinstance(v, float)) or "-"
-
-
-def summarise(
-    results: dict[Run, list[dict[str, Any]]], labels: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Per cycle: sparsity and each label's test accuracy (mean, std, n) and max_lr."""
-    by_label: dict[str, list[list[dict[str, Any]]]] = {label: [] for label in labels}
-    for run, cycles in results.items():
-        by_label[run.label].append(cycles)
-    rows = []
-    cycles = min(len(tables[0]) for tables in by_label.values())
-    for cycle in range(cycles):
-        row: dict[str, Any] = {"cycle": cycle, "sparsity": None, "test": {}, "max_lr": {}}
-        for label, tables in by_label.items():
-            accs = [table[cycle]["test_accuracy_at_best_val"] for table in tables]
-            row["sparsity"] = tables[0][cycle]["sparsity"]
-            std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            row["test"][label] = (statistics.mean(accs), std, len(accs))
-            row["max_lr"][label] = [table[cycle]["max_lr"] for table in tables]
-        rows.append(row)
-    return rows
 
 
 def accuracy_table(rows: list[dict[str, Any]], labels: Sequence[str]) -> Table:
@@ -261,10 +146,32 @@ def plot(rows: list[dict[str, Any]], labels: Sequence[str], path: Path, title: s
     fig.savefig(path, dpi=120)
 
 
+def extreme(args: argparse.Namespace) -> None:
+    from study import extreme
+
+    console = Console()
+    if args.from_results:
+        extreme.write(json.loads(args.from_results.read_text()), args.out, console)
+        return
+    command = " ".join(["python bench/reproduce.py", *sys.argv[1:]])
+    results = extreme.run(
+        models=args.models.split(",") if args.models else list(extreme.MODELS),
+        seeds=[int(s) for s in (args.seeds or extreme.DEFAULT_SEEDS).split(",")],
+        tune_seeds=None if args.no_tune else [int(s) for s in args.tune_seeds.split(",")],
+        workers=args.workers,
+        device=args.device,
+        epochs=args.epochs,
+        target_sparsity=args.target_sparsity,
+        command=command,
+        console=console,
+    )
+    extreme.write(results, args.out, console)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--setting", choices=sorted(SETTINGS), default="digits-mlp")
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="reported seeds")
+    parser.add_argument("--seeds", help="reported seeds (0-4; digits-extreme: 0-9)")
     parser.add_argument("--tune-seeds", default="100,101", help="tuning seeds (not reported)")
     parser.add_argument("--no-tune", action="store_true", help="the schedules' defaults")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -273,7 +180,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
     parser.add_argument("--epochs", type=int, help="override epochs per cycle (quick checks)")
     parser.add_argument("--target-sparsity", type=float, help="override the preset's target")
+    parser.add_argument("--models", help="digits-extreme: some of lenet5,mlp (quick checks)")
+    parser.add_argument(
+        "--from-results", type=Path, help="digits-extreme: render the report from this file"
+    )
     args = parser.parse_args()
+    if args.setting == "digits-extreme":
+        extreme(args)
+        return
+    args.seeds = args.seeds or "0,1,2,3,4"
     from silo_core.presets import load_preset
 
     base = load_preset(SETTINGS[args.setting]).model_dump(mode="json", exclude_none=True)
