@@ -56,8 +56,14 @@ def _answers(address: str, timeout: float = 10.0) -> bool:
         return False
 
 
-def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
-    """Start a Ray head on free ports in its own session; return its address."""
+def start_local_head(
+    state_dir: Path, *, num_cpus: int | None = None, num_gpus: int | None = None
+) -> str:
+    """Start a Ray head on free ports in its own session; return its address.
+
+    ``num_gpus`` declares GPUs whether or not the machine has them (Ray counts
+    them as a logical resource), which lets a benchmark schedule GPU jobs on a
+    machine without a GPU."""
     state_dir.mkdir(parents=True, exist_ok=True)
     port, client_port = free_port(), free_port()
     command = [
@@ -72,6 +78,8 @@ def start_local_head(state_dir: Path, *, num_cpus: int | None = None) -> str:
     ]
     if num_cpus is not None:
         command.append(f"--num-cpus={num_cpus}")
+    if num_gpus is not None:
+        command.append(f"--num-gpus={num_gpus}")
     log_path = state_dir / "ray-start.log"
     # Without Ray's token authentication: a driver joining by explicit address
     # only sends a token when RAY_AUTH_MODE was set before Ray was imported,
@@ -108,22 +116,30 @@ def client_address(state_dir: Path) -> str | None:
     return recorded.read_text().strip() if recorded.exists() else None
 
 
-def local_head_address(state_dir: Path, *, num_cpus: int | None = None) -> str:
+def local_head_address(
+    state_dir: Path, *, num_cpus: int | None = None, num_gpus: int | None = None
+) -> str:
     """The address of this machine's head: the recorded one if it answers, else a new one."""
     recorded = state_dir / "address"
     if recorded.exists():
         address = recorded.read_text().strip()
         if _answers(address):
             return address
-    return start_local_head(state_dir, num_cpus=num_cpus)
+    return start_local_head(state_dir, num_cpus=num_cpus, num_gpus=num_gpus)
 
 
-def connect(address: str | None, state_dir: Path, *, num_cpus: int | None = None) -> str:
+def connect(
+    address: str | None,
+    state_dir: Path,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+) -> str:
     """Join the cluster at ``address`` (``auto``, ``host:port``, ``ray://host:10001``),
     or this machine's local head when ``address`` is None; return what was joined."""
     if ray.is_initialized():
         return ray.get_runtime_context().gcs_address
-    target = address or local_head_address(state_dir, num_cpus=num_cpus)
+    target = address or local_head_address(state_dir, num_cpus=num_cpus, num_gpus=num_gpus)
     deadline = time.monotonic() + START_SECONDS
     while True:
         try:
