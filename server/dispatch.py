@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Select, Table, bindparam, func, or_, select, union, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import JOBS, job_key
@@ -143,7 +143,7 @@ class Dispatcher:
         capacity = self._measure_cluster()
         now = utcnow()
         with self.sessions() as session:
-            candidates = self._candidates(session)
+            candidates = self._candidates(session, free)
             window = self.settings.fair_share_window_seconds
             used = gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
             running, held = _running_by_owner(session)
@@ -222,18 +222,12 @@ class Dispatcher:
             if identity is not None and not self._dense_cached(identity)
         }
 
-    def _candidates(self, session: Session) -> list[Candidate]:
-        """The head of the queue, and its oldest jobs (which aging may lift)."""
-        queued = select(*_CANDIDATE_COLUMNS).where(Job.status == JobStatus.QUEUED.value)
-        rows = {
-            row.job_id: row
-            for query in (
-                queued.order_by(*QUEUE_ORDER).limit(CANDIDATES),
-                queued.order_by(Job.created_at, Job.id).limit(CANDIDATES // 10),
-            )
-            for row in session.execute(query)
-        }
-        return [Candidate(**row._asdict()) for row in rows.values()]
+    def _candidates(self, session: Session, free: dict[str, float]) -> list[Candidate]:
+        """The head of the queue and its oldest jobs (which aging may lift), those
+        that fit the ``free`` CPUs and GPUs: the tick only takes from what is free
+        now, so no other could be chosen, and a full cluster reads no row."""
+        rows = session.execute(_CANDIDATES, {"cpus": free["CPU"], "gpus": free["GPU"]})
+        return [Candidate(*row) for row in rows]
 
     def _launch(self, order: AttemptOrder) -> None:
         try:
@@ -305,10 +299,33 @@ class Dispatcher:
                 announce(session, [JOBS, *(job_key(change["job"]) for change in changed)])
 
 
-# One column per Candidate field, named after it: a field without a column of
-# that name fails here, at import, instead of keeping a default nobody set.
+# One column per Candidate field, named after it and in its order (a
+# Candidate is built from a row by position): a field without a column of that
+# name fails here, at import, instead of keeping a default nobody set.
 _CANDIDATE_COLUMNS = tuple(
     getattr(Job, {"job_id": "id"}.get(f.name, f.name)).label(f.name) for f in fields(Candidate)
+)
+
+
+def _fitting_window(*order: Any, limit: int) -> Select:
+    """The first ``limit`` queued jobs in ``order``, those of them within the
+    free :cpus and :gpus (bound per tick)."""
+    window = (
+        select(*_CANDIDATE_COLUMNS)
+        .where(Job.status == JobStatus.QUEUED.value)
+        .order_by(*order)
+        .limit(limit)
+        .subquery()
+    )
+    return select(window).where(
+        window.c.cpus <= bindparam("cpus"), window.c.gpus <= bindparam("gpus")
+    )
+
+
+# One statement, one round trip; UNION drops the jobs that are in both windows.
+_CANDIDATES = union(
+    _fitting_window(*QUEUE_ORDER, limit=CANDIDATES),
+    _fitting_window(Job.created_at, Job.id, limit=CANDIDATES // 10),
 )
 _QUEUE_HEAD = (
     select(
