@@ -46,7 +46,7 @@ from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.views import QUEUE_ORDER
-from server.scheduling import Candidate, Usage, gpu_seconds, next_job
+from server.scheduling import Candidate, LaunchOrder, Usage, gpu_seconds
 from server.settings import Settings
 from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
@@ -149,25 +149,23 @@ class Dispatcher:
             running, held = _running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
-        while candidates:
-            fitting = [
-                c
-                for c in candidates
-                if c.cpus <= free["CPU"]
+
+        def fits(c: Candidate) -> bool:  # what is free now, as launches take from it
+            return (
+                c.cpus <= free["CPU"]
                 and c.gpus <= free["GPU"]
                 and (quota is None or c.gpus == 0 or held[c.owner_id] + c.gpus <= quota)
                 and (c.dense_identity is None or c.dense_identity not in training_dense)
-            ]
-            choice = next_job(
-                fitting,
-                used=used,
-                running=running,
-                now=now,
-                aging_seconds=self.settings.priority_aging_seconds,
             )
-            if choice is None:
-                break
-            candidates.remove(choice)
+
+        order = LaunchOrder(
+            candidates,
+            used=used,
+            running=running,
+            now=now,
+            aging_seconds=self.settings.priority_aging_seconds,
+        )
+        while (choice := order.next(fits)) is not None:
             with self.sessions.begin() as session:
                 claim = claim_job(
                     session,
