@@ -34,11 +34,13 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, func, or_, select, union, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import JOBS, job_key
 from server.changes.tracking import announce
 from server.db.models import Job, JobAttempt, utcnow
+from server.db.session import make_session_factory
 from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
@@ -71,6 +73,13 @@ class TickReport:
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker, api_url: str) -> None:
         self.settings, self.sessions, self.api_url = settings, sessions, api_url
+        # The tick's reads in autocommit: no BEGIN and ROLLBACK round trips
+        # around them (three a tick). Each read is one statement's snapshot, as
+        # under PostgreSQL's READ COMMITTED anyway; the writes keep ``sessions``.
+        bind = sessions.kw.get("bind")
+        self._reads = (
+            make_session_factory(bind, read_only=True) if isinstance(bind, Engine) else sessions
+        )
         self._launched_at: dict[tuple[int, int], float] = {}
         self._cancelling_since: dict[tuple[int, int], float] = {}
         self._recorded_capacity: Capacity | None = None
@@ -96,7 +105,7 @@ class Dispatcher:
     # --- 1. running jobs ----------------------------------------------------------
 
     def _reconcile(self, report: TickReport) -> None:
-        with self.sessions() as session:
+        with self._reads() as session:
             running = session.execute(
                 select(Job.id, Job.attempt, Job.status).where(
                     Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value])
@@ -142,7 +151,7 @@ class Dispatcher:
         free = ray_actor.free_resources()
         capacity = self._measure_cluster()
         now = utcnow()
-        with self.sessions() as session:
+        with self._reads() as session:
             candidates = self._candidates(session, free)
             window = self.settings.fair_share_window_seconds
             used = gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
@@ -263,7 +272,7 @@ class Dispatcher:
         reference = order.spec.get("model", {}).get("weights")
         if reference is None:
             return None
-        with self.sessions() as session:
+        with self._reads() as session:
             return str(weights_path(session, reference, order.artifact_root))
 
     def _explain_waits(
@@ -276,7 +285,7 @@ class Dispatcher:
         """Say why the head of the queue waits. Read as plain rows (no specs), and
         written only where a reason changed, so an unchanged queue costs one read."""
         quota = self.settings.owner_gpu_quota
-        with self.sessions() as session:
+        with self._reads() as session:
             head = session.execute(_QUEUE_HEAD).all()
         changed = []
         for job in head:
