@@ -33,7 +33,18 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, or_, select, union, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -314,25 +325,31 @@ _CANDIDATE_COLUMNS = tuple(
 )
 
 
-def _fitting_window(*order: Any, limit: int) -> Select:
-    """The first ``limit`` queued jobs in ``order``, those of them within the
-    free :cpus and :gpus (bound per tick)."""
-    window = (
-        select(*_CANDIDATE_COLUMNS)
-        .where(Job.status == JobStatus.QUEUED.value)
-        .order_by(*order)
-        .limit(limit)
-        .subquery()
-    )
+def _fitting_window(queued: ColumnElement[bool], *order: Any, limit: int) -> Select:
+    """The first ``limit`` jobs that are ``queued``, in ``order``, those of them
+    within the free :cpus and :gpus (bound per tick)."""
+    window = select(*_CANDIDATE_COLUMNS).where(queued).order_by(*order).limit(limit).subquery()
     return select(window).where(
         window.c.cpus <= bindparam("cpus"), window.c.gpus <= bindparam("gpus")
     )
 
 
+_QUEUED = JobStatus.QUEUED.value
 # One statement, one round trip; UNION drops the jobs that are in both windows.
+# The oldest jobs are asked for by a range on status that holds only "queued",
+# ordered by status first: with status = 'queued', PostgreSQL drops the constant
+# status from the ORDER BY and may walk ix_jobs_created_id from the oldest job of
+# all, finished ones included (57 ms at 100,000 finished jobs); the range keeps
+# it in the ORDER BY, which ix_jobs_status_created_id serves (0.5 ms).
 _CANDIDATES = union(
-    _fitting_window(*QUEUE_ORDER, limit=CANDIDATES),
-    _fitting_window(Job.created_at, Job.id, limit=CANDIDATES // 10),
+    _fitting_window(Job.status == _QUEUED, *QUEUE_ORDER, limit=CANDIDATES),
+    _fitting_window(
+        and_(Job.status >= _QUEUED, Job.status <= _QUEUED),
+        Job.status,
+        Job.created_at,
+        Job.id,
+        limit=CANDIDATES // 10,
+    ),
 )
 _QUEUE_HEAD = (
     select(
