@@ -164,8 +164,15 @@ class Dispatcher:
         now = utcnow()
         with self._reads() as session:
             candidates = self._candidates(session, free)
+            # Fair share only ranks candidates: with none within the free
+            # resources (a full cluster, the usual state with a long queue) its
+            # read, the tick's largest at 100,000 finished attempts, is skipped.
             window = self.settings.fair_share_window_seconds
-            used = gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
+            used = (
+                gpu_seconds(_usage(session, now - timedelta(seconds=window)), now, window)
+                if candidates
+                else {}
+            )
             running, held = _running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota

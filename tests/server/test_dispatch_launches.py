@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from server.db.models import Job, User, utcnow
+from server.db.models import Job, JobAttempt, User, utcnow
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
 from server.settings import Settings
@@ -106,3 +106,28 @@ def test_a_full_cluster_starts_nothing_and_says_why(
         ids["cpu"]: "waiting for 1 CPU (free: 0.5)",
         ids["gpu"]: "waiting for 0.25 GPU (free: 0)",
     }
+
+
+def test_the_owner_with_fewer_gpu_seconds_goes_first(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    ids = queue(sessions, {"alice_old": {"gpus": 1}, "bob_new": {"gpus": 1, "owner": "bob"}})
+    with sessions.begin() as session:  # alice used a GPU for an hour, just now
+        used = Job(owner_id=session.get_one(Job, ids["alice_old"]).owner_id, spec={}, gpus=1)
+        used.spec_hash, used.status, used.attempt = "h", "succeeded", 1
+        session.add(used)
+        session.flush()
+        ended = utcnow() - timedelta(minutes=5)
+        session.add(
+            JobAttempt(
+                job_id=used.id,
+                number=1,
+                token_hash="t",
+                status="succeeded",
+                started_at=ended - timedelta(hours=1),
+                ended_at=ended,
+            )
+        )
+    tick = dispatcher(sessions, database_url, tmp_path, {"CPU": 8, "GPU": 1}, monkeypatch)
+
+    assert tick.tick().launched == launched == [ids["bob_new"]]
