@@ -6,8 +6,9 @@ Run as::
         [--launch-ticks 10] [--baseline REV] [--actors-from helper|here]
 
 It makes a fresh PostgreSQL database as bench/api_load.py does (dropped at
-the end), migrated to head, with ``--history`` finished jobs from 20 owners,
-then adds:
+the end), migrated to head, with ``--history`` finished jobs from 20 owners
+over 90 days (bench/api_load.py's fill), two in five on GPUs, each with its
+attempt, then adds:
 
 * ``--queued`` queued jobs: owners skewed (a few owners hold most of the
   queue), priorities mostly 0 with some from -5 to 10, ages up to two days
@@ -51,8 +52,10 @@ database and Ray: a side-by-side before/after.
 The breakdown wraps the dispatcher's parts in timers (exclusive times: a
 part's time excludes the parts it calls) and puts every SQL statement,
 COMMIT and ROLLBACK under the part that issued it: ``SQL`` is the driver and
-database time inside a part. What no part covers (sessions opening and
-closing, the tick's own code) is ``other``.
+database time inside a part, ``round trips`` how many it sent (a ROLLBACK of
+a connection outside any transaction sends nothing and is not counted). What
+no part covers (sessions opening and closing, the tick's own code) is
+``other``.
 """
 
 from __future__ import annotations
@@ -173,15 +176,17 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("tick", "Dispatcher.tick"),
     ("reconcile: read the running jobs, decide", "Dispatcher._reconcile"),
     ("reconcile: settle a lost attempt", "settle_lost_attempt"),
-    ("fit, rank and claim loop", "Dispatcher._dispatch"),
+    ("fit, rank, claim loop; its sessions' end", "Dispatcher._dispatch"),
     ("capacity record (Capacity.of, write)", "Dispatcher._measure_cluster"),
-    ("candidates (1,100 queued rows)", "Dispatcher._candidates"),
+    ("candidates (the queue's window)", "Dispatcher._candidates"),
     ("fair-share GPU-seconds", "_usage"),
     ("fair-share GPU-seconds", "gpu_seconds"),
     ("running jobs and GPUs per owner", "_running_by_owner"),
     ("dense trainings in progress", "Dispatcher._dense_in_progress"),
     ("dense cache check (file stat)", "Dispatcher._dense_cached"),
     ("ranking: next_job", "next_job"),
+    ("ranking: LaunchOrder", "LaunchOrder.__init__"),
+    ("ranking: LaunchOrder", "LaunchOrder.next"),
     ("claim (claim_job)", "claim_job"),
     ("launch: weights, record (Ray not called)", "Dispatcher._launch"),
     ("explain waits (100 head rows)", "Dispatcher._explain_waits"),
@@ -201,8 +206,8 @@ def instrument(module: types.ModuleType) -> None:
         owner: Any = module
         *path, name = attribute.split(".")
         for part in path:
-            owner = getattr(owner, part)
-        if hasattr(owner, name):
+            owner = getattr(owner, part, None)
+        if owner is not None and hasattr(owner, name):
             setattr(owner, name, _timed(label, getattr(owner, name)))
 
 
@@ -222,6 +227,9 @@ def time_sql(engine: Engine) -> None:
         original = getattr(dialect, name)
 
         def wrapped(self: Any, connection: Any, _original: Any = original) -> None:
+            if _idle(connection):  # psycopg sends nothing: no round trip to count
+                _original(self, connection)
+                return
             TIMER.enter_sql()
             try:
                 _original(self, connection)
@@ -229,6 +237,13 @@ def time_sql(engine: Engine) -> None:
                 TIMER.leave()
 
         setattr(dialect, name, wrapped)
+
+
+def _idle(connection: Any) -> bool:
+    """Whether a psycopg connection is outside a transaction (autocommit reads)."""
+    driver = getattr(connection, "driver_connection", connection)  # the pool's proxy or not
+    status = getattr(getattr(driver, "pgconn", None), "transaction_status", None)
+    return status == 0  # psycopg.pq.TransactionStatus.IDLE
 
 
 def baseline_module(revision: str) -> types.ModuleType:
@@ -263,6 +278,15 @@ MEMORY = ((None, 85), (4.0, 5), (8.0, 5), (64.0, 5))  # 64: more than the node h
 RUNNING_GPUS = ((0.0, 60), (0.25, 10), (0.5, 10), (1.0, 15), (2.0, 5))
 
 
+HISTORY_ATTEMPTS = """
+UPDATE jobs SET gpus = (id % 5) * 0.5 WHERE id % 5 < 3;
+INSERT INTO job_attempts (job_id, number, token_hash, status, started_at, ended_at)
+SELECT id, 1, encode(sha256(id::text::bytea), 'hex'), status, created_at,
+       created_at + interval '30 minutes'
+FROM jobs;
+"""
+
+
 @dataclass
 class Running:
     job_id: int
@@ -277,6 +301,10 @@ def populate(url: str, args: argparse.Namespace) -> list[Running]:
     engine = make_engine(url)
     now = utcnow()
     with engine.begin() as connection:
+        # fill()'s finished jobs: two in five on GPUs, each with its one attempt,
+        # ended half an hour after it was submitted (the last day's fall inside
+        # the fair-share window).
+        connection.execute(text(HISTORY_ATTEMPTS))
         owners = list(connection.execute(select(User.id).order_by(User.id)).scalars())
         # A few owners hold most of the queue, as in a team where some run studies.
         weights = [1.0 / (n + 1) for n in range(len(owners))]
@@ -605,7 +633,7 @@ def report(results: dict[tuple[str, str], Parts], args: argparse.Namespace) -> N
         )
         breakdown.add_column("part")
         for name in runs:
-            for column in ("ms", "of it SQL", "calls", "stmts"):
+            for column in ("ms", "of it SQL", "calls", "round trips"):
                 breakdown.add_column(f"{name}\n{column}", justify="right")
         labels: list[str] = []
         for parts in runs.values():
@@ -641,7 +669,7 @@ def main() -> None:
     parser.add_argument("--queued", type=int, default=10_000)
     parser.add_argument("--running", type=int, default=100)
     parser.add_argument("--recent", type=int, default=300, help="finished GPU jobs in window")
-    parser.add_argument("--history", type=int, default=20_000, help="older finished jobs")
+    parser.add_argument("--history", type=int, default=100_000, help="older finished jobs")
     parser.add_argument("--ticks", type=int, default=40, help="steady ticks per dispatcher")
     parser.add_argument("--launch-ticks", type=int, default=10, help="launching ticks each")
     parser.add_argument("--slack-cpus", type=int, default=24, help="free in the launch phase")
