@@ -127,6 +127,11 @@ class Dispatcher:
         # read so that an attempt the read saw running is listed unless gone.
         actors = ray_actor.live_actor_names() if running else frozenset()
         now = time.monotonic()
+        # Past the grace a launch time decides nothing: forget it, or the dict
+        # would keep every attempt this dispatcher ever launched.
+        self._launched_at = {
+            key: at for key, at in self._launched_at.items() if now - at < LAUNCH_GRACE_SECONDS
+        }
         live = {(job_id, attempt) for job_id, attempt, _ in running}
         for key in set(self._cancelling_since) - live:
             del self._cancelling_since[key]
