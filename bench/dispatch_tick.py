@@ -101,6 +101,7 @@ OTHER = "other: sessions, the tick's own code"
 FILLER_NAMESPACE = "silo-bench"  # not the service's: the reconcile must skip it
 WARMUP_TICKS = 3
 HELPER = "--create-actors"  # the helper process's first argument
+ORIGIN = {"helper": "adopted from another process", "here": "created by this process"}
 
 
 # --- timing ------------------------------------------------------------------------
@@ -559,7 +560,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[tuple[str, str], Parts]:
             start_actors(address, fillers, here=True)
             wait_free(0.0, 0.0)
             console.print(
-                f"{len(wanted)} actors from the {args.actors_from} process and 2 fillers "
+                f"{len(wanted)} actors ({ORIGIN[args.actors_from]}) and 2 fillers "
                 f"up in {time.monotonic() - started:.0f} s; cluster full"
             )
             engine = make_engine(url)
@@ -610,7 +611,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[tuple[str, str], Parts]:
 def report(results: dict[tuple[str, str], Parts], args: argparse.Namespace) -> None:
     table = Table(
         title=f"Dispatcher.tick(): {args.queued:,} queued, {args.running} running, PostgreSQL, "
-        f"actors from the {args.actors_from} process (ms per tick)"
+        f"actors {ORIGIN[args.actors_from]} (ms per tick)"
     )
     for column in ("phase", "code", "ticks", "p50", "p95", "max", "launched/tick"):
         table.add_column(column, justify="left" if column in ("phase", "code") else "right")
