@@ -2,11 +2,11 @@
 
 Every tick it
 
-1. reconciles the running jobs with Ray: an attempt whose actor is gone
-   without finishing was lost (worker killed, node down) and is settled
-   (queued again to resume from its checkpoint, or failed after
-   ``max_attempts``); a cancelling job still running after the grace period
-   has its actor killed and ends cancelled;
+1. reconciles the running jobs with Ray's named actors, listed once a tick:
+   an attempt whose actor is gone without finishing was lost (worker killed,
+   node down) and is settled (queued again to resume from its checkpoint, or
+   failed after ``max_attempts``); a cancelling job still running after the
+   grace period has its actor killed and ends cancelled;
 2. ranks the queued jobs that fit the cluster's free CPUs and GPUs and their
    owner's GPU quota (server/scheduling.py: priority with aging, then fair
    share between owners, then age), claims them in that order with
