@@ -83,7 +83,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from api_load import DIGITS_SPEC, OWNERS, database, fill, percentile_ms
+from api_load import DIGITS_SPEC, database, fill, percentile_ms
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import bindparam, delete, event, insert, select, text, update
@@ -528,8 +528,11 @@ def run(args: argparse.Namespace, folder: Path) -> dict[tuple[str, str], Parts]:
     instrument_ray()
     results: dict[tuple[str, str], Parts] = {}
     with database("postgresql", folder) as url:
+        console.print(
+            f"filling {url.rpartition('/')[2]}: {args.history:,} finished, "
+            f"{args.queued:,} queued, {args.running} running ..."
+        )
         fill(url, args.history)
-        console.print(f"filling {url.rpartition('/')[2]}: {args.queued:,} queued ...")
         running = populate(url, args)
         held_cpus = sum(r.cpus for r in running)
         held_gpus = sum(r.gpus for r in running)
@@ -680,7 +683,6 @@ def main() -> None:
     parser.add_argument("--actors-from", choices=("helper", "here"), default="helper")
     parser.add_argument("--seed", type=int, default=17)
     args = parser.parse_args()
-    assert OWNERS >= 2
     folder = Path(tempfile.mkdtemp(prefix="silo-dispatch-tick-"))
     try:
         results = run(args, folder)
