@@ -2,11 +2,11 @@
 
 Every tick it
 
-1. reconciles the running jobs with Ray: an attempt whose actor is gone
-   without finishing was lost (worker killed, node down) and is settled
-   (queued again to resume from its checkpoint, or failed after
-   ``max_attempts``); a cancelling job still running after the grace period
-   has its actor killed and ends cancelled;
+1. reconciles the running jobs with Ray's named actors, listed once a tick:
+   an attempt whose actor is gone without finishing was lost (worker killed,
+   node down) and is settled (queued again to resume from its checkpoint, or
+   failed after ``max_attempts``); a cancelling job still running after the
+   grace period has its actor killed and ends cancelled;
 2. ranks the queued jobs that fit the cluster's free CPUs and GPUs and their
    owner's GPU quota (server/scheduling.py: priority with aging, then fair
    share between owners, then age), claims them in that order with
@@ -32,12 +32,24 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import JOBS, job_key
 from server.changes.tracking import announce
 from server.db.models import Job, JobAttempt, utcnow
+from server.db.session import make_session_factory
 from server.files import WeightsUnavailableError, weights_path
 from server.jobs import cluster
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
@@ -46,7 +58,7 @@ from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.scheduling import Candidate, next_job
+from server.scheduling import Candidate, LaunchOrder
 from server.settings import Settings
 from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
@@ -71,6 +83,13 @@ class TickReport:
 class Dispatcher:
     def __init__(self, settings: Settings, sessions: sessionmaker, api_url: str) -> None:
         self.settings, self.sessions, self.api_url = settings, sessions, api_url
+        # The tick's reads in autocommit: no BEGIN and ROLLBACK round trips
+        # around them (three a tick). Each read is one statement's snapshot, as
+        # under PostgreSQL's READ COMMITTED anyway; the writes keep ``sessions``.
+        bind = sessions.kw.get("bind")
+        self._reads = (
+            make_session_factory(bind, read_only=True) if isinstance(bind, Engine) else sessions
+        )
         self._launched_at: dict[tuple[int, int], float] = {}
         self._cancelling_since: dict[tuple[int, int], float] = {}
         self._recorded_capacity: Capacity | None = None
@@ -96,19 +115,28 @@ class Dispatcher:
     # --- 1. running jobs ----------------------------------------------------------
 
     def _reconcile(self, report: TickReport) -> None:
-        with self.sessions() as session:
+        with self._reads() as session:
             running = session.execute(
                 select(Job.id, Job.attempt, Job.status).where(
                     Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value])
                 )
             ).all()
+        # Ray's named actors in one call (not a lookup per job: 100 running
+        # jobs cost 100 round trips, bench/dispatch_tick.py), listed after the
+        # read so that an attempt the read saw running is listed unless gone.
+        actors = ray_actor.live_actor_names() if running else frozenset()
         now = time.monotonic()
+        # Past the grace a launch time decides nothing: forget it, or the dict
+        # would keep every attempt this dispatcher ever launched.
+        self._launched_at = {
+            key: at for key, at in self._launched_at.items() if now - at < LAUNCH_GRACE_SECONDS
+        }
         live = {(job_id, attempt) for job_id, attempt, _ in running}
         for key in set(self._cancelling_since) - live:
             del self._cancelling_since[key]
         for job_id, attempt, status in running:
             key = (job_id, attempt)
-            if ray_actor.find(job_id, attempt) is None:
+            if ray_actor.actor_name(job_id, attempt) not in actors:
                 if now - self._launched_at.get(key, -LAUNCH_GRACE_SECONDS) < LAUNCH_GRACE_SECONDS:
                     continue
                 with self.sessions.begin() as session:
@@ -138,32 +166,33 @@ class Dispatcher:
         free = ray_actor.free_resources()
         capacity = self._measure_cluster()
         now = utcnow()
-        with self.sessions() as session:
-            candidates = self._candidates(session)
+        with self._reads() as session:
+            candidates = self._candidates(session, free)
+            # Fair share only ranks candidates: with none within the free
+            # resources (a full cluster, the usual state with a long queue) its
+            # read, the tick's largest at 100,000 finished attempts, is skipped.
             window = self.settings.fair_share_window_seconds
-            used = window_gpu_seconds(session, now, window)
+            used = window_gpu_seconds(session, now, window) if candidates else {}
             running, held = running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
-        while candidates:
-            fitting = [
-                c
-                for c in candidates
-                if c.cpus <= free["CPU"]
+
+        def fits(c: Candidate) -> bool:  # what is free now, as launches take from it
+            return (
+                c.cpus <= free["CPU"]
                 and c.gpus <= free["GPU"]
                 and (quota is None or c.gpus == 0 or held[c.owner_id] + c.gpus <= quota)
                 and (c.dense_identity is None or c.dense_identity not in training_dense)
-            ]
-            choice = next_job(
-                fitting,
-                used=used,
-                running=running,
-                now=now,
-                aging_seconds=self.settings.priority_aging_seconds,
             )
-            if choice is None:
-                break
-            candidates.remove(choice)
+
+        order = LaunchOrder(
+            candidates,
+            used=used,
+            running=running,
+            now=now,
+            aging_seconds=self.settings.priority_aging_seconds,
+        )
+        while (choice := order.next(fits)) is not None:
             with self.sessions.begin() as session:
                 claim = claim_job(
                     session,
@@ -218,18 +247,12 @@ class Dispatcher:
             if identity is not None and not self._dense_cached(identity)
         }
 
-    def _candidates(self, session: Session) -> list[Candidate]:
-        """The head of the queue, and its oldest jobs (which aging may lift)."""
-        queued = select(*_CANDIDATE_COLUMNS).where(Job.status == JobStatus.QUEUED.value)
-        rows = {
-            row.job_id: row
-            for query in (
-                queued.order_by(*QUEUE_ORDER).limit(CANDIDATES),
-                queued.order_by(Job.created_at, Job.id).limit(CANDIDATES // 10),
-            )
-            for row in session.execute(query)
-        }
-        return [Candidate(**row._asdict()) for row in rows.values()]
+    def _candidates(self, session: Session, free: dict[str, float]) -> list[Candidate]:
+        """The head of the queue and its oldest jobs (which aging may lift), those
+        that fit the ``free`` CPUs and GPUs: the tick only takes from what is free
+        now, so no other could be chosen, and a full cluster reads no row."""
+        rows = session.execute(_CANDIDATES, {"cpus": free["CPU"], "gpus": free["GPU"]})
+        return [Candidate(*row) for row in rows]
 
     def _launch(self, order: AttemptOrder) -> None:
         try:
@@ -267,7 +290,7 @@ class Dispatcher:
         reference = order.spec.get("model", {}).get("weights")
         if reference is None:
             return None
-        with self.sessions() as session:
+        with self._reads() as session:
             return str(weights_path(session, reference, order.artifact_root))
 
     def _explain_waits(
@@ -280,7 +303,7 @@ class Dispatcher:
         """Say why the head of the queue waits. Read as plain rows (no specs), and
         written only where a reason changed, so an unchanged queue costs one read."""
         quota = self.settings.owner_gpu_quota
-        with self.sessions() as session:
+        with self._reads() as session:
             head = session.execute(_QUEUE_HEAD).all()
         changed = []
         for job in head:
@@ -301,10 +324,39 @@ class Dispatcher:
                 announce(session, [JOBS, *(job_key(change["job"]) for change in changed)])
 
 
-# One column per Candidate field, named after it: a field without a column of
-# that name fails here, at import, instead of keeping a default nobody set.
+# One column per Candidate field, named after it and in its order (a
+# Candidate is built from a row by position): a field without a column of that
+# name fails here, at import, instead of keeping a default nobody set.
 _CANDIDATE_COLUMNS = tuple(
     getattr(Job, {"job_id": "id"}.get(f.name, f.name)).label(f.name) for f in fields(Candidate)
+)
+
+
+def _fitting_window(queued: ColumnElement[bool], *order: Any, limit: int) -> Select:
+    """The first ``limit`` jobs that are ``queued``, in ``order``, those of them
+    within the free :cpus and :gpus (bound per tick)."""
+    window = select(*_CANDIDATE_COLUMNS).where(queued).order_by(*order).limit(limit).subquery()
+    return select(window).where(
+        window.c.cpus <= bindparam("cpus"), window.c.gpus <= bindparam("gpus")
+    )
+
+
+_QUEUED = JobStatus.QUEUED.value
+# One statement, one round trip; UNION drops the jobs that are in both windows.
+# The oldest jobs are asked for by a range on status that holds only "queued",
+# ordered by status first: with status = 'queued', PostgreSQL drops the constant
+# status from the ORDER BY and may walk ix_jobs_created_id from the oldest job of
+# all, finished ones included (57 ms at 100,000 finished jobs); the range keeps
+# it in the ORDER BY, which ix_jobs_status_created_id serves (0.5 ms).
+_CANDIDATES = union(
+    _fitting_window(Job.status == _QUEUED, *QUEUE_ORDER, limit=CANDIDATES),
+    _fitting_window(
+        and_(Job.status >= _QUEUED, Job.status <= _QUEUED),
+        Job.status,
+        Job.created_at,
+        Job.id,
+        limit=CANDIDATES // 10,
+    ),
 )
 _QUEUE_HEAD = (
     select(

@@ -12,12 +12,14 @@ The order, for the jobs that fit the free resources:
 
 Pure functions over plain values, so the policy is tested without a cluster;
 the dispatcher feeds it from the database and claims in its order.
+``LaunchOrder`` gives ``next_job``'s choices one after another for a tick that
+launches several jobs, without ranking every candidate again for each.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -86,3 +88,61 @@ def next_job(
         )
 
     return min(candidates, key=key, default=None)
+
+
+class LaunchOrder:
+    """``next_job``'s choices, one at a time, among the candidates that ``fits``
+    says fit at that moment, as a dispatcher launching several jobs in a tick
+    takes them (its free resources and its owners' running jobs change between
+    choices; ``running`` is read as it is then).
+
+    Within one owner the order is fixed for the tick: the owner's GPU-seconds
+    and running jobs are the same for all its jobs, leaving effective priority,
+    age and id. So each owner's jobs are sorted once, and a choice compares
+    only each owner's first job that fits instead of all candidates."""
+
+    def __init__(
+        self,
+        candidates: Iterable[Candidate],
+        *,
+        used: Mapping[int, float],
+        running: Mapping[int, int],
+        now: datetime,
+        aging_seconds: float,
+    ) -> None:
+        self._used, self._running = used, running
+        by_owner: defaultdict[int, list[tuple[int, datetime, int, Candidate]]] = defaultdict(list)
+        for candidate in candidates:
+            by_owner[candidate.owner_id].append(
+                (
+                    -effective_priority(candidate, now, aging_seconds),
+                    candidate.created_at,
+                    candidate.job_id,
+                    candidate,
+                )
+            )
+        for jobs in by_owner.values():
+            jobs.sort(key=lambda job: job[:3])  # ids are unique: never compares candidates
+        self._by_owner = dict(by_owner)
+
+    def next(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
+        """The candidate that goes next among those that fit now, taken out of the
+        order (it is not offered again, whether or not its claim succeeds)."""
+        best: tuple[int, float, int, datetime, int] | None = None
+        best_owner, best_index = 0, 0
+        for owner, jobs in self._by_owner.items():
+            for index, (priority, created_at, job_id, candidate) in enumerate(jobs):
+                if fits(candidate):
+                    key = (
+                        priority,
+                        self._used.get(owner, 0.0),
+                        self._running.get(owner, 0),
+                        created_at,
+                        job_id,
+                    )
+                    if best is None or key < best:
+                        best, best_owner, best_index = key, owner, index
+                    break
+        if best is None:
+            return None
+        return self._by_owner[best_owner].pop(best_index)[3]

@@ -61,6 +61,21 @@ def find(job_id: int, attempt: int) -> ray.actor.ActorHandle | None:
         return None
 
 
+def live_actor_names() -> frozenset[str]:
+    """The names of this service's actors that are alive or starting, in one call.
+
+    Ray's GCS lists a named actor from its creation until it dies (a dead
+    actor's name is not listed), as ``find`` finds it; one list per dispatcher
+    tick replaces a ``get_actor`` round trip per running job. All namespaces
+    are listed and ours kept, because the driver's own namespace need not be
+    ours (``find`` names it too)."""
+    return frozenset(
+        entry["name"]
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["namespace"] == NAMESPACE
+    )
+
+
 def kill(job_id: int, attempt: int) -> bool:
     """Kill the attempt's actor at once; False if it was already gone."""
     actor = find(job_id, attempt)
