@@ -10,6 +10,7 @@ actor's return value; the actor exits by itself when the attempt is over.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import ray
 
@@ -21,7 +22,8 @@ def actor_name(job_id: int, attempt: int) -> str:
     return f"silo-job-{job_id}-attempt-{attempt}"
 
 
-# max_concurrency 2: pid() answers while run() works (tests and operators use it).
+# max_concurrency 2: pid() and devices() answer while run() works (tests and
+# operators use them).
 # Ray's type stubs know no actor options on ray.remote (max_concurrency, .options).
 @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class AttemptActor:
@@ -35,6 +37,13 @@ class AttemptActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def devices(self) -> dict[str, Any]:
+        """The GPUs Ray gave this attempt and what CUDA is shown of them."""
+        return {
+            "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
 
 
 def launch(order: AttemptOrder) -> ray.actor.ActorHandle:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import ray
+from declared_gpus import GPUS
 
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
@@ -25,12 +26,13 @@ def local_ray_state(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def local_ray(local_ray_state: Path, plugin_folder: Path) -> Iterator[str]:
     """One local Ray head for the test session, on free ports. Its workers find the
-    tests' plug-in packages, as a deployment's workers find those on its image."""
+    tests' plug-in packages, as a deployment's workers find those on its image.
+    It declares GPUS GPUs that this machine need not have (tests/declared_gpus.py)."""
     with pytest.MonkeyPatch.context() as patch:
         # Only the head's processes inherit it; later subprocesses of the tests do not.
         paths = [str(plugin_folder), *filter(None, [os.environ.get("PYTHONPATH")])]
         patch.setenv("PYTHONPATH", os.pathsep.join(paths))
-        address = connect(None, local_ray_state, num_cpus=2)
+        address = connect(None, local_ray_state, num_cpus=2, num_gpus=GPUS)
     yield address
     ray.shutdown()
     stop_local_head(local_ray_state)  # this head's processes only
@@ -44,7 +46,8 @@ def cancel_grace() -> float:
 @pytest.fixture
 def dispatching(live_server, local_ray, cancel_grace) -> Iterator[None]:  # noqa: ARG001
     """A dispatcher beside the live API, as `silo serve` runs one (on the
-    session's local Ray, which must be up before it starts)."""
+    session's local Ray, which must be up before it starts), with the live
+    server's settings (``live_settings``) but a quick tick."""
     settings = live_server.app.state.settings.model_copy(
         update={"dispatch_interval_seconds": 0.2, "cancel_grace_seconds": cancel_grace}
     )

@@ -16,6 +16,7 @@ import pytest
 import ray
 import safetensors.torch
 import torch
+from declared_gpus import GPUS
 from tiny_jobs import SPEC as TINY_SPEC
 from tiny_jobs import finished, sqlite_only, wait_for
 
@@ -230,10 +231,12 @@ def test_a_job_that_does_not_stop_in_the_grace_period_is_killed(live_server):
 @sqlite_only  # Ray's node sizes against a request: the database plays no part
 @pytest.mark.usefixtures("dispatching")
 def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(live_server):
-    """The local head is one node of 2 CPUs and no GPU: the dispatcher records that,
-    and says jobs asking more cannot run here, while a job that fits is not held up."""
+    """The local head is one node of 2 CPUs and GPUS GPUs: the dispatcher records
+    that, and says jobs asking more cannot run here, while a job that fits is not
+    held up."""
     with live_server.client() as client:
-        gpu_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"gpus": 1}}).json()
+        many = {"spec": SPEC, "resources": {"gpus": GPUS + 1}}
+        gpu_job = client.post("/v1/jobs", json=many).json()
         big_job = client.post("/v1/jobs", json={"spec": SPEC, "resources": {"cpus": 3}}).json()
         cpu_job = client.post("/v1/jobs", json={"spec": SPEC}).json()
         done = wait_for(client, cpu_job["id"], finished)
@@ -241,7 +244,7 @@ def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(li
     assert done["status"] == "succeeded"
     cannot = "cannot run on this cluster as it stands: "
     assert [(job["status"], job["queue"]["reason"]) for job in waiting] == [
-        ("queued", cannot + "asks 1 GPU, the largest node has 0"),
+        ("queued", cannot + f"asks {GPUS + 1} GPU, the largest node has {GPUS}"),
         ("queued", cannot + "asks 3 CPU, the largest node has 2"),
     ]
     engine = make_engine(live_server.database_url)
@@ -249,7 +252,7 @@ def test_a_job_asking_for_more_than_any_node_has_waits_and_says_it_cannot_run(li
         capacity = cluster.recorded(session)
     engine.dispose()
     assert capacity is not None
-    assert (capacity.nodes, capacity.largest_cpus, capacity.largest_gpus) == (1, 2.0, 0.0)
+    assert (capacity.nodes, capacity.largest_cpus, capacity.largest_gpus) == (1, 2.0, GPUS)
     assert capacity.largest_memory_gb > 0
 
 
