@@ -61,6 +61,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import httpx
@@ -70,6 +71,8 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 from serve import free_port
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 from team_day_jobs import USERS, StandInJob, Work, read_times, workload
 from team_day_metrics import (
     JobRecord,
@@ -85,6 +88,7 @@ from team_day_metrics import (
 from server.app import create_app
 from server.auth.tokens import create_user_token
 from server.db.migrate import upgrade
+from server.db.models import Job, JobAttempt
 from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher, TickReport
 from server.serving import uvicorn_config
@@ -110,6 +114,9 @@ class ModeResult:
     wall: float
     ticks: list[float] = field(default_factory=list)  # dispatcher tick seconds
     launches: int = 0
+    # The dispatcher's launch (the attempt's started_at) to the actor running, seconds:
+    # Ray placing the actor and starting its process.
+    startup: list[float] = field(default_factory=list)
 
 
 # --- Ray and the service --------------------------------------------------------------
@@ -300,6 +307,7 @@ def service_mode(
             ray_actor.launch = original_launch
             for client in clients.values():
                 client.close()
+    startup = startup_lags(sessions, times)
     engine.dispose()
     return ModeResult(
         order,
@@ -308,7 +316,23 @@ def service_mode(
         time.monotonic() - began,
         dispatcher.ticks,
         dispatcher.launches,
+        startup,
     )
+
+
+def startup_lags(sessions: sessionmaker, times: Path) -> list[float]:
+    """Per started job, from the dispatcher's launch to its actor running (seconds)."""
+    with sessions() as session:
+        rows = session.execute(
+            select(Job.spec, JobAttempt.started_at).join(JobAttempt, JobAttempt.job_id == Job.id)
+        ).all()
+    lags = []
+    for spec, launched in rows:
+        started = read_times(times, spec["seed"])
+        if started is not None and launched is not None:
+            launched_at = launched.replace(tzinfo=launched.tzinfo or UTC).timestamp()
+            lags.append(started[0] - launched_at)
+    return lags
 
 
 def ray_mode(work: list[Work], args: argparse.Namespace, folder: Path) -> ModeResult:
@@ -395,6 +419,8 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
         "tick_p50_ms": percentile(result.ticks, 0.5) * 1000 if result.ticks else None,
         "tick_p95_ms": percentile(result.ticks, 0.95) * 1000 if result.ticks else None,
         "launches": result.launches,
+        "startup_p50": percentile(result.startup, 0.5) if result.startup else None,
+        "startup_p95": percentile(result.startup, 0.95) if result.startup else None,
         "launches_per_tick_second": result.launches / tick_seconds if tick_seconds else None,
     }
 
@@ -437,6 +463,15 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
         "tick p50 / p95, ms",
         [
             f"{number(f['tick_p50_ms'], 1)} / {number(f['tick_p95_ms'], 1)}" if f["ticks"] else "-"
+            for f in figures
+        ],
+    )
+    row(
+        "launch -> actor running, s p50 / p95",
+        [
+            f"{number(f['startup_p50'], 1)} / {number(f['startup_p95'], 1)}"
+            if f["startup_p50"] is not None
+            else "-"
             for f in figures
         ],
     )
