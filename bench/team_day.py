@@ -52,6 +52,7 @@ The PNG shows each user's GPUs held over time, one panel per mode.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -550,7 +551,9 @@ def main() -> None:
 
     plot(results, args.gpus, args.quota, args.png)
     console.print(f"occupancy plot: {args.png}")
-    if args.json:
+    if args.json:  # the figures, and each job's times for a closer look
+        for f, result in zip(figures, results, strict=True):
+            f["records"] = [dataclasses.asdict(job) for job in result.jobs]
         args.json.write_text(json.dumps(figures, indent=1))
 
 
