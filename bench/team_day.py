@@ -518,7 +518,7 @@ def main() -> None:
     parser.add_argument("--drain-seconds", type=float, default=90.0)
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--png", type=Path, default=BENCH.parent / "docs" / "team_day.png")
-    parser.add_argument("--json", type=Path, help="write the figures here too")
+    parser.add_argument("--json", type=Path, help="write the figures and each job's times here")
     args = parser.parse_args()
     modes = args.modes.split(",")
     work = workload(args.seed, args.minutes)
