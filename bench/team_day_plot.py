@@ -13,7 +13,7 @@ from team_day_jobs import USERS
 from team_day_metrics import occupancy, segments
 
 if TYPE_CHECKING:
-    from team_day import ModeResult
+    from team_day_report import ModeResult
 
 TITLES = {
     "ranked": "this dispatcher (priority + aging, fair share, quota)",
