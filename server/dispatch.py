@@ -11,7 +11,8 @@ Every tick it
    owner's GPU quota (server/scheduling.py: priority with aging, then fair
    share between owners, then age), claims them in that order with
    ``claim_job``, which is safe with several dispatchers, and launches each
-   in its own detached actor;
+   in its own detached actor (``SILO_DISPATCH_ORDER=fifo`` takes them oldest
+   first instead, ranking off; free resources and the quota still apply);
 3. writes down why the jobs at the head of the queue still wait; a job that
    no node can hold says so, since no wait would end it.
 
@@ -58,7 +59,7 @@ from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.scheduling import Candidate, LaunchOrder
+from server.scheduling import Candidate, FifoOrder, LaunchOrder
 from server.settings import Settings
 from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
@@ -166,13 +167,15 @@ class Dispatcher:
         free = ray_actor.free_resources()
         capacity = self._measure_cluster()
         now = utcnow()
+        ranked = self.settings.dispatch_order == "ranked"
         with self._reads() as session:
             candidates = self._candidates(session, free)
             # Fair share only ranks candidates: with none within the free
-            # resources (a full cluster, the usual state with a long queue) its
-            # read, the tick's largest at 100,000 finished attempts, is skipped.
+            # resources (a full cluster, the usual state with a long queue), or
+            # no ranking (fifo), its read, the tick's largest at 100,000
+            # finished attempts, is skipped.
             window = self.settings.fair_share_window_seconds
-            used = window_gpu_seconds(session, now, window) if candidates else {}
+            used = window_gpu_seconds(session, now, window) if candidates and ranked else {}
             running, held = running_by_owner(session)
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
@@ -185,12 +188,16 @@ class Dispatcher:
                 and (c.dense_identity is None or c.dense_identity not in training_dense)
             )
 
-        order = LaunchOrder(
-            candidates,
-            used=used,
-            running=running,
-            now=now,
-            aging_seconds=self.settings.priority_aging_seconds,
+        order = (
+            LaunchOrder(
+                candidates,
+                used=used,
+                running=running,
+                now=now,
+                aging_seconds=self.settings.priority_aging_seconds,
+            )
+            if ranked
+            else FifoOrder(candidates)
         )
         while (choice := order.next(fits)) is not None:
             with self.sessions.begin() as session:

@@ -14,6 +14,10 @@ Pure functions over plain values, so the policy is tested without a cluster;
 the dispatcher feeds it from the database and claims in its order.
 ``LaunchOrder`` gives ``next_job``'s choices one after another for a tick that
 launches several jobs, without ranking every candidate again for each.
+
+``FifoOrder`` is the plain alternative (``SILO_DISPATCH_ORDER=fifo``): oldest
+first among the jobs that fit, no priority, no aging, no fair share; a job
+too big for what is free now is passed over, as in the ranked order.
 """
 
 from __future__ import annotations
@@ -146,3 +150,20 @@ class LaunchOrder:
         if best is None:
             return None
         return self._by_owner[best_owner].pop(best_index)[3]
+
+
+class FifoOrder:
+    """First come, first served: the oldest candidate that ``fits`` says fits,
+    one at a time (ids break ties). The same interface as ``LaunchOrder``, so
+    the dispatcher's loop, its free resources and its quota check are the same
+    in both orders; only the ranking is off."""
+
+    def __init__(self, candidates: Iterable[Candidate]) -> None:
+        self._jobs = sorted(candidates, key=lambda c: (c.created_at, c.job_id))
+
+    def next(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
+        """The oldest candidate that fits now, taken out of the order."""
+        for index, candidate in enumerate(self._jobs):
+            if fits(candidate):
+                return self._jobs.pop(index)
+        return None

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     priority_aging_seconds: float = Field(
         600.0, gt=0, description="A queued job gains one priority point per this many seconds"
     )
+    dispatch_order: Literal["ranked", "fifo"] = Field(
+        "ranked",
+        description="ranked: priority with aging, then fair share, then age "
+        "(server/scheduling.py); fifo: oldest first, ranking off (for comparison). Both "
+        "start only jobs within the free resources and the owner's GPU quota",
+    )
     refuse_unfit_jobs: bool = Field(
         False,
         description="Refuse (422) a job that no node of the cluster could hold, as the "

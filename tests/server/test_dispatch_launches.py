@@ -60,9 +60,11 @@ def queue(sessions, jobs: dict[str, dict]) -> dict[str, int]:
         return {name: job.id for name, job in rows.items()}
 
 
-def dispatcher(sessions, database_url, tmp_path, free: dict[str, float], monkeypatch):
+def dispatcher(
+    sessions, database_url, tmp_path, free: dict[str, float], monkeypatch, **settings_values
+):
     monkeypatch.setattr(ray_actor, "free_resources", lambda: dict(free))
-    settings = Settings(database_url=database_url, data_dir=tmp_path)
+    settings = Settings(database_url=database_url, data_dir=tmp_path, **settings_values)
     return Dispatcher(settings, sessions, api_url="http://127.0.0.1:1")
 
 
@@ -131,3 +133,59 @@ def test_the_owner_with_fewer_gpu_seconds_goes_first(
     tick = dispatcher(sessions, database_url, tmp_path, {"CPU": 8, "GPU": 1}, monkeypatch)
 
     assert tick.tick().launched == launched == [ids["bob_new"]]
+
+
+def test_fifo_starts_the_oldest_that_fit_within_the_quota(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    ids = queue(
+        sessions,
+        {
+            "old_big": {"cpus": 4},  # oldest, never fits: passed over
+            "old_gpu": {"cpus": 1, "gpus": 1},
+            "quota_gpu": {"cpus": 1, "gpus": 1},  # alice's second GPU: over her quota
+            "bob_gpu": {"cpus": 1, "gpus": 1, "owner": "bob"},
+            "urgent": {"cpus": 1, "priority": 10, "owner": "bob"},  # newest: no matter
+            "late": {"cpus": 1},  # no CPU left for it
+        },
+    )
+    tick = dispatcher(
+        sessions,
+        database_url,
+        tmp_path,
+        {"CPU": 3, "GPU": 4},
+        monkeypatch,
+        dispatch_order="fifo",
+        owner_gpu_quota=1.0,
+    )
+
+    assert tick.tick().launched == launched == [ids["old_gpu"], ids["bob_gpu"], ids["urgent"]]
+    with sessions() as session:
+        waiting = dict(session.execute(select(Job.id, Job.queue_reason)).all())
+    assert waiting[ids["quota_gpu"]] == "the owner's GPU quota (1) is in use"
+
+
+def test_fifo_ignores_fair_share(sessions, database_url, tmp_path, monkeypatch, launched):
+    """The ranked order's test above, in fifo: alice's hour of GPU does not matter."""
+    ids = queue(sessions, {"alice_old": {"gpus": 1}, "bob_new": {"gpus": 1, "owner": "bob"}})
+    with sessions.begin() as session:
+        used = Job(owner_id=session.get_one(Job, ids["alice_old"]).owner_id, spec={}, gpus=1)
+        used.spec_hash, used.status, used.attempt = "h", "succeeded", 1
+        session.add(used)
+        session.flush()
+        ended = utcnow() - timedelta(minutes=5)
+        session.add(
+            JobAttempt(
+                job_id=used.id,
+                number=1,
+                token_hash="t",
+                status="succeeded",
+                started_at=ended - timedelta(hours=1),
+                ended_at=ended,
+            )
+        )
+    tick = dispatcher(
+        sessions, database_url, tmp_path, {"CPU": 8, "GPU": 1}, monkeypatch, dispatch_order="fifo"
+    )
+
+    assert tick.tick().launched == launched == [ids["alice_old"]]

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.scheduling import Candidate, LaunchOrder, next_job
+from server.scheduling import Candidate, FifoOrder, LaunchOrder, next_job
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 AGING = 600.0
@@ -129,3 +129,19 @@ def test_owners_take_turns_and_a_job_too_big_now_is_passed_over():
         running[choice.owner_id] += 1
     assert taken == [1, 12, 2]  # 11 never fits; bob's turn comes after alice's first
     assert order.next(lambda c: c.cpus <= 4).job_id == 11  # still there, had it fitted
+
+
+def test_fifo_takes_the_oldest_that_fits_whatever_the_priority():
+    jobs = [
+        Candidate(1, 1, 5, NOW - timedelta(seconds=10), 1.0, 0.0, None),  # newest, urgent
+        Candidate(2, 2, -3, NOW - timedelta(seconds=300), 1.0, 0.0, None),  # oldest
+        Candidate(3, 1, 0, NOW - timedelta(seconds=200), 8.0, 0.0, None),  # too big now
+        Candidate(4, 2, 0, NOW - timedelta(seconds=100), 1.0, 0.0, None),
+    ]
+    order = FifoOrder(jobs)
+    taken = []
+    while choice := order.next(lambda c: c.cpus <= 2):
+        taken.append(choice.job_id)
+    assert taken == [2, 4, 1]
+    assert order.next(lambda _: True).job_id == 3
+    assert order.next(lambda _: True) is None

@@ -1,0 +1,225 @@
+"""bench/team_day.py's measures, on plain job records (tested in tests/bench/).
+
+Every measure is computed from the jobs' own times, the same way in every
+mode: ``submit`` (the benchmark's clock just before it submitted the job),
+``start`` (the job's actor began running: the resources are held and the
+work can go on) and ``end`` (it finished). Between consecutive events the
+state of the cluster is constant, so the run is cut into segments at every
+submit, start and end, and each measure sums over segments.
+
+* A job **waits** from ``submit`` to ``start`` (to the run's end if it never
+  started). A segment is **contended** when at least one job waits in it.
+* **Utilisation while work waits**: GPUs held, summed over the contended
+  segments times their length, over the capacity times their total length.
+* **Fair share**: in each contended segment, every user with work running or
+  waiting demands what it holds plus what it waits for, capped at the GPU
+  quota when there is one (the team's own limit); the capacity is divided
+  max-min fairly among the demands (water-filling: equal shares, a user
+  demanding less than its share gets its demand and the rest is shared
+  again). For each user, over the contended segments in which *that user has
+  work waiting*, ``received`` sums the GPUs it held and ``fair`` its share;
+  ``received / fair`` is 1 when it got exactly its fair share.
+* **Jain's index** over the users with ``fair > 0`` (users who had work
+  waiting) of x = received / fair: (sum x)^2 / (n * sum x^2), 1 when every
+  such user got the same fraction of its fair share, 1/n at worst.
+* **Quota violations**: the moments at which some user starts holding more
+  GPUs than the quota (one per episode: a user above the quota for a while
+  counts once), with the GPU-seconds held above it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+EPSILON = 1e-9  # fractional GPUs (0.25 four times) must add up to a whole card
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    user: str
+    priority: int
+    gpus: float
+    submit: float  # seconds since the run began
+    start: float | None  # None: never started
+    end: float | None  # None: not finished when the run ended
+
+
+@dataclass(frozen=True)
+class Segment:
+    begin: float
+    end: float
+    held: dict[str, float]  # GPUs held per user
+    waiting: dict[str, float]  # GPUs waited for per user (users with work waiting only)
+
+    @property
+    def length(self) -> float:
+        return self.end - self.begin
+
+
+def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
+    """The run from its first submit to ``until``, cut at every event."""
+    times = sorted(
+        {until}
+        | {
+            t
+            for job in jobs
+            for t in (job.submit, job.start, job.end)
+            if t is not None and t < until
+        }
+    )
+    cut = []
+    for begin, end in itertools.pairwise(times):
+        middle = (begin + end) / 2
+        held: defaultdict[str, float] = defaultdict(float)
+        waiting: defaultdict[str, float] = defaultdict(float)
+        for job in jobs:
+            started = job.start is not None and job.start <= middle
+            if started and (job.end is None or job.end > middle):
+                held[job.user] += job.gpus
+            elif not started and job.submit <= middle:
+                waiting[job.user] += job.gpus
+        cut.append(Segment(begin, end, dict(held), dict(waiting)))
+    return cut
+
+
+def utilisation_while_waiting(cut: Iterable[Segment], capacity: float) -> float | None:
+    """Held GPU-seconds over capacity-seconds in the contended segments; None if none."""
+    held = seconds = 0.0
+    for segment in cut:
+        if segment.waiting:
+            held += sum(segment.held.values()) * segment.length
+            seconds += segment.length
+    return held / (capacity * seconds) if seconds > 0 else None
+
+
+def contended_seconds(cut: Iterable[Segment]) -> float:
+    return sum(segment.length for segment in cut if segment.waiting)
+
+
+def water_fill(demands: Mapping[str, float], capacity: float) -> dict[str, float]:
+    """Max-min fair shares of ``capacity`` among ``demands``."""
+    shares = dict.fromkeys(demands, 0.0)
+    left, open_users = capacity, sorted(demands, key=lambda user: demands[user])
+    while open_users and left > EPSILON:
+        equal = left / len(open_users)
+        user = open_users[0]
+        if demands[user] <= equal + EPSILON:  # wants less than an equal share: give it all
+            shares[user] = demands[user]
+            left -= demands[user]
+            open_users.pop(0)
+        else:  # everyone left wants more than an equal share
+            for other in open_users:
+                shares[other] = equal
+            left = 0.0
+    return shares
+
+
+@dataclass(frozen=True)
+class Fairness:
+    received: dict[str, float]  # GPU-seconds held while the user had work waiting
+    fair: dict[str, float]  # its fair share of those segments, GPU-seconds
+    jain: float | None  # over the users with fair > 0; None if none
+
+    def ratio(self, user: str) -> float | None:
+        fair = self.fair.get(user, 0.0)
+        return self.received.get(user, 0.0) / fair if fair > 0 else None
+
+
+def fairness(cut: Iterable[Segment], capacity: float, quota: float | None) -> Fairness:
+    received: defaultdict[str, float] = defaultdict(float)
+    fair: defaultdict[str, float] = defaultdict(float)
+    for segment in cut:
+        if not segment.waiting:
+            continue
+        demands = {
+            user: segment.held.get(user, 0.0) + segment.waiting.get(user, 0.0)
+            for user in set(segment.held) | set(segment.waiting)
+        }
+        if quota is not None:
+            demands = {user: min(demand, quota) for user, demand in demands.items()}
+        shares = water_fill(demands, capacity)
+        for user in segment.waiting:
+            received[user] += segment.held.get(user, 0.0) * segment.length
+            fair[user] += shares[user] * segment.length
+    ratios = [received[user] / fair[user] for user in fair if fair[user] > 0]
+    return Fairness(dict(received), dict(fair), jain(ratios))
+
+
+def jain(values: Sequence[float]) -> float | None:
+    """Jain's fairness index: (sum x)^2 / (n sum x^2); None for no values."""
+    squares = sum(value * value for value in values)
+    if not values or squares == 0:
+        return None
+    return sum(values) ** 2 / (len(values) * squares)
+
+
+@dataclass(frozen=True)
+class QuotaViolations:
+    episodes: int  # times some user went above the quota
+    over_gpu_seconds: float  # GPU-seconds held above it, all users
+    most_held: float  # the most GPUs one user held at once
+
+
+def quota_violations(cut: Sequence[Segment], quota: float | None) -> QuotaViolations:
+    most = max((gpus for segment in cut for gpus in segment.held.values()), default=0.0)
+    if quota is None:
+        return QuotaViolations(0, 0.0, most)
+    episodes, over = 0, 0.0
+    above_before: set[str] = set()
+    for segment in cut:
+        above = {user for user, gpus in segment.held.items() if gpus > quota + EPSILON}
+        episodes += len(above - above_before)
+        over += sum(segment.held[user] - quota for user in above) * segment.length
+        above_before = above
+    return QuotaViolations(episodes, over, most)
+
+
+@dataclass(frozen=True)
+class Waits:
+    count: int
+    not_started: int  # waits cut short by the run's end (counted as waited until then)
+    p50: float
+    p95: float
+    max: float
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank quantile (the smallest value with at least ``q`` of them at or below)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Waits]:
+    """Submit to start per priority class, high priority first."""
+    by_class: defaultdict[int, list[float]] = defaultdict(list)
+    open_by_class: defaultdict[int, int] = defaultdict(int)
+    for job in jobs:
+        start = job.start if job.start is not None else until
+        by_class[job.priority].append(max(0.0, start - job.submit))
+        open_by_class[job.priority] += job.start is None
+    return {
+        priority: Waits(
+            len(waits),
+            open_by_class[priority],
+            percentile(waits, 0.5),
+            percentile(waits, 0.95),
+            max(waits),
+        )
+        for priority, waits in sorted(by_class.items(), reverse=True)
+    }
+
+
+def occupancy(
+    jobs: Iterable[JobRecord], users: Sequence[str], until: float
+) -> tuple[list[float], list[list[float]]]:
+    """Step series for the plot: the event times, and per user the GPUs held from
+    each time to the next (``users``' order)."""
+    jobs = list(jobs)
+    cut = segments(jobs, until)
+    times = [segment.begin for segment in cut] + ([cut[-1].end] if cut else [])
+    series = [[segment.held.get(user, 0.0) for segment in cut] + [0.0] for user in users]
+    return times, series
