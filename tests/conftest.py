@@ -103,6 +103,16 @@ def database_url(empty_database_url: str, request) -> str:
 
 
 @pytest.fixture
+def sessions(database_url: str) -> Iterator:
+    """A session factory on the test's migrated database (no server)."""
+    from server.db.session import make_engine, make_session_factory
+
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture
 def live_settings() -> dict:
     """Settings the live server is made with beyond the tests' defaults; a test
     parametrizes ``live_settings`` to change them (``max_streams_per_user``, ...)."""

@@ -19,13 +19,6 @@ TWO_NODES = Capacity.of(
 )
 
 
-@pytest.fixture
-def sessions(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
-
-
 def test_the_capacity_is_largest_node_and_total_per_resource():
     assert asdict(TWO_NODES) == {
         "nodes": 2,

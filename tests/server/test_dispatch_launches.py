@@ -9,18 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from server.db.models import Job, JobAttempt, User, utcnow
-from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
 from server.settings import Settings
 from silo_contract.order import AttemptOrder
 from workers import ray_actor
-
-
-@pytest.fixture
-def sessions(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
@@ -110,12 +102,10 @@ def test_a_full_cluster_starts_nothing_and_says_why(
     }
 
 
-def test_the_owner_with_fewer_gpu_seconds_goes_first(
-    sessions, database_url, tmp_path, monkeypatch, launched
-):
-    ids = queue(sessions, {"alice_old": {"gpus": 1}, "bob_new": {"gpus": 1, "owner": "bob"}})
-    with sessions.begin() as session:  # alice used a GPU for an hour, just now
-        used = Job(owner_id=session.get_one(Job, ids["alice_old"]).owner_id, spec={}, gpus=1)
+def used_a_gpu_for_an_hour(sessions, job_id: int) -> None:
+    """The owner of ``job_id`` ran a 1-GPU job for an hour, ended 5 minutes ago."""
+    with sessions.begin() as session:
+        used = Job(owner_id=session.get_one(Job, job_id).owner_id, spec={}, gpus=1)
         used.spec_hash, used.status, used.attempt = "h", "succeeded", 1
         session.add(used)
         session.flush()
@@ -130,6 +120,13 @@ def test_the_owner_with_fewer_gpu_seconds_goes_first(
                 ended_at=ended,
             )
         )
+
+
+def test_the_owner_with_fewer_gpu_seconds_goes_first(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    ids = queue(sessions, {"alice_old": {"gpus": 1}, "bob_new": {"gpus": 1, "owner": "bob"}})
+    used_a_gpu_for_an_hour(sessions, ids["alice_old"])  # alice, just now
     tick = dispatcher(sessions, database_url, tmp_path, {"CPU": 8, "GPU": 1}, monkeypatch)
 
     assert tick.tick().launched == launched == [ids["bob_new"]]
@@ -168,22 +165,7 @@ def test_fifo_starts_the_oldest_that_fit_within_the_quota(
 def test_fifo_ignores_fair_share(sessions, database_url, tmp_path, monkeypatch, launched):
     """The ranked order's test above, in fifo: alice's hour of GPU does not matter."""
     ids = queue(sessions, {"alice_old": {"gpus": 1}, "bob_new": {"gpus": 1, "owner": "bob"}})
-    with sessions.begin() as session:
-        used = Job(owner_id=session.get_one(Job, ids["alice_old"]).owner_id, spec={}, gpus=1)
-        used.spec_hash, used.status, used.attempt = "h", "succeeded", 1
-        session.add(used)
-        session.flush()
-        ended = utcnow() - timedelta(minutes=5)
-        session.add(
-            JobAttempt(
-                job_id=used.id,
-                number=1,
-                token_hash="t",
-                status="succeeded",
-                started_at=ended - timedelta(hours=1),
-                ended_at=ended,
-            )
-        )
+    used_a_gpu_for_an_hour(sessions, ids["alice_old"])
     tick = dispatcher(
         sessions, database_url, tmp_path, {"CPU": 8, "GPU": 1}, monkeypatch, dispatch_order="fifo"
     )

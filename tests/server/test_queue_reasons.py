@@ -5,23 +5,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
 from sqlalchemy import event, select
 
 from server.db.models import Job, User
-from server.db.session import make_engine, make_session_factory
 from server.dispatch import Dispatcher
 from server.jobs.cluster import Capacity
 from server.settings import Settings
 
 REQUEUED = "attempt 1 lost (the worker stopped); it will resume from its checkpoint"
-
-
-@pytest.fixture
-def sessions(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def add_job(session, owner: User, **values) -> int:

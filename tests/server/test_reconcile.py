@@ -9,7 +9,6 @@ import pytest
 from sqlalchemy import select
 
 from server.db.models import Job, User
-from server.db.session import make_engine, make_session_factory
 from server.dispatch import LAUNCH_GRACE_SECONDS, Dispatcher, TickReport
 from server.jobs.attempts import settle_lost_attempt
 from server.jobs.claims import claim_job
@@ -17,13 +16,6 @@ from server.settings import Settings
 from workers import ray_actor
 
 ADDRESS = {"api_url": "http://127.0.0.1:9", "artifact_root": "/nonexistent"}
-
-
-@pytest.fixture
-def sessions(database_url):
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
