@@ -127,6 +127,7 @@ PARTS: tuple[tuple[str, str, str], ...] = (
     ("idempotency lookup", "server.jobs.repository", "find_by_idempotency_key"),
     ("row building (spec dump, identities)", "server.jobs.repository", "queued_job"),
     ("row building (spec dump, identities)", "server.jobs.repository", "spec_columns"),
+    ("SQLite: the writes and commit", "server.jobs.sqlite_submits", "GroupCommit._transaction"),
     ("ORM add", "sqlalchemy.orm", "Session.add"),
     ("ORM flush", "sqlalchemy.orm", "Session.flush"),
     ("ORM commit", "sqlalchemy.orm", "Session.commit"),

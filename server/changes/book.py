@@ -45,6 +45,11 @@ def job_key(job_id: int) -> str:
     return f"{JOB_KEY_PREFIX}{job_id}"
 
 
+def new_job_keys(job_id: int) -> tuple[str, ...]:
+    """What a new queued job changes: itself, the lists, the queue."""
+    return (job_key(job_id), JOBS, QUEUE)
+
+
 def study_key(study_id: int) -> str:
     return f"study:{study_id}"
 

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from sqlalchemy import Integer, String, bindparam, func, insert, literal_column, select, text
+from sqlalchemy import (
+    Engine,
+    Integer,
+    String,
+    bindparam,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.changes.book import JOB_KEY_PREFIX, JOBS, QUEUE, job_key
+from server.changes.book import JOB_KEY_PREFIX, JOBS, QUEUE, new_job_keys
 from server.changes.tracking import announce, encode, notify
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
+from server.jobs.sqlite_submits import SubmitStatements, group_commit
 from server.jobs.states import transition
 from server.jobs.views import JobView, job_view
 from silo_contract.jobs import QUEUE_COUNT_LIMIT
@@ -162,13 +171,6 @@ def _insert_job(dialect: Any, *, keyed: bool) -> Any:
     return statement.returning(*returned)
 
 
-# SQLite counts the queue after its commit, outside the one-writer section
-# (WAL lets it read beside the next writer): the count grows with the queue,
-# and inside the section every submit waited for every other's. Counted then,
-# the place is the one a GET right after the submit shows.
-_QUEUED_AHEAD_SQLITE = text(f"SELECT ({_COUNT_AHEAD['sqlite']}) FROM jobs WHERE jobs.id = :job_id")
-
-
 _SUBMIT_COLUMNS = (
     *("owner_id", "name", "spec", "spec_hash", "dense_identity", "model", "dataset"),
     *("schedule", "planned_cycles", "dense_epochs", "epochs_per_cycle", "status", "priority"),
@@ -186,7 +188,7 @@ def _insert_job_and_tags(*, keyed: bool) -> Any:
     )
     tags = bindparam("tags", type_=postgresql.ARRAY(String))
     new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
-    # The statement sends its own NOTIFY (what _new_job_keys names), delivered
+    # The statement sends its own NOTIFY (what new_job_keys names), delivered
     # when it commits: no round trip, and no commit of a NOTIFY of its own.
     keys = func.concat(JOB_KEY_PREFIX, job.c.id, "," + encode((JOBS, QUEUE)))
     return select(job.c.id, job.c.ahead, job.c.owner, notify(keys)).add_cte(
@@ -194,13 +196,12 @@ def _insert_job_and_tags(*, keyed: bool) -> Any:
     )
 
 
-def _new_job_keys(job_id: int) -> tuple[str, ...]:
-    return (job_key(job_id), JOBS, QUEUE)
-
-
 _SUBMIT_POSTGRESQL = {keyed: _insert_job_and_tags(keyed=keyed) for keyed in (False, True)}
-_INSERT_JOB_SQLITE = {keyed: _insert_job(sqlite, keyed=keyed) for keyed in (False, True)}
-_INSERT_TAGS = insert(JobTag)
+_SUBMIT_SQLITE = SubmitStatements(
+    insert_job={keyed: _insert_job(sqlite, keyed=keyed) for keyed in (False, True)},
+    columns=_SUBMIT_COLUMNS,
+    count_ahead=text(f"SELECT ({_COUNT_AHEAD['sqlite']}) FROM jobs WHERE jobs.id = :job_id"),
+)
 # One statement is atomic by itself: on PostgreSQL the submit's runs outside a
 # transaction, without the BEGIN and COMMIT round trips around it.
 _AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
@@ -248,58 +249,37 @@ def submit_job(
     }
     stored_tags = sorted(set(tags))
     keyed = idempotency_key is not None
-    postgres = session.get_bind().dialect.name == "postgresql"
+    bind = session.get_bind()
+    postgres = bind.dialect.name == "postgresql"
     if postgres and not session.in_transaction():
         connection = session.connection(execution_options=_AUTOCOMMIT)
-    else:  # SQLite, a submit_session, or a transaction begun before
+    elif postgres:  # a transaction begun before
         connection = session.connection()
-    with nullcontext() if postgres else _sqlite_writer():
-        while True:
-            if postgres:
-                parameters = {**values, "tags": stored_tags}
-                row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
-            else:
-                row = connection.execute(_INSERT_JOB_SQLITE[keyed], values).first()
-                if row is not None and stored_tags:
-                    connection.execute(
-                        _INSERT_TAGS, [{"job_id": row.id, "tag": t} for t in stored_tags]
-                    )
-            if row is not None:
-                # Core statements flush nothing: name what changed (server/changes/).
-                announce(session, _new_job_keys(row.id), notified=postgres)
-                break
-            assert idempotency_key is not None  # only a keyed insert inserts nothing
-            existing = find_by_idempotency_key(session, owner_id, idempotency_key)
-            if existing is not None:
-                if existing.request_hash != body_hash:
-                    raise IdempotencyConflictError(existing.id)
-                view = job_view(session, existing.id)
-                assert view is not None
-                return view, False
-            # The job that used the key is gone since: the key is free again.
+    row: Any  # the statement's row (PostgreSQL) or a Written (SQLite): id, owner, ahead
+    while True:
+        if postgres:
+            parameters = {**values, "tags": stored_tags}
+            row = connection.execute(_SUBMIT_POSTGRESQL[keyed], parameters).first()
+        else:  # written and committed with the submits that wait beside it
+            assert isinstance(bind, Engine)
+            row = group_commit(bind, _SUBMIT_SQLITE).submit(values, stored_tags, keyed=keyed)
+        if row is not None:
+            break
+        assert idempotency_key is not None  # only a keyed insert inserts nothing
+        existing = find_by_idempotency_key(session, owner_id, idempotency_key)
+        if existing is not None:
+            if existing.request_hash != body_hash:
+                raise IdempotencyConflictError(existing.id)
+            view = job_view(session, existing.id)
+            assert view is not None
+            return view, False
+        # The job that used the key is gone since: the key is free again.
+    if postgres:
+        # The statement sent its NOTIFY; the commit (none to send, outside a
+        # transaction) tells this process's answers.
+        announce(session, new_job_keys(row.id), notified=True)
         session.commit()
-    ahead = row.ahead if postgres else session.scalar(_QUEUED_AHEAD_SQLITE, {"job_id": row.id})
-    return _submitted(row.id, row.owner, stored_tags, ahead or 0, values), True
-
-
-# SQLite takes one writer at a time and makes the others wait by sleeping and
-# trying again (1, 2, 5, 10 ms and longer), so in a burst of submits the slow
-# ones spent far longer asleep than writing. In this process submits take turns
-# on a lock instead, which passes to the next as soon as one has committed. A
-# writer in another process still meets them at SQLite's busy timeout; after as
-# long a wait for the lock (server/db/session.py's), a submit goes on without it.
-_SQLITE_WRITES = threading.Lock()
-_SQLITE_WAIT_SECONDS = 5.0
-
-
-@contextmanager
-def _sqlite_writer() -> Iterator[None]:
-    acquired = _SQLITE_WRITES.acquire(timeout=_SQLITE_WAIT_SECONDS)
-    try:
-        yield
-    finally:
-        if acquired:
-            _SQLITE_WRITES.release()
+    return _submitted(row.id, row.owner, stored_tags, row.ahead or 0, values), True
 
 
 def _submitted(
