@@ -165,3 +165,46 @@ def test_postgres_claimer_skips_a_job_being_claimed_instead_of_waiting(db):
         holder.close()
     with db() as session:
         assert Counter(session.scalars(select(Job.status))) == {"running": 2}
+
+
+def test_a_claim_starts_the_next_attempt_and_supersedes_the_open_one(db):
+    """A job queued again with its first attempt still open (a worker thought
+    lost): the claim makes attempt 2 live with the order's token, ends attempt 1
+    as superseded, keeps the first start, clears the queue reason, and tells
+    this process's answers that the job and the queue changed."""
+    from server.changes.book import ChangeBook, job_key
+    from server.changes.tracking import register, unregister
+    from server.jobs.claims import claim_job
+
+    [job_id] = add_jobs(db, "alice", [0])
+    first_start = utcnow() - timedelta(hours=1)
+    with db.begin() as session:
+        job = session.get_one(Job, job_id)
+        job.attempt, job.started_at, job.queue_reason = 1, first_start, "waiting for 1 GPU"
+        session.add(
+            JobAttempt(job_id=job_id, number=1, token_hash="0" * 64, started_at=first_start)
+        )
+    book = ChangeBook(trusted=True)
+    register(book)
+    try:
+        before = book.now()
+        with db.begin() as session:
+            order = claim_job(session, job_id, **ADDRESS)
+        assert order is not None and order.attempt == 2 and order.spec == {"n": 0}
+        assert not book.current((job_key(job_id),), before)
+    finally:
+        unregister(book)
+    with db() as session:
+        job = session.get_one(Job, job_id)
+        assert (job.status, job.attempt, job.queue_reason) == ("running", 2, None)
+        assert job.started_at == first_start
+        attempts = session.scalars(select(JobAttempt).order_by(JobAttempt.number)).all()
+        assert [(a.number, a.status, a.ended_at is None) for a in attempts] == [
+            (1, "superseded", False),
+            (2, "running", True),
+        ]
+        live = attempt_for_token(session, order.token)
+        assert live is not None and (live.job_id, live.number) == (job_id, 2)
+
+    with db.begin() as session:
+        assert claim_job(session, job_id, **ADDRESS) is None
