@@ -190,7 +190,8 @@ class JobAttempt(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[str] = mapped_column(String(16), default="running")
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
-    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Indexed for fair share's window: the attempts ended lately (or running).
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
 
 
 class JobEvent(Base):
