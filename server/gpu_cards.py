@@ -99,6 +99,10 @@ class GpuCards:
             node: tuple(max(left, 0) / UNIT for left in cards) for node, cards in self._free.items()
         }
 
+    def most_on_one_node(self) -> int:
+        """The most cards one node has: no job asking more can ever start."""
+        return max((len(cards) for cards in self._free.values()), default=0)
+
     def free_total(self) -> float:
         return sum(sum(cards) for cards in self.free_by_card().values())
 
@@ -142,7 +146,7 @@ class GpuCards:
         if gpus <= 0:
             return True
         node = self._free.get(placement.node_id)
-        whole, count = _shape(units(gpus))
+        whole, count = demand_shape(gpus)
         expected = count if whole else 1
         if (
             node is None
@@ -156,7 +160,7 @@ class GpuCards:
     def _ray_choice(self, gpus: float) -> Placement | None:
         """Where Ray would put ``gpus`` (> 0) now, or None if it would not."""
         demand = units(gpus)
-        whole, count = _shape(demand)
+        whole, count = _units_shape(demand)
         for node, cards in self._free.items():
             if whole:
                 free = [index for index, left in enumerate(cards) if left >= UNIT]
@@ -172,7 +176,7 @@ class GpuCards:
     def _use(self, gpus: float, placement: Placement | None) -> None:
         if placement is None:
             return
-        whole, _ = _shape(units(gpus))
+        whole, _ = demand_shape(gpus)
         share = UNIT if whole else units(gpus)
         for card in placement.cards:
             self._free[placement.node_id][card] -= share
@@ -202,7 +206,7 @@ class GpuCards:
         Among equally free cards the highest index is held, since Ray's best
         fit and whole-card choices both take the lowest first: other jobs keep
         the cards Ray would give them."""
-        _, count = _shape(units(gpus))
+        _, count = demand_shape(gpus)
         if not count:
             return None
         best: tuple[int, Placement] | None = None
@@ -217,9 +221,13 @@ class GpuCards:
         return best[1] if best is not None else None
 
 
-def _shape(demand: int) -> tuple[bool, int]:
+def demand_shape(gpus: float) -> tuple[bool, int]:
     """(whole, cards): whole cards and how many, or a fraction on one card;
-    (False, 0) for what Ray refuses (a fraction above one card) or nothing."""
+    (False, 0) for what Ray refuses (a fraction above one card) or no GPU."""
+    return _units_shape(units(gpus))
+
+
+def _units_shape(demand: int) -> tuple[bool, int]:
     if demand <= 0:
         return False, 0
     if demand < UNIT:
