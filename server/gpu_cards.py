@@ -146,11 +146,10 @@ class GpuCards:
         if gpus <= 0:
             return True
         node = self._free.get(placement.node_id)
-        whole, count = demand_shape(gpus)
-        expected = count if whole else 1
+        _, count = demand_shape(gpus)
         if (
             node is None
-            or len(placement.cards) != expected
+            or len(placement.cards) != count
             or not all(0 <= card < len(node) for card in placement.cards)
         ):
             return False
