@@ -9,8 +9,9 @@ from the scheduler's point of view. It writes its own start and end times
 (its clock, when its process began running and when it ended) to a file, so
 all three modes measure the same thing, and, when it was launched by the
 dispatcher, it reports ``succeeded`` to the API with its attempt's token, as
-a worker does. This module is imported by the Ray workers, so it imports
-nothing heavy.
+a worker does. Like the service's actor it tells the dispatcher where it runs
+(``devices()``: node and GPU cards, for the dispatcher's card model). This
+module is imported by the Ray workers, so it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def _write_times(folder: str, key: int, times: dict[str, float]) -> None:
     os.replace(partial, path)  # a reader never sees half a file
 
 
-# Ray's type stubs know no actor options on ray.remote.
-@ray.remote(max_restarts=0, max_task_retries=0)  # type: ignore[call-overload]
+# Ray's type stubs know no actor options on ray.remote. max_concurrency 2, as
+# the service's own actor: devices() answers the dispatcher while run() sleeps.
+@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class StandInJob:
     """Holds its resources for ``seconds``, then reports and ends."""
 
@@ -120,3 +122,9 @@ class StandInJob:
                 timeout=30,
             ).raise_for_status()
         ray.actor.exit_actor()
+
+    def devices(self) -> dict:
+        """Where it runs, as the service's actor says it (the dispatcher asks)."""
+        from workers.ray_actor import devices_here
+
+        return devices_here()

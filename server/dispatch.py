@@ -7,12 +7,16 @@ Every tick it
    node down) and is settled (queued again to resume from its checkpoint, or
    failed after ``max_attempts``); a cancelling job still running after the
    grace period has its actor killed and ends cancelled;
-2. ranks the queued jobs that fit the cluster's free CPUs and GPUs and their
-   owner's GPU quota (server/scheduling.py: priority with aging, then fair
-   share between owners, then age), claims them in that order with
+2. ranks the queued jobs that fit the cluster's free CPUs, its GPU cards and
+   their owner's GPU quota (server/scheduling.py: priority with aging, then
+   fair share between owners, then age), claims them in that order with
    ``claim_job``, which is safe with several dispatchers, and launches each
    in its own detached actor (``SILO_DISPATCH_ORDER=fifo`` takes them oldest
    first instead, ranking off; free resources and the quota still apply);
+   GPUs are checked card by card as Ray places them (server/gpu_cards.py,
+   fed by server/placements.py), not as the sum Ray reports, and the first
+   job in the order that waits for GPUs has the cards it would get soonest
+   held for it, so smaller jobs behind it cannot keep overtaking it;
 3. writes down why the jobs at the head of the queue still wait; a job that
    no node can hold says so, since no wait would end it.
 
@@ -30,6 +34,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
@@ -52,6 +57,7 @@ from server.changes.tracking import announce
 from server.db.models import Job, JobAttempt, utcnow
 from server.db.session import make_session_factory
 from server.files import WeightsUnavailableError, weights_path
+from server.gpu_cards import GpuCards, demand_shape
 from server.jobs import cluster
 from server.jobs.attempts import finish_cancel, settle_lost_attempt
 from server.jobs.claims import claim_job
@@ -59,7 +65,8 @@ from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.scheduling import Candidate, FifoOrder, LaunchOrder
+from server.placements import AttemptKey, Placements
+from server.scheduling import Candidate, FifoOrder, LaunchOrder, Order
 from server.settings import Settings
 from silo_contract.layout import dense_training
 from silo_contract.order import AttemptOrder
@@ -72,6 +79,14 @@ log = logging.getLogger("silo.dispatcher")
 LAUNCH_GRACE_SECONDS = 10.0
 QUEUE_HEAD = 100  # queued jobs whose waiting reason is kept up to date
 CANDIDATES = 1000  # queued jobs the scheduler ranks per tick
+
+
+@dataclass(frozen=True)
+class HeldGpus:
+    """A running attempt that holds GPUs, as the reconcile leaves it."""
+
+    key: AttemptKey
+    gpus: float
 
 
 @dataclass
@@ -95,6 +110,7 @@ class Dispatcher:
         self._cancelling_since: dict[tuple[int, int], float] = {}
         self._recorded_capacity: Capacity | None = None
         self._recorded_at = 0.0  # monotonic
+        self._placements = Placements()
 
     # --- the loop ------------------------------------------------------------------
 
@@ -109,19 +125,17 @@ class Dispatcher:
 
     def tick(self) -> TickReport:
         report = TickReport()
-        self._reconcile(report)
-        self._dispatch(report)
+        holding = self._reconcile(report)
+        self._dispatch(report, holding)
         return report
 
     # --- 1. running jobs ----------------------------------------------------------
 
-    def _reconcile(self, report: TickReport) -> None:
+    def _reconcile(self, report: TickReport) -> list[HeldGpus]:
+        """Settle the lost attempts and kill the overdue cancels; the running
+        attempts left that hold GPUs, in launch order."""
         with self._reads() as session:
-            running = session.execute(
-                select(Job.id, Job.attempt, Job.status).where(
-                    Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value])
-                )
-            ).all()
+            running = session.execute(_RUNNING).all()
         # Ray's named actors in one call (not a lookup per job: 100 running
         # jobs cost 100 round trips, bench/dispatch_tick.py), listed after the
         # read so that an attempt the read saw running is listed unless gone.
@@ -132,10 +146,11 @@ class Dispatcher:
         self._launched_at = {
             key: at for key, at in self._launched_at.items() if now - at < LAUNCH_GRACE_SECONDS
         }
-        live = {(job_id, attempt) for job_id, attempt, _ in running}
+        live = {(job_id, attempt) for job_id, attempt, _, _ in running}
         for key in set(self._cancelling_since) - live:
             del self._cancelling_since[key]
-        for job_id, attempt, status in running:
+        gone: set[tuple[int, int]] = set()  # lost: their actors hold nothing
+        for job_id, attempt, status, _ in running:
             key = (job_id, attempt)
             if ray_actor.actor_name(job_id, attempt) not in actors:
                 if now - self._launched_at.get(key, -LAUNCH_GRACE_SECONDS) < LAUNCH_GRACE_SECONDS:
@@ -152,6 +167,7 @@ class Dispatcher:
                     log.warning("job %s attempt %s lost: now %s", job_id, attempt, outcome)
                     report.lost.append(job_id)
                 self._launched_at.pop(key, None)
+                gone.add(key)
             elif status == JobStatus.CANCELLING.value:
                 since = self._cancelling_since.setdefault(key, now)
                 if now - since >= self.settings.cancel_grace_seconds:
@@ -160,16 +176,34 @@ class Dispatcher:
                         if finish_cancel(session, job_id, attempt):
                             report.killed.append(job_id)
                     log.warning("job %s did not stop within the grace period; killed", job_id)
+        return [
+            HeldGpus((job_id, attempt), gpus)
+            for job_id, attempt, _, gpus in running
+            if gpus > 0 and (job_id, attempt) not in gone
+        ]
 
     # --- 2. queued jobs -----------------------------------------------------------
 
-    def _dispatch(self, report: TickReport) -> None:
+    def _dispatch(self, report: TickReport, holding: list[HeldGpus]) -> None:
         free = ray_actor.free_resources()
-        capacity = self._measure_cluster()
+        sizes = ray_actor.node_sizes()
+        capacity = self._measure_cluster(sizes)
+        cards = self._gpu_cards(sizes, holding)
         now = utcnow()
         ranked = self.settings.dispatch_order == "ranked"
+
+        def gpus_fit(c: Candidate) -> bool:
+            # Ray's sum too: it also counts GPUs held by what this service did
+            # not launch, which the card model cannot see.
+            return c.gpus == 0 or (c.gpus <= free["GPU"] and cards.fits(c.gpus))
+
         with self._reads() as session:
-            candidates = self._candidates(session, free)
+            candidates = self._candidates(session, free["CPU"], free["GPU"])
+            if any(c.gpus > 0 and gpus_fit(c) for c in candidates):
+                # A GPU job can start: read the jobs too big for what is free
+                # in sum as well, which it may overtake, so that the first of
+                # them in the order has cards held for it (_next_launch).
+                candidates = self._candidates(session, free["CPU"], cards.most_on_one_node())
             # Fair share only ranks candidates: with none within the free
             # resources (a full cluster, the usual state with a long queue), or
             # no ranking (fifo), its read, the tick's largest at 100,000
@@ -180,15 +214,14 @@ class Dispatcher:
             training_dense = self._dense_in_progress(session)
         quota = self.settings.owner_gpu_quota
 
-        def fits(c: Candidate) -> bool:  # what is free now, as launches take from it
+        def may_start(c: Candidate) -> bool:  # all but its GPUs, as launches take from it
             return (
                 c.cpus <= free["CPU"]
-                and c.gpus <= free["GPU"]
                 and (quota is None or c.gpus == 0 or held[c.owner_id] + c.gpus <= quota)
                 and (c.dense_identity is None or c.dense_identity not in training_dense)
             )
 
-        order = (
+        order: Order = (
             LaunchOrder(
                 candidates,
                 used=used,
@@ -199,7 +232,7 @@ class Dispatcher:
             if ranked
             else FifoOrder(candidates)
         )
-        while (choice := order.next(fits)) is not None:
+        while (choice := _next_launch(order, cards, may_start, gpus_fit)) is not None:
             with self.sessions.begin() as session:
                 claim = claim_job(
                     session,
@@ -213,16 +246,17 @@ class Dispatcher:
             report.launched.append(claim.job_id)
             free["CPU"] -= choice.cpus
             free["GPU"] -= choice.gpus
+            cards.take(choice.gpus)
             running[choice.owner_id] += 1
             held[choice.owner_id] += choice.gpus
             if choice.dense_identity is not None and not self._dense_cached(choice.dense_identity):
                 training_dense[choice.dense_identity] = claim.job_id
-        self._explain_waits(free, held, training_dense, capacity)
+        self._explain_waits(free, held, training_dense, capacity, cards)
 
-    def _measure_cluster(self) -> Capacity | None:
+    def _measure_cluster(self, sizes: dict[str, dict[str, float]]) -> Capacity | None:
         """The nodes' sizes, recorded for the API when they changed (and every
         REFRESH_SECONDS, so the API can tell a current record from a stale one)."""
-        capacity = Capacity.of(ray_actor.node_sizes())
+        capacity = Capacity.of(sizes.values())
         now = time.monotonic()
         if capacity is not None and (
             capacity != self._recorded_capacity
@@ -232,6 +266,15 @@ class Dispatcher:
                 cluster.record(session, capacity)
             self._recorded_capacity, self._recorded_at = capacity, now
         return capacity
+
+    def _gpu_cards(self, sizes: dict[str, dict[str, float]], holding: list[HeldGpus]) -> GpuCards:
+        """Each node's cards (Ray makes one per whole GPU a node declares) less
+        what the running attempts hold, where they said or else where Ray puts it."""
+        known = self._placements.current(held.key for held in holding)
+        return GpuCards.of(
+            {node: int(size.get("GPU", 0.0)) for node, size in sizes.items()},
+            [(held.gpus, known.get(held.key)) for held in holding],
+        )
 
     def _dense_cached(self, identity: str) -> bool:
         return dense_training(self.settings.resolved_artifact_root(), identity).exists()
@@ -254,11 +297,12 @@ class Dispatcher:
             if identity is not None and not self._dense_cached(identity)
         }
 
-    def _candidates(self, session: Session, free: dict[str, float]) -> list[Candidate]:
+    def _candidates(self, session: Session, cpus: float, gpus: float) -> list[Candidate]:
         """The head of the queue and its oldest jobs (which aging may lift), those
-        that fit the ``free`` CPUs and GPUs: the tick only takes from what is free
-        now, so no other could be chosen, and a full cluster reads no row."""
-        rows = session.execute(_CANDIDATES, {"cpus": free["CPU"], "gpus": free["GPU"]})
+        within ``cpus`` and ``gpus``: with the free CPUs and the free GPUs in sum
+        (an upper bound of what fits on the cards), no other could be chosen this
+        tick, and a full cluster reads no row."""
+        rows = session.execute(_CANDIDATES, {"cpus": cpus, "gpus": gpus})
         return [Candidate(*row) for row in rows]
 
     def _launch(self, order: AttemptOrder) -> None:
@@ -276,9 +320,10 @@ class Dispatcher:
                 report_status(session, attempt, JobStatus.FAILED.value, f"model.weights: {exc}")
             return
         order = replace(order, weights=weights)
-        self._launched_at[(order.job_id, order.attempt)] = time.monotonic()
+        key = (order.job_id, order.attempt)
+        self._launched_at[key] = time.monotonic()
         try:
-            ray_actor.launch(order)
+            actor = ray_actor.launch(order)
         except Exception as exc:
             log.exception("could not launch job %s", order.job_id)
             with self.sessions.begin() as session:
@@ -290,6 +335,8 @@ class Dispatcher:
                     reason=f"Ray refused it: {type(exc).__name__}: {exc}",
                 )
             return
+        if order.gpus > 0:
+            self._placements.launched(key, actor)
         log.info("job %s attempt %s launched", order.job_id, order.attempt)
 
     def _weights(self, order: AttemptOrder) -> str | None:
@@ -306,6 +353,7 @@ class Dispatcher:
         held: defaultdict[int, float],
         training_dense: dict[str, int],
         capacity: Capacity | None,
+        cards: GpuCards,
     ) -> None:
         """Say why the head of the queue waits. Read as plain rows (no specs), and
         written only where a reason changed, so an unchanged queue costs one read."""
@@ -318,7 +366,7 @@ class Dispatcher:
                 quota is not None and job.gpus > 0 and held[job.owner_id] + job.gpus > quota
             )
             producer = training_dense.get(job.dense_identity or "")
-            reason = _wait_reason(job, free, capacity, over_quota, quota) or (
+            reason = _wait_reason(job, free, cards, capacity, over_quota, quota) or (
                 f"waiting for job {producer}'s dense training, which it shares"
                 if producer is not None
                 else None
@@ -348,6 +396,14 @@ def _fitting_window(queued: ColumnElement[bool], *order: Any, limit: int) -> Sel
     )
 
 
+# The running attempts, in launch order (for the card model: an attempt whose
+# cards are not known yet is placed by Ray's rule, in the order Ray saw them).
+_RUNNING = (
+    select(Job.id, Job.attempt, Job.status, Job.gpus)
+    .outerjoin(JobAttempt, and_(JobAttempt.job_id == Job.id, JobAttempt.number == Job.attempt))
+    .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))
+    .order_by(JobAttempt.id, Job.id)
+)
 _QUEUED = JobStatus.QUEUED.value
 # One statement, one round trip; UNION drops the jobs that are in both windows.
 # The oldest jobs are asked for by a range on status that holds only "queued",
@@ -388,9 +444,35 @@ _SET_QUEUE_REASON = (
 )
 
 
+def _next_launch(
+    order: Order,
+    cards: GpuCards,
+    may_start: Callable[[Candidate], bool],
+    gpus_fit: Callable[[Candidate], bool],
+) -> Candidate | None:
+    """The next job to launch, taken out of ``order``; None when no more can.
+
+    Until cards are held, the order's first job that may start is looked at:
+    it goes if its GPUs fit; if not, it waits this tick and the cards it would
+    get soonest are held for it (``GpuCards.reserve``; none for a job no node
+    could hold). Once held, the next job that fits goes only if Ray would
+    place it on no held card: smaller jobs still pack the other cards, but no
+    longer fill the ones the waiting job needs. Either order does this: in
+    fifo the oldest job that waits for GPUs gets the cards, as first come,
+    first served means."""
+    while cards.reservation is None:
+        top = order.first(may_start)
+        if top is None or gpus_fit(top):
+            return None if top is None else order.take(top)
+        order.take(top)  # it waits; nothing later in the tick frees GPUs
+        cards.reserve(top.job_id, top.gpus)
+    return order.next(lambda c: may_start(c) and gpus_fit(c) and cards.allows(c.gpus))
+
+
 def _wait_reason(
     job: Any,
     free: dict[str, float],
+    cards: GpuCards,
     capacity: Capacity | None,
     over_quota: bool,
     quota: float | None,
@@ -405,6 +487,27 @@ def _wait_reason(
         return f"the owner's GPU quota ({quota:g}) is in use"
     if job.gpus > free["GPU"]:
         return f"waiting for {job.gpus:g} GPU (free: {max(free['GPU'], 0):g})"
+    if not cards.fits(job.gpus):
+        return _cards_wait_reason(job.gpus, cards)
     if job.cpus > free["CPU"]:
         return f"waiting for {job.cpus:g} CPU (free: {max(free['CPU'], 0):g})"
+    held = cards.reservation
+    if held is not None and held.job_id != job.id and not cards.allows(job.gpus):
+        return (
+            f"the GPU card Ray would give it is held for job {held.job_id}, "
+            f"which waits for {held.gpus:g} GPU"
+        )
     return None
+
+
+def _cards_wait_reason(gpus: float, cards: GpuCards) -> str:
+    """Why ``gpus``, within what is free in sum, still waits: no card (or no node's
+    cards) can hold it as Ray places GPUs."""
+    whole, count = demand_shape(gpus)
+    free = cards.describe_free()
+    if whole:
+        where = "" if count == 1 else " on one node"
+        return f"waiting for {count} whole GPU{'s' if count > 1 else ''}{where} (free: {free})"
+    if count:
+        return f"waiting for {gpus:g} GPU on one card (free: {free})"
+    return f"cannot run: Ray gives more than one GPU only as whole cards (asks {gpus:g})"

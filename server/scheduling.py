@@ -13,7 +13,9 @@ The order, for the jobs that fit the free resources:
 Pure functions over plain values, so the policy is tested without a cluster;
 the dispatcher feeds it from the database and claims in its order.
 ``LaunchOrder`` gives ``next_job``'s choices one after another for a tick that
-launches several jobs, without ranking every candidate again for each.
+launches several jobs, without ranking every candidate again for each; its
+``first`` looks at the next choice without taking it, so the dispatcher can
+hold GPU cards for a job that does not fit them (server/gpu_cards.py).
 
 ``FifoOrder`` is the plain alternative (``SILO_DISPATCH_ORDER=fifo``): oldest
 first among the jobs that fit, no priority, no aging, no fair share; a job
@@ -26,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,26 @@ class LaunchOrder:
             jobs.sort(key=lambda job: job[:3])  # ids are unique: never compares candidates
         self._by_owner = dict(by_owner)
 
+    def first(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
+        """The candidate that goes next among those that ``fits`` accepts now,
+        left in the order."""
+        found = self._best(fits)
+        return None if found is None else self._by_owner[found[0]][found[1]][3]
+
+    def take(self, candidate: Candidate) -> Candidate:
+        """Take ``candidate`` out of the order: it is not offered again this tick."""
+        jobs = self._by_owner[candidate.owner_id]
+        index = next(i for i, job in enumerate(jobs) if job[2] == candidate.job_id)
+        return jobs.pop(index)[3]
+
     def next(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
         """The candidate that goes next among those that fit now, taken out of the
         order (it is not offered again, whether or not its claim succeeds)."""
+        found = self._best(fits)
+        return None if found is None else self._by_owner[found[0]].pop(found[1])[3]
+
+    def _best(self, fits: Callable[[Candidate], bool]) -> tuple[int, int] | None:
+        """(owner, index in the owner's jobs) of the next candidate that fits."""
         best: tuple[int, float, int, datetime, int] | None = None
         best_owner, best_index = 0, 0
         for owner, jobs in self._by_owner.items():
@@ -147,9 +167,7 @@ class LaunchOrder:
                     if best is None or key < best:
                         best, best_owner, best_index = key, owner, index
                     break
-        if best is None:
-            return None
-        return self._by_owner[best_owner].pop(best_index)[3]
+        return None if best is None else (best_owner, best_index)
 
 
 class FifoOrder:
@@ -161,9 +179,26 @@ class FifoOrder:
     def __init__(self, candidates: Iterable[Candidate]) -> None:
         self._jobs = sorted(candidates, key=lambda c: (c.created_at, c.job_id))
 
+    def first(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
+        """The oldest candidate that fits now, left in the order."""
+        return next((candidate for candidate in self._jobs if fits(candidate)), None)
+
+    def take(self, candidate: Candidate) -> Candidate:
+        """Take ``candidate`` out of the order."""
+        self._jobs.remove(candidate)
+        return candidate
+
     def next(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
         """The oldest candidate that fits now, taken out of the order."""
-        for index, candidate in enumerate(self._jobs):
-            if fits(candidate):
-                return self._jobs.pop(index)
-        return None
+        candidate = self.first(fits)
+        return None if candidate is None else self.take(candidate)
+
+
+class Order(Protocol):
+    """What the dispatcher's loop asks of ``LaunchOrder`` and ``FifoOrder``."""
+
+    def first(self, fits: Callable[[Candidate], bool]) -> Candidate | None: ...
+
+    def take(self, candidate: Candidate) -> Candidate: ...
+
+    def next(self, fits: Callable[[Candidate], bool]) -> Candidate | None: ...

@@ -22,8 +22,9 @@ def actor_name(job_id: int, attempt: int) -> str:
     return f"silo-job-{job_id}-attempt-{attempt}"
 
 
-# max_concurrency 2: pid() and devices() answer while run() works (tests and
-# operators use them).
+# max_concurrency 2: pid() and devices() answer while run() works (the
+# dispatcher asks each attempt's devices once, for its GPU card model; tests
+# and operators use them too).
 # Ray's type stubs know no actor options on ray.remote (max_concurrency, .options).
 @ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class AttemptActor:
@@ -39,11 +40,35 @@ class AttemptActor:
         return os.getpid()
 
     def devices(self) -> dict[str, Any]:
-        """The GPUs Ray gave this attempt and what CUDA is shown of them."""
-        return {
-            "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        }
+        """The GPUs Ray gave this attempt, where, and what CUDA is shown of them."""
+        return devices_here()
+
+
+def devices_here() -> dict[str, Any]:
+    """Inside an actor: its node, the indices of the cards Ray allocated to it
+    (``cards``, what the dispatcher's card model counts: Ray's own instance
+    numbers, which ``gpu_ids`` are not where the node's CUDA_VISIBLE_DEVICES
+    names a subset, such as "2,3"), the GPU ids and what CUDA is shown."""
+    return {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "cards": _allocated_cards(),
+        "gpu_ids": [str(gpu) for gpu in ray.get_gpu_ids()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def _allocated_cards() -> list[int] | None:
+    """The GPU instances Ray allocated to this worker; None if this Ray does not
+    say (the core worker's resource ids are not public API: the dispatcher then
+    places the attempt by Ray's rule, as one not yet answered)."""
+    try:
+        from ray._private.worker import global_worker
+
+        # Set once the worker connects; Ray's stubs do not declare it.
+        allocated = global_worker.core_worker.resource_ids()  # type: ignore[attr-defined]
+        return sorted(int(card) for card, _ in allocated["GPU"])
+    except (AttributeError, ImportError, KeyError, TypeError, ValueError):
+        return None
 
 
 def launch(order: AttemptOrder) -> ray.actor.ActorHandle:
@@ -94,24 +119,51 @@ def kill(job_id: int, attempt: int) -> bool:
     return True
 
 
+def ask_devices(actor: ray.actor.ActorHandle) -> ray.ObjectRef | None:
+    """Ask a running attempt's actor for its devices; the answer comes when the
+    actor runs (never, if it ends first). None for an actor that cannot answer
+    (another class under our name, such as a benchmark's stand-in)."""
+    try:
+        return actor.devices.remote()
+    except AttributeError:
+        return None
+
+
+def answered(asked: list[ray.ObjectRef]) -> list[ray.ObjectRef]:
+    """Those of ``asked`` that have their answer (or their error), without waiting."""
+    if not asked:
+        return []
+    ready, _ = ray.wait(asked, num_returns=len(asked), timeout=0)
+    return ready
+
+
+def answer(ref: ray.ObjectRef) -> Any:
+    """An answered ``ask_devices``: the devices, or None if the actor died first."""
+    try:
+        return ray.get(ref, timeout=0)
+    except ray.exceptions.RayError:
+        return None
+
+
 def free_resources() -> dict[str, float]:
     """What the cluster has free now ({"CPU": .., "GPU": ..})."""
     free = ray.available_resources()
     return {"CPU": free.get("CPU", 0.0), "GPU": free.get("GPU", 0.0)}
 
 
-def node_sizes() -> list[dict[str, float]]:
-    """What each live node offers in all, busy or not ({"CPU", "GPU", "memory_gb"}).
+def node_sizes() -> dict[str, dict[str, float]]:
+    """What each live node offers in all, busy or not ({"CPU", "GPU", "memory_gb"}),
+    by node id, in Ray's order.
 
     An actor runs on one node, so the largest node bounds what a job can ask.
     ``ray.nodes()`` reads Ray's node table; it needs no dashboard, unlike the
     state API, and the local head runs none."""
-    return [
-        {
+    return {
+        node["NodeID"]: {
             "CPU": node["Resources"].get("CPU", 0.0),
             "GPU": node["Resources"].get("GPU", 0.0),
             "memory_gb": node["Resources"].get("memory", 0.0) / 1024**3,  # Ray counts bytes
         }
         for node in ray.nodes()
         if node["Alive"]
-    ]
+    }

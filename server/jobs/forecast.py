@@ -21,9 +21,9 @@ keeps the queue's order, so nothing behind an unknown start is known either.
 It is an estimate in three ways. The dispatcher's real order also weighs
 fair share between owners and lifts jobs as they age (server/scheduling.py),
 and it starts a smaller job behind a waiting one when that one fits (the
-simulation does not overtake). The resources are pooled, as the
-dispatcher's free-resource check pools them, although an attempt runs on one
-node. And an ETA is the job's pace so far carried forward.
+simulation does not overtake). The resources are pooled, although an
+attempt runs on one node and the dispatcher places GPUs card by card
+(server/gpu_cards.py). And an ETA is the job's pace so far carried forward.
 """
 
 from __future__ import annotations

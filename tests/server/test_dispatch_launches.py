@@ -1,5 +1,6 @@
 """A dispatcher tick's launches with Ray stood in for: only jobs within the free CPUs
-and GPUs start, in the scheduler's order, each taking from what is left."""
+and GPUs start, in the scheduler's order, each taking from what is left
+and, at the end, the GPUs card by card as Ray places them."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy import select
 
 from server.db.models import Job, JobAttempt, User, utcnow
 from server.dispatch import Dispatcher
+from server.jobs.claims import claim_job
 from server.settings import Settings
 from silo_contract.order import AttemptOrder
 from workers import ray_actor
@@ -24,9 +26,13 @@ def launched(monkeypatch) -> list[int]:
         orders.append(order.job_id)
 
     monkeypatch.setattr(ray_actor, "launch", launch)
-    monkeypatch.setattr(ray_actor, "node_sizes", list)  # no node measured: no record
+    monkeypatch.setattr(ray_actor, "node_sizes", lambda: {"node": dict(NODE)})
     monkeypatch.setattr(ray_actor, "live_actor_names", frozenset)
     return orders
+
+
+# One node, large enough for every job here: the free CPUs and GPUs decide.
+NODE = {"CPU": 8.0, "GPU": 4.0, "memory_gb": 64.0}
 
 
 def queue(sessions, jobs: dict[str, dict]) -> dict[str, int]:
@@ -171,3 +177,111 @@ def test_fifo_ignores_fair_share(sessions, database_url, tmp_path, monkeypatch, 
     )
 
     assert tick.tick().launched == launched == [ids["alice_old"]]
+
+
+# --- GPUs card by card ----------------------------------------------------------------
+
+
+def running_on_cards(sessions, monkeypatch, cards: dict[int, int | None]) -> None:
+    """Claim the queued jobs ``cards`` names (job id -> the card its actor says it
+    is on; None: it has not answered), in that order, and stand Ray in for them:
+    their actors listed alive, found by name, answering ``devices()`` at once."""
+    for job_id in cards:
+        with sessions.begin() as session:
+            assert claim_job(session, job_id, api_url="http://127.0.0.1:9", artifact_root="/x")
+    names = frozenset(ray_actor.actor_name(job_id, 1) for job_id in cards)
+    monkeypatch.setattr(ray_actor, "live_actor_names", lambda: names)
+    monkeypatch.setattr(ray_actor, "find", lambda job_id, _attempt: job_id)  # the "actor"
+    monkeypatch.setattr(ray_actor, "ask_devices", lambda actor: actor)  # its "answer"
+    monkeypatch.setattr(
+        ray_actor, "answered", lambda asked: [job for job in asked if cards[job] is not None]
+    )
+    monkeypatch.setattr(
+        ray_actor, "answer", lambda job_id: {"node_id": "node", "cards": [cards[job_id]]}
+    )
+
+
+def states(sessions) -> dict[int, tuple[str, int, str | None]]:
+    with sessions() as session:
+        rows = session.execute(select(Job.id, Job.status, Job.attempt, Job.queue_reason)).all()
+    return {job_id: (status, attempt, reason) for job_id, status, attempt, reason in rows}
+
+
+@pytest.mark.parametrize("order", ["ranked", "fifo"])
+def test_a_whole_gpu_waits_for_a_whole_card_with_one_held_while_quarters_pack_the_others(
+    sessions, database_url, tmp_path, monkeypatch, launched, order
+):
+    """Four cards each 0.75 used: 1 GPU is free in sum, but on no card. The 1-GPU
+    job (first in either order) is not claimed; the card closest to free, the
+    last of four equal ones, is held for it, and quarters fill the other three."""
+    ids = queue(
+        sessions,
+        {
+            **{f"holder{card}": {"gpus": 0.75, "cpus": 0.5} for card in range(4)},
+            "whole": {"gpus": 1.0, "priority": 1},
+            **{f"quarter{n}": {"gpus": 0.25, "owner": "bob"} for n in range(4)},
+        },
+    )
+    running_on_cards(sessions, monkeypatch, {ids[f"holder{card}"]: card for card in range(4)})
+    tick = dispatcher(
+        sessions, database_url, tmp_path, {"CPU": 6, "GPU": 1.0}, monkeypatch, dispatch_order=order
+    )
+
+    assert tick.tick().launched == launched == [ids[f"quarter{n}"] for n in range(3)]
+    now = states(sessions)
+    assert now[ids["whole"]] == ("queued", 0, "waiting for 1 GPU (free: 0.25)")  # after them
+    assert now[ids["quarter3"]] == (
+        "queued",
+        0,
+        f"the GPU card Ray would give it is held for job {ids['whole']}, which waits for 1 GPU",
+    )
+
+
+def test_a_gpu_job_larger_than_what_is_free_in_sum_still_has_its_card_held(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    """Two cards, 0.25 and 0.5 free: the 1-GPU job is beyond the sum, yet read
+    since smaller jobs can start, and its card (the one closer to free) held: the
+    half that Ray would put there waits, the quarter goes to the other card."""
+    monkeypatch.setattr(ray_actor, "node_sizes", lambda: {"node": {**NODE, "GPU": 2.0}})
+    ids = queue(
+        sessions,
+        {
+            "on_0": {"gpus": 0.75},
+            "on_1": {"gpus": 0.5},
+            "whole": {"gpus": 1.0, "priority": 1},
+            "half": {"gpus": 0.5, "owner": "bob"},
+            "quarter": {"gpus": 0.25, "owner": "bob"},
+        },
+    )
+    running_on_cards(sessions, monkeypatch, {ids["on_0"]: 0, ids["on_1"]: 1})
+    tick = dispatcher(sessions, database_url, tmp_path, {"CPU": 6, "GPU": 0.75}, monkeypatch)
+
+    assert tick.tick().launched == launched == [ids["quarter"]]
+    now = states(sessions)
+    assert now[ids["whole"]] == ("queued", 0, "waiting for 1 GPU (free: 0.5)")
+    assert now[ids["half"]][2] == (
+        f"the GPU card Ray would give it is held for job {ids['whole']}, which waits for 1 GPU"
+    )
+
+
+def test_attempts_that_have_not_said_where_they_run_are_placed_by_rays_rule(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    """Two 0.75 attempts not answered yet: Ray put them on one card each (best fit),
+    so a half fits on neither though 0.5 is free in sum; a quarter does."""
+    monkeypatch.setattr(ray_actor, "node_sizes", lambda: {"node": {**NODE, "GPU": 2.0}})
+    ids = queue(
+        sessions,
+        {
+            "first": {"gpus": 0.75},
+            "second": {"gpus": 0.75},
+            "half": {"gpus": 0.5, "priority": 1},
+            "quarter": {"gpus": 0.25, "owner": "bob"},
+        },
+    )
+    running_on_cards(sessions, monkeypatch, {ids["first"]: None, ids["second"]: None})
+    tick = dispatcher(sessions, database_url, tmp_path, {"CPU": 6, "GPU": 0.5}, monkeypatch)
+
+    assert tick.tick().launched == launched == [ids["quarter"]]
+    assert states(sessions)[ids["half"]] == ("queued", 0, "waiting for 0.5 GPU (free: 0.25)")

@@ -145,3 +145,23 @@ def test_fifo_takes_the_oldest_that_fits_whatever_the_priority():
     assert taken == [2, 4, 1]
     assert order.next(lambda _: True).job_id == 3
     assert order.next(lambda _: True) is None
+
+
+@given(candidates_strategy)
+@settings(max_examples=50, deadline=None)
+def test_first_then_take_is_next_in_both_orders(rows):
+    """The dispatcher looks at the first job that may start before taking it
+    (to hold GPU cards for it if they do not fit): the same choices as next."""
+
+    def fits(c: Candidate) -> bool:
+        return c.cpus <= 2.0
+
+    for make_order in (
+        lambda: LaunchOrder(make(rows), used={}, running={}, now=NOW, aging_seconds=AGING),
+        lambda: FifoOrder(make(rows)),
+    ):
+        peeking, taking = make_order(), make_order()
+        while (seen := peeking.first(fits)) is not None:
+            assert peeking.first(fits) == seen  # looking takes nothing
+            assert peeking.take(seen) == seen == taking.next(fits)
+        assert taking.next(fits) is None

@@ -9,6 +9,7 @@ from sqlalchemy import event, select
 
 from server.db.models import Job, User
 from server.dispatch import Dispatcher
+from server.gpu_cards import GpuCards, Placement
 from server.jobs.cluster import Capacity
 from server.settings import Settings
 
@@ -45,8 +46,10 @@ def test_each_waiting_job_gets_its_reason_and_an_unchanged_queue_costs_no_write(
     settings = Settings(database_url=database_url, data_dir=tmp_path, owner_gpu_quota=1)
     dispatcher = Dispatcher(settings, sessions, api_url="http://127.0.0.1:1")
     free = {"CPU": 2.0, "GPU": 0.5}
+    cards = GpuCards({"node": 1})
+    assert cards.occupy(0.5, Placement("node", (0,)))
     held = Counter({alice.id: 1.0})  # alice already holds her one GPU
-    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None)
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None, cards=cards)
 
     assert reasons(sessions) == {
         ids["gpu"]: "waiting for 1 GPU (free: 0.5)",
@@ -60,7 +63,7 @@ def test_each_waiting_job_gets_its_reason_and_an_unchanged_queue_costs_no_write(
     statements: list[str] = []
     engine = sessions.kw["bind"]
     event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
-    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None)
+    dispatcher._explain_waits(free, held, training_dense={"d1": 99}, capacity=None, cards=cards)
     assert statements and not [s for s in statements if s.lstrip().upper().startswith("UPDATE")]
 
 
@@ -87,7 +90,11 @@ def test_a_job_no_node_can_hold_says_it_cannot_run_on_this_cluster(
         Settings(database_url=database_url, data_dir=tmp_path), sessions, "http://127.0.0.1:1"
     )
     dispatcher._explain_waits(
-        {"CPU": 3.0, "GPU": 0.0}, Counter(), training_dense={}, capacity=capacity
+        {"CPU": 3.0, "GPU": 0.0},
+        Counter(),
+        training_dense={},
+        capacity=capacity,
+        cards=GpuCards({"a": 0, "b": 0}),
     )
 
     cannot = "cannot run on this cluster as it stands: "
@@ -99,4 +106,34 @@ def test_a_job_no_node_can_hold_says_it_cannot_run_on_this_cluster(
         + "asks 4 CPU, the largest node has 2; asks 0.5 GPU, the largest node has 0",
         ids["requeued"]: cannot + "asks 3 CPU, the largest node has 2",  # it would wait forever
         ids["fits"]: None,
+    }
+
+
+def test_a_job_within_the_free_gpus_in_sum_but_on_no_card_says_what_each_card_has(
+    sessions, database_url, tmp_path
+):
+    cards = GpuCards({"node": 4})
+    for card in range(4):
+        assert cards.occupy(0.75, Placement("node", (card,)))
+    with sessions.begin() as session:
+        alice = User(name="alice")
+        session.add(alice)
+        session.flush()
+        ids = {
+            "whole": add_job(session, alice, gpus=1),
+            "two": add_job(session, alice, gpus=2),
+            "half": add_job(session, alice, gpus=0.5),
+            "quarter": add_job(session, alice, gpus=0.25),
+        }
+    dispatcher = Dispatcher(
+        Settings(database_url=database_url, data_dir=tmp_path), sessions, "http://127.0.0.1:1"
+    )
+    free = {"CPU": 4.0, "GPU": 1.0}  # Ray's sum: a quarter on each card
+    dispatcher._explain_waits(free, Counter(), training_dense={}, capacity=None, cards=cards)
+
+    assert reasons(sessions) == {
+        ids["whole"]: "waiting for 1 whole GPU (free: 0.25 on each of 4)",
+        ids["two"]: "waiting for 2 GPU (free: 1)",  # not even in sum
+        ids["half"]: "waiting for 0.5 GPU on one card (free: 0.25 on each of 4)",
+        ids["quarter"]: None,
     }

@@ -156,6 +156,39 @@ def test_fractional_jobs_pack_a_gpu_up_to_one_and_each_sees_the_ids_ray_gave_it(
     }
 
 
+def test_a_whole_gpu_job_waits_for_a_whole_card_though_one_gpu_is_free_in_sum(live_server):
+    """Three halves: Ray packs two on one card and the third on the other; ending
+    one of the pair leaves half of each card free, one GPU in sum. The 1-GPU job
+    is not claimed (still queued, no attempt) and says why, until the other half
+    of the pair ends and a card is whole."""
+    with live_server.client() as client:
+        halves = [submit(client, LONG, gpus=0.5) for _ in range(3)]
+        whole = None
+        try:
+            wait_running(client, halves)
+            cards: dict[int, str] = {}
+            deadline = time.monotonic() + 60
+            while len(cards) < 3:
+                assert time.monotonic() < deadline, f"devices unknown: {cards}"
+                for job in halves:
+                    if job not in cards and (seen := devices_of(job)) is not None:
+                        cards[job] = seen["gpu_ids"][0]
+            pair = [job for job in halves if Counter(cards.values())[cards[job]] == 2]
+            assert len(pair) == 2, cards  # best fit: the second half fills the first card
+            free_one_gpu(client, pair[0])  # half of each card free now
+
+            whole = submit(client, LONG, gpus=1.0)
+            time.sleep(3.0)  # a few ticks
+            job = client.get(f"/v1/jobs/{whole}").json()
+            assert (job["status"], job["attempt"]) == ("queued", 0)
+            assert reason(client, whole) == "waiting for 1 whole GPU (free: 0.5 on each of 2)"
+
+            free_one_gpu(client, pair[1])
+            wait_running(client, [whole])
+        finally:
+            settle(live_server, [*halves, *([whole] if whole else [])])
+
+
 @pytest.mark.parametrize("live_settings", [{"owner_gpu_quota": 1.0}])
 def test_an_owner_at_the_gpu_quota_waits_while_another_owners_job_runs(live_server):
     with live_server.client("alice") as alice, live_server.client("bob") as bob:
