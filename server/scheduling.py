@@ -3,7 +3,9 @@
 The order, for the jobs that fit the free resources:
 
 1. effective priority, high first: the job's priority plus one for every
-   ``aging_seconds`` it has waited, so a low-priority job is never starved;
+   ``aging_seconds`` the longest-waiting job of that priority has waited, so
+   a low-priority class is never starved, and within a class fair share, not
+   each job's age, decides (``class_priorities``);
 2. its owner's GPU-seconds over the last ``window_seconds`` (running jobs
    included), least first: the owner who used the cluster least goes first;
 3. its owner's running jobs, fewest first (fair share among CPU-only jobs,
@@ -70,9 +72,27 @@ def gpu_seconds(
     return totals
 
 
-def effective_priority(candidate: Candidate, now: datetime, aging_seconds: float) -> int:
-    waited = max(0.0, (now - candidate.created_at).total_seconds())
-    return candidate.priority + int(waited // aging_seconds)
+def class_priorities(
+    candidates: Iterable[Candidate], now: datetime, aging_seconds: float
+) -> dict[int, int]:
+    """Each priority class's effective priority: the class's priority plus one
+    for every ``aging_seconds`` its longest-waiting candidate has waited.
+
+    Aging lifts a class, not a job: all jobs of one priority rank alike, so
+    fair share decides between their owners however long each job waited
+    (with a job's own age lifting it, a burst's older jobs outranked every
+    newer job of their class within one aging step, and fair share only
+    separated jobs submitted within the same step). A class starved by higher
+    ones still rises above them in time."""
+    oldest: dict[int, datetime] = {}
+    for candidate in candidates:
+        known = oldest.get(candidate.priority)
+        if known is None or candidate.created_at < known:
+            oldest[candidate.priority] = candidate.created_at
+    return {
+        priority: priority + int(max(0.0, (now - created_at).total_seconds()) // aging_seconds)
+        for priority, created_at in oldest.items()
+    }
 
 
 def next_job(
@@ -82,12 +102,19 @@ def next_job(
     running: Mapping[int, int],
     now: datetime,
     aging_seconds: float,
+    classes: Mapping[int, int] | None = None,
 ) -> Candidate | None:
-    """The candidate that goes first, or None when there is none."""
+    """The candidate that goes first, or None when there is none. ``classes``:
+    the classes' effective priorities (``class_priorities``) if counted over a
+    larger set of candidates than these, as the dispatcher counts them once a
+    tick."""
+    candidates = list(candidates)
+    if classes is None:
+        classes = class_priorities(candidates, now, aging_seconds)
 
     def key(candidate: Candidate) -> tuple[int, float, int, datetime, int]:
         return (
-            -effective_priority(candidate, now, aging_seconds),
+            -classes[candidate.priority],
             used.get(candidate.owner_id, 0.0),
             running.get(candidate.owner_id, 0),
             candidate.created_at,
@@ -104,8 +131,9 @@ class LaunchOrder:
     choices; ``running`` is read as it is then).
 
     Within one owner the order is fixed for the tick: the owner's GPU-seconds
-    and running jobs are the same for all its jobs, leaving effective priority,
-    age and id. So each owner's jobs are sorted once, and a choice compares
+    and running jobs are the same for all its jobs, leaving its class's
+    effective priority (counted once, over all the tick's candidates), age and
+    id. So each owner's jobs are sorted once, and a choice compares
     only each owner's first job that fits instead of all candidates."""
 
     def __init__(
@@ -118,11 +146,13 @@ class LaunchOrder:
         aging_seconds: float,
     ) -> None:
         self._used, self._running = used, running
+        candidates = list(candidates)
+        classes = class_priorities(candidates, now, aging_seconds)
         by_owner: defaultdict[int, list[tuple[int, datetime, int, Candidate]]] = defaultdict(list)
         for candidate in candidates:
             by_owner[candidate.owner_id].append(
                 (
-                    -effective_priority(candidate, now, aging_seconds),
+                    -classes[candidate.priority],
                     candidate.created_at,
                     candidate.job_id,
                     candidate,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from silo_contract.fields import (
     MAX_TAGS,
@@ -16,14 +16,50 @@ from silo_contract.fields import (
     Timestamp,
 )
 
+# Ray counts resources in steps of 1e-4: a finer request is none at all.
+RESOURCE_STEP = 0.0001
+MAX_GPUS = 16
+GPUS_DESCRIPTION = (
+    "GPUs: a fraction of one card (0.25 shares a card four ways) or whole cards "
+    "(1, 2, ...); Ray places a job's GPUs on one card or on whole cards only"
+)
+
+
+def _placeable_gpus(value: float) -> float:
+    """Refuse what Ray would never place, where the job would wait for ever."""
+    if 0 < value < RESOURCE_STEP:
+        raise ValueError(f"must be 0 or at least {RESOURCE_STEP} (Ray's resolution)")
+    if value > 1 and not value.is_integer():
+        raise ValueError(
+            "more than one GPU must be whole cards (2, 3, ...): a fraction shares one card"
+        )
+    return value
+
+
+Gpus = Annotated[
+    JsonFloat,
+    Field(ge=0, le=MAX_GPUS),
+    AfterValidator(_placeable_gpus),
+    WithJsonSchema(
+        {
+            "description": GPUS_DESCRIPTION,
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 0},
+                {"type": "number", "minimum": RESOURCE_STEP, "maximum": 1},
+                {"type": "integer", "minimum": 1, "maximum": MAX_GPUS},
+            ],
+        }
+    ),
+]
+
 
 class Resources(BaseModel):
     """What one attempt asks of the cluster; fractional GPUs let small jobs share a card."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cpus: JsonFloat = Field(1.0, gt=0, le=256, description="CPU cores")
-    gpus: JsonFloat = Field(0.0, ge=0, le=16, description="GPUs; 0.25 shares one card four ways")
+    cpus: JsonFloat = Field(1.0, ge=RESOURCE_STEP, le=256, description="CPU cores")
+    gpus: Gpus = 0.0
     memory_gb: JsonFloat | None = Field(None, gt=0, le=4096, description="Memory to reserve")
 
 

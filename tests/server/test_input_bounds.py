@@ -104,6 +104,24 @@ def test_submitted_values_fit_their_columns(live_server):
         assert len(member["name"]) == 200 and member["name"].endswith(": silo, seed 0")
 
 
+def test_resources_ray_could_never_place_are_refused(live_server):
+    """Ray places a job's GPUs on one card or on whole cards, in steps of 1e-4:
+    a request it would never place is a 422 at submit, not a job queued for ever."""
+    with live_server.client() as client:
+        for resources in ({"gpus": 1.5}, {"gpus": 2.25}, {"gpus": 0.00001}, {"cpus": 0.00001}):
+            refused = client.post("/v1/jobs", json={"spec": SPEC, "resources": resources})
+            assert refused.status_code == 422, (resources, refused.text)
+            assert field_of(refused) == f"resources.{next(iter(resources))}"
+        study = {"spec": SPEC, "schedules": [{"name": "silo"}], "seeds": [0]}
+        refused = client.post("/v1/studies", json={**study, "resources": {"gpus": 1.5}})
+        assert field_of(refused) == "resources.gpus"
+        for gpus in (0.0001, 0.25, 1, 2):
+            body = {"spec": SPEC, "resources": {"gpus": gpus}}
+            accepted = client.post("/v1/jobs", json=body)
+            assert accepted.status_code == 201, (gpus, accepted.text)
+            assert accepted.json()["resources"]["gpus"] == gpus
+
+
 def test_intake_integers_fit_their_columns(live_server):
     factory = sessions(live_server)
     with factory.begin() as session:

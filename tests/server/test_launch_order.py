@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.scheduling import Candidate, FifoOrder, LaunchOrder, next_job
+from server.scheduling import Candidate, FifoOrder, LaunchOrder, class_priorities, next_job
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 AGING = 600.0
@@ -81,6 +81,8 @@ def test_launch_order_chooses_as_next_job_does(rows, cpus, gpus, quota, used, ru
 
     left = list(candidates)
     reference_running = Counter(running)
+    # The classes' effective priorities are counted once a tick, over all its candidates.
+    classes = class_priorities(candidates, NOW, AGING)
 
     def by_next_job(fits):
         """The dispatcher's loop as it was: next_job over all that fit, each time."""
@@ -90,6 +92,7 @@ def test_launch_order_chooses_as_next_job_does(rows, cpus, gpus, quota, used, ru
             running=reference_running,
             now=NOW,
             aging_seconds=AGING,
+            classes=classes,
         )
         if choice is not None:
             left.remove(choice)

@@ -56,6 +56,20 @@ def test_a_waiting_low_priority_job_is_not_starved():
     assert order([old_low, *fresh_high], aging=5 * 3600.0)[-1] == 1
 
 
+def test_fair_share_decides_within_a_class_however_long_its_jobs_waited():
+    """A burst that has waited four aging steps does not outrank a newer job of
+    its class from an owner who used the cluster less: aging lifts the class."""
+    burst = [job(n, owner=1, age_s=120 + n) for n in range(1, 4)]
+    newcomer = job(10, owner=2, age_s=1)
+    assert order([*burst, newcomer], used={1: 3000.0, 2: 0.0}, aging=30.0)[0] == 10
+    # Lifted, the class meets a higher one and fair share decides between them:
+    # priority 0, waiting 121 s at 30 s a step, reaches 4, as a new priority-4 job.
+    urgent = job(20, owner=3, priority=4)
+    picked = order([newcomer, *burst, urgent], used={1: 3000.0, 2: 0.0, 3: 60.0}, aging=30.0)
+    assert picked[:2] == [10, 20]
+    assert order([newcomer, *burst, urgent], used={1: 3000.0, 2: 60.0, 3: 0.0}, aging=30.0)[0] == 20
+
+
 def test_gpu_seconds_count_only_the_window_and_running_attempts_up_to_now():
     usage = [
         Usage(1, 2.0, NOW - timedelta(hours=30), NOW - timedelta(hours=25)),  # outside
