@@ -102,7 +102,10 @@ class Settings(BaseSettings):
         86_400.0, gt=0, description="How far back an owner's GPU-time counts for fair share"
     )
     priority_aging_seconds: float = Field(
-        600.0, gt=0, description="A queued job gains one priority point per this many seconds"
+        600.0,
+        gt=0,
+        description="A priority class gains one point per this many seconds its "
+        "longest-waiting queued job has waited",
     )
     dispatch_order: Literal["ranked", "fifo"] = Field(
         "ranked",
