@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.changes.book import (
     ALL,
+    JOB_KEY_PREFIX,
     JOBS,
     QUEUE,
     STUDIES,
@@ -79,6 +80,12 @@ def notify(payload: ColumnElement[str]) -> ColumnElement[Any]:
     """A column that sends ``payload`` (keys as ``encode`` writes them) on
     CHANNEL when the statement's transaction commits."""
     return func.pg_notify(CHANNEL, payload)
+
+
+def notify_new_job(job_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """A column that sends, on commit, what book.new_job_keys names for the job
+    whose id is ``job_id`` (a column of the statement): its key, the lists, the queue."""
+    return notify(func.concat(JOB_KEY_PREFIX, job_id, "," + encode((JOBS, QUEUE))))
 
 
 def encode(keys: Collection[str]) -> str:

@@ -24,8 +24,8 @@ from sqlalchemy import ColumnElement, Select, bindparam, func, insert, literal, 
 from sqlalchemy.orm import Session
 
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
-from server.changes.book import JOB_KEY_PREFIX, JOBS, QUEUE, new_job_keys
-from server.changes.tracking import announce, encode, notify
+from server.changes.book import new_job_keys
+from server.changes.tracking import announce, notify_new_job
 from server.db.models import Job, JobAttempt, UtcDateTime, utcnow
 from server.jobs.attempts import LIVE, start_attempt, take_sqlite_write_lock
 from server.jobs.views import QUEUE_ORDER
@@ -137,8 +137,11 @@ def _claim_statement(which: Select) -> Any:
         ["job_id", "number", "token_hash", "status", "started_at"],
         select(claimed.c.id, claimed.c.attempt, bindparam("claim_token_hash"), literal(LIVE), now),
     )
-    keys = func.concat(JOB_KEY_PREFIX, claimed.c.id, "," + encode((JOBS, QUEUE)))
-    return select(*claimed.c, notify(keys)).add_cte(superseded).add_cte(started.cte("started"))
+    return (
+        select(*claimed.c, notify_new_job(claimed.c.id))
+        .add_cte(superseded)
+        .add_cte(started.cte("started"))
+    )
 
 
 _THIS_JOB = (

@@ -27,8 +27,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.changes.book import JOB_KEY_PREFIX, JOBS, QUEUE, new_job_keys
-from server.changes.tracking import announce, encode, notify
+from server.changes.book import new_job_keys
+from server.changes.tracking import announce, notify_new_job
 from server.db.models import Artifact, CycleResultRow, Job, JobEvent, JobTag, utcnow
 from server.jobs.sqlite_submits import SubmitStatements, group_commit
 from server.jobs.states import transition
@@ -190,8 +190,7 @@ def _insert_job_and_tags(*, keyed: bool) -> Any:
     new_tags = insert(JobTag).from_select(["job_id", "tag"], select(job.c.id, func.unnest(tags)))
     # The statement sends its own NOTIFY (what new_job_keys names), delivered
     # when it commits: no round trip, and no commit of a NOTIFY of its own.
-    keys = func.concat(JOB_KEY_PREFIX, job.c.id, "," + encode((JOBS, QUEUE)))
-    return select(job.c.id, job.c.ahead, job.c.owner, notify(keys)).add_cte(
+    return select(job.c.id, job.c.ahead, job.c.owner, notify_new_job(job.c.id)).add_cte(
         new_tags.cte("new_tags")
     )
 
