@@ -16,7 +16,10 @@ Every tick it
    GPUs are checked card by card as Ray places them (server/gpu_cards.py,
    fed by server/placements.py), not as the sum Ray reports, and the first
    job in the order that waits for GPUs has the cards it would get soonest
-   held for it, so smaller jobs behind it cannot keep overtaking it;
+   held for it, so smaller jobs behind it cannot keep overtaking it; with
+   ``SILO_PREEMPTION=fair-share``, running jobs of owners who hold more GPUs
+   may be stopped for that first job (server/preemption.py): queued again,
+   they resume from their checkpoints;
 3. writes down why the jobs at the head of the queue still wait; a job that
    no node can hold says so, since no wait would end it.
 
@@ -34,7 +37,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, cast
 
@@ -59,13 +62,14 @@ from server.db.session import make_session_factory
 from server.files import WeightsUnavailableError, weights_path
 from server.gpu_cards import GpuCards, demand_shape
 from server.jobs import cluster
-from server.jobs.attempts import finish_cancel, settle_lost_attempt
+from server.jobs.attempts import finish_cancel, preempt_attempt, settle_lost_attempt
 from server.jobs.claims import claim_job
 from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.placements import AttemptKey, Placements
+from server.placements import Placements
+from server.preemption import RunningJob, victims
 from server.scheduling import Candidate, FifoOrder, LaunchOrder, Order
 from server.settings import Settings
 from silo_contract.layout import dense_training
@@ -81,19 +85,12 @@ QUEUE_HEAD = 100  # queued jobs whose waiting reason is kept up to date
 CANDIDATES = 1000  # queued jobs the scheduler ranks per tick
 
 
-@dataclass(frozen=True)
-class HeldGpus:
-    """A running attempt that holds GPUs, as the reconcile leaves it."""
-
-    key: AttemptKey
-    gpus: float
-
-
 @dataclass
 class TickReport:
     launched: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     killed: list[int] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -131,7 +128,7 @@ class Dispatcher:
 
     # --- 1. running jobs ----------------------------------------------------------
 
-    def _reconcile(self, report: TickReport) -> list[HeldGpus]:
+    def _reconcile(self, report: TickReport) -> list[RunningJob]:
         """Settle the lost attempts and kill the overdue cancels; the running
         attempts left that hold GPUs, in launch order."""
         with self._reads() as session:
@@ -146,11 +143,12 @@ class Dispatcher:
         self._launched_at = {
             key: at for key, at in self._launched_at.items() if now - at < LAUNCH_GRACE_SECONDS
         }
-        live = {(job_id, attempt) for job_id, attempt, _, _ in running}
+        live = {(row.id, row.attempt) for row in running}
         for key in set(self._cancelling_since) - live:
             del self._cancelling_since[key]
         gone: set[tuple[int, int]] = set()  # lost: their actors hold nothing
-        for job_id, attempt, status, _ in running:
+        for row in running:
+            job_id, attempt, status = row.id, row.attempt, row.status
             key = (job_id, attempt)
             if ray_actor.actor_name(job_id, attempt) not in actors:
                 if now - self._launched_at.get(key, -LAUNCH_GRACE_SECONDS) < LAUNCH_GRACE_SECONDS:
@@ -177,14 +175,22 @@ class Dispatcher:
                             report.killed.append(job_id)
                     log.warning("job %s did not stop within the grace period; killed", job_id)
         return [
-            HeldGpus((job_id, attempt), gpus)
-            for job_id, attempt, _, gpus in running
-            if gpus > 0 and (job_id, attempt) not in gone
+            RunningJob(
+                key=(row.id, row.attempt),
+                owner_id=row.owner_id,
+                priority=row.priority,
+                gpus=row.gpus,
+                created_at=row.created_at,
+                started_at=row.started_at or row.created_at,
+                cancelling=row.status == JobStatus.CANCELLING.value,
+            )
+            for row in running
+            if row.gpus > 0 and (row.id, row.attempt) not in gone
         ]
 
     # --- 2. queued jobs -----------------------------------------------------------
 
-    def _dispatch(self, report: TickReport, holding: list[HeldGpus]) -> None:
+    def _dispatch(self, report: TickReport, holding: list[RunningJob]) -> None:
         free = ray_actor.free_resources()
         sizes = ray_actor.node_sizes()
         capacity = self._measure_cluster(sizes)
@@ -197,9 +203,14 @@ class Dispatcher:
             # not launch, which the card model cannot see.
             return c.gpus == 0 or (c.gpus <= free["GPU"] and cards.fits(c.gpus))
 
+        preempting = ranked and self.settings.preemption == "fair-share"
         with self._reads() as session:
-            candidates = self._candidates(session, free["CPU"], free["GPU"])
-            if any(c.gpus > 0 and gpus_fit(c) for c in candidates):
+            if preempting:  # GPUs may be freed for any job a node could hold
+                largest = max((size.get("GPU", 0.0) for size in sizes.values()), default=0.0)
+                candidates = self._candidates(session, free["CPU"], largest)
+            else:
+                candidates = self._candidates(session, free["CPU"], free["GPU"])
+            if not preempting and any(c.gpus > 0 and gpus_fit(c) for c in candidates):
                 # A GPU job can start: read the jobs too big for what is free
                 # in sum as well, which it may overtake, so that the first of
                 # them in the order has cards held for it (_next_launch).
@@ -221,7 +232,7 @@ class Dispatcher:
                 and (c.dense_identity is None or c.dense_identity not in training_dense)
             )
 
-        order: Order = (
+        ranking = (
             LaunchOrder(
                 candidates,
                 used=used,
@@ -230,8 +241,9 @@ class Dispatcher:
                 aging_seconds=self.settings.priority_aging_seconds,
             )
             if ranked
-            else FifoOrder(candidates)
+            else None
         )
+        order: Order = ranking or FifoOrder(candidates)
         while (choice := _next_launch(order, cards, may_start, gpus_fit)) is not None:
             with self.sessions.begin() as session:
                 claim = claim_job(
@@ -251,7 +263,59 @@ class Dispatcher:
             held[choice.owner_id] += choice.gpus
             if choice.dense_identity is not None and not self._dense_cached(choice.dense_identity):
                 training_dense[choice.dense_identity] = claim.job_id
+        first_waiting = cards.reservation
+        if first_waiting and ranking and preempting:
+            waiting = next(c for c in candidates if c.job_id == first_waiting.job_id)
+            self._preempt_for(waiting, ranking, holding, held, sizes, free, report)
+            for identity in [i for i, job in training_dense.items() if job in report.preempted]:
+                del training_dense[identity]  # its job is queued again, training nothing
         self._explain_waits(free, held, training_dense, capacity, cards)
+
+    def _preempt_for(
+        self,
+        waiting: Candidate,
+        ranking: LaunchOrder,
+        holding: list[RunningJob],
+        held: defaultdict[int, float],
+        sizes: dict[str, dict[str, float]],
+        free: dict[str, float],
+        report: TickReport,
+    ) -> None:
+        """Stop the running jobs that fair share says ``waiting`` (the first job
+        that waits for GPUs) may take GPUs from, if stopping them lets it start
+        (server/preemption.py); it starts in a later tick, once Ray has freed them."""
+
+        def fits_without(stopped: Sequence[RunningJob]) -> bool:
+            gone = {job.key for job in stopped}
+            freed = sum(job.gpus for job in stopped)
+            cards = self._gpu_cards(sizes, [job for job in holding if job.key not in gone])
+            return waiting.gpus <= free["GPU"] + freed and cards.fits(waiting.gpus)
+
+        chosen = victims(
+            waiting,
+            holding,
+            held=held,
+            now=utcnow(),
+            min_runtime_seconds=self.settings.preemption_min_runtime_seconds,
+            ranks_before=ranking.ranks_before,
+            fits_without=fits_without,
+        )
+        for job in chosen:
+            job_id, attempt = job.key
+            # Killed first: an attempt that finishes meanwhile keeps its result
+            # (the job is no longer running, so nothing is requeued below).
+            ray_actor.kill(job_id, attempt)
+            with self.sessions.begin() as session:
+                stopped = preempt_attempt(
+                    session,
+                    job_id,
+                    attempt,
+                    reason=f"its GPUs went to job {waiting.job_id}, whose owner held fewer",
+                )
+            if stopped:
+                log.info("job %s attempt %s preempted for job %s", job_id, attempt, waiting.job_id)
+                report.preempted.append(job_id)
+                held[job.owner_id] -= job.gpus
 
     def _measure_cluster(self, sizes: dict[str, dict[str, float]]) -> Capacity | None:
         """The nodes' sizes, recorded for the API when they changed (and every
@@ -267,7 +331,9 @@ class Dispatcher:
             self._recorded_capacity, self._recorded_at = capacity, now
         return capacity
 
-    def _gpu_cards(self, sizes: dict[str, dict[str, float]], holding: list[HeldGpus]) -> GpuCards:
+    def _gpu_cards(
+        self, sizes: dict[str, dict[str, float]], holding: Sequence[RunningJob]
+    ) -> GpuCards:
         """Each node's cards (Ray makes one per whole GPU a node declares) less
         what the running attempts hold, where they said or else where Ray puts it."""
         known = self._placements.current(held.key for held in holding)
@@ -399,7 +465,16 @@ def _fitting_window(queued: ColumnElement[bool], *order: Any, limit: int) -> Sel
 # The running attempts, in launch order (for the card model: an attempt whose
 # cards are not known yet is placed by Ray's rule, in the order Ray saw them).
 _RUNNING = (
-    select(Job.id, Job.attempt, Job.status, Job.gpus)
+    select(
+        Job.id,
+        Job.attempt,
+        Job.status,
+        Job.gpus,
+        Job.owner_id,
+        Job.priority,
+        Job.created_at,
+        JobAttempt.started_at,
+    )
     .outerjoin(JobAttempt, and_(JobAttempt.job_id == Job.id, JobAttempt.number == Job.attempt))
     .where(Job.status.in_([JobStatus.RUNNING.value, JobStatus.CANCELLING.value]))
     .order_by(JobAttempt.id, Job.id)

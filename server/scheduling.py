@@ -95,6 +95,27 @@ def class_priorities(
     }
 
 
+RankKey = tuple[int, float, int, datetime, int]
+
+
+def rank_key(
+    candidate: Candidate,
+    *,
+    classes: Mapping[int, int],
+    used: Mapping[int, float],
+    running: Mapping[int, int],
+) -> RankKey:
+    """Where ``candidate`` stands in the ranked order, least first: its class's
+    effective priority, its owner's GPU-seconds and running jobs, its age, its id."""
+    return (
+        -classes[candidate.priority],
+        used.get(candidate.owner_id, 0.0),
+        running.get(candidate.owner_id, 0),
+        candidate.created_at,
+        candidate.job_id,
+    )
+
+
 def next_job(
     candidates: Iterable[Candidate],
     *,
@@ -112,16 +133,12 @@ def next_job(
     if classes is None:
         classes = class_priorities(candidates, now, aging_seconds)
 
-    def key(candidate: Candidate) -> tuple[int, float, int, datetime, int]:
-        return (
-            -classes[candidate.priority],
-            used.get(candidate.owner_id, 0.0),
-            running.get(candidate.owner_id, 0),
-            candidate.created_at,
-            candidate.job_id,
-        )
-
-    return min(candidates, key=key, default=None)
+    ranked = classes
+    return min(
+        candidates,
+        key=lambda c: rank_key(c, classes=ranked, used=used, running=running),
+        default=None,
+    )
 
 
 class LaunchOrder:
@@ -146,8 +163,9 @@ class LaunchOrder:
         aging_seconds: float,
     ) -> None:
         self._used, self._running = used, running
+        self._now, self._aging_seconds = now, aging_seconds
         candidates = list(candidates)
-        classes = class_priorities(candidates, now, aging_seconds)
+        self._classes = classes = class_priorities(candidates, now, aging_seconds)
         by_owner: defaultdict[int, list[tuple[int, datetime, int, Candidate]]] = defaultdict(list)
         for candidate in candidates:
             by_owner[candidate.owner_id].append(
@@ -161,6 +179,18 @@ class LaunchOrder:
         for jobs in by_owner.values():
             jobs.sort(key=lambda job: job[:3])  # ids are unique: never compares candidates
         self._by_owner = dict(by_owner)
+
+    def ranks_before(self, first: Candidate, then: Candidate) -> bool:
+        """Whether ``first`` (one of the tick's candidates) would go before ``then``
+        (a running job, were it queued again), with the owners' GPU-seconds and
+        running jobs as they are now. ``then`` ages its class as a candidate would."""
+        classes = dict(self._classes)
+        own = class_priorities([then], self._now, self._aging_seconds)[then.priority]
+        classes[then.priority] = max(own, classes.get(then.priority, own))
+        used, running = self._used, self._running
+        return rank_key(first, classes=classes, used=used, running=running) < rank_key(
+            then, classes=classes, used=used, running=running
+        )
 
     def first(self, fits: Callable[[Candidate], bool]) -> Candidate | None:
         """The candidate that goes next among those that ``fits`` accepts now,
@@ -182,17 +212,13 @@ class LaunchOrder:
 
     def _best(self, fits: Callable[[Candidate], bool]) -> tuple[int, int] | None:
         """(owner, index in the owner's jobs) of the next candidate that fits."""
-        best: tuple[int, float, int, datetime, int] | None = None
+        best: RankKey | None = None
         best_owner, best_index = 0, 0
         for owner, jobs in self._by_owner.items():
-            for index, (priority, created_at, job_id, candidate) in enumerate(jobs):
+            for index, (_, _, _, candidate) in enumerate(jobs):
                 if fits(candidate):
-                    key = (
-                        priority,
-                        self._used.get(owner, 0.0),
-                        self._running.get(owner, 0),
-                        created_at,
-                        job_id,
+                    key = rank_key(
+                        candidate, classes=self._classes, used=self._used, running=self._running
                     )
                     if best is None or key < best:
                         best, best_owner, best_index = key, owner, index

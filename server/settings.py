@@ -117,6 +117,18 @@ class Settings(BaseSettings):
         "(server/scheduling.py); fifo: oldest first, ranking off (for comparison). Both "
         "start only jobs within the free resources and the owner's GPU quota",
     )
+    preemption: Literal["off", "fair-share"] = Field(
+        "off",
+        description="fair-share: when the first job waiting for GPUs ranks ahead of running "
+        "jobs of owners who hold more GPUs than its owner would with it, stop the fewest "
+        "such jobs (newest first) so that it can start; they are queued again and resume "
+        "from their checkpoints (server/preemption.py). Ranked order only",
+    )
+    preemption_min_runtime_seconds: float = Field(
+        600.0,
+        ge=0,
+        description="A job runs at least this long before it may be preempted",
+    )
     refuse_unfit_jobs: bool = Field(
         False,
         description="Refuse (422) a job that no node of the cluster could hold, as the "

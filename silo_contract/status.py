@@ -41,6 +41,7 @@ class AttemptStatus(StrEnum):
     SUPERSEDED = "superseded"  # a newer attempt of the job took over
     LOST = "lost"  # its worker vanished without a final report
     KILLED = "killed"  # cancelled, and stopped by force after the grace period
+    PREEMPTED = "preempted"  # stopped to free its GPUs; the job queued again to resume
 
     @property
     def is_terminal(self) -> bool:

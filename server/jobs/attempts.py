@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.orm import Session
 
 from server.auth.tokens import ATTEMPT_TOKEN_PREFIX, hash_token, new_token
@@ -173,7 +173,7 @@ def settle_lost_attempt(
     if job.status == JobStatus.CANCELLING:
         job.status = transition(job.status, JobStatus.CANCELLED)
         job.finished_at = now
-    elif job.attempt < max_attempts:
+    elif job.attempt - _preempted(session, job_id) < max_attempts:
         job.status = transition(job.status, JobStatus.QUEUED)
         job.queue_reason = f"attempt {number} lost ({reason}); it will resume from its checkpoint"
     else:
@@ -182,6 +182,37 @@ def settle_lost_attempt(
         job.error_message = f"attempt {number} of {max_attempts} lost ({reason}); no retries left"
     session.flush()
     return JobStatus(job.status)
+
+
+def _preempted(session: Session, job_id: int) -> int:
+    """How many of the job's attempts were preempted: they count against no limit."""
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(JobAttempt)
+            .where(
+                JobAttempt.job_id == job_id,
+                JobAttempt.status == AttemptStatus.PREEMPTED.value,
+            )
+        )
+        or 0
+    )
+
+
+def preempt_attempt(session: Session, job_id: int, number: int, *, reason: str) -> bool:
+    """The dispatcher stopped the running attempt to free its GPUs: the job is
+    queued again, and its next attempt resumes from the checkpoint. A preempted
+    attempt is not counted against ``max_attempts``. False when the attempt was
+    no longer the job's running one (it ended, or is being cancelled)."""
+    job = lock_job(session, job_id)
+    if job.attempt != number or job.status != JobStatus.RUNNING:
+        return False
+    end_attempt(session, job_id, number, AttemptStatus.PREEMPTED)
+    job.progress_note = None
+    job.status = transition(job.status, JobStatus.QUEUED)
+    job.queue_reason = f"attempt {number} preempted ({reason}); it will resume from its checkpoint"
+    session.flush()
+    return True
 
 
 def finish_cancel(session: Session, job_id: int, number: int) -> bool:

@@ -248,3 +248,41 @@ def test_a_low_priority_job_that_waited_long_enough_is_not_starved(live_server):
             assert started_one_of(alice, [low, high]) == low
         finally:
             settle(live_server, [*holders, low, high])
+
+
+@pytest.mark.parametrize(
+    "live_settings", [{"preemption": "fair-share", "preemption_min_runtime_seconds": 1.0}]
+)
+def test_fair_share_preemption_stops_the_newest_job_of_the_owner_holding_every_gpu(
+    live_server,
+):
+    """Root's jobs hold every GPU when alice's job arrives: root's newer job is
+    stopped (its attempt preempted, the job queued again), alice's starts on
+    its GPU, and root's job is not handed the GPU back; when alice's ends,
+    root's job runs again in a new attempt."""
+    with live_server.client("root") as root, live_server.client("alice") as alice:
+        holders = []
+        for _ in range(GPUS):  # one after another: their start order is known
+            holders.append(submit(root, LONG, gpus=1.0))
+            wait_running(root, holders[-1:])
+        time.sleep(1.5)  # all past the minimum run time: the newest is the one to go
+        theirs = submit(alice, LONG, gpus=1.0)
+        try:
+            wait_running(alice, [theirs])
+            newest = holders[-1]
+            job = root.get(f"/v1/jobs/{newest}").json()
+            assert (job["status"], job["attempt"]) == ("queued", 1)
+            assert job["queue"]["reason"] == (
+                f"attempt 1 preempted (its GPUs went to job {theirs}, whose owner held "
+                "fewer); it will resume from its checkpoint"
+            )
+            assert all(statuses(root)[j] == "running" for j in holders[:-1])
+            time.sleep(2.0)  # ticks go by: neither owner takes the GPU from the other
+            now = statuses(root)
+            assert (now[theirs], now[newest]) == ("running", "queued")
+
+            free_one_gpu(alice, theirs)
+            wait_running(root, [newest])
+            assert root.get(f"/v1/jobs/{newest}").json()["attempt"] == 2
+        finally:
+            settle(live_server, [*holders, theirs])
