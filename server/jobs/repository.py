@@ -142,9 +142,15 @@ _AHEAD_OF_NEW = (
 )
 _QUEUED = f"SELECT 1 FROM jobs AS ahead WHERE ahead.status = '{JobStatus.QUEUED.value}'"
 _QUEUED_AHEAD = {
-    # One scan of the queued jobs, as views.jobs_ahead's: planned with statistics
-    # that may predate the queue, each of three ranges could be such a scan.
-    "postgresql": f"{_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)})",
+    # One walk of ix_jobs_queue from its end: higher priorities first, then the
+    # job's own from the newest back, which for a new job are all ahead of it,
+    # so the walk stops after QUEUE_COUNT_LIMIT + 1 rows. Without the ORDER BY
+    # PostgreSQL filtered the queue in a sequential scan of the table, whose
+    # queued rows are the newest, at its end (7 ms at 12,000 queued of 112,000
+    # jobs against 0.2 ms); three ranges ordered each their own way walked
+    # ix_jobs_created_id through every finished job instead.
+    "postgresql": f"{_QUEUED} AND ({' OR '.join(_AHEAD_OF_NEW)}) "
+    "ORDER BY ahead.priority DESC, ahead.created_at DESC",
     # Three ranges of ix_jobs_queue, which SQLite walks faster than it filters one.
     "sqlite": " UNION ALL ".join(f"{_QUEUED} AND {where}" for where in _AHEAD_OF_NEW),
 }
