@@ -264,7 +264,18 @@ class Dispatcher:
             if choice.dense_identity is not None and not self._dense_cached(choice.dense_identity):
                 training_dense[choice.dense_identity] = claim.job_id
         first_waiting = cards.reservation
-        if first_waiting and ranking and preempting:
+        # Only in a tick that launched nothing, and only while the cards the
+        # model counts free are not enough: a job launched this tick is not in
+        # ``holding`` yet, and cards free in the model but not in Ray's sum are
+        # being released by an actor just stopped. Either way the model would
+        # see room that is not there yet and stop more jobs than needed.
+        if (
+            first_waiting
+            and ranking
+            and preempting
+            and not report.launched
+            and not cards.fits(first_waiting.gpus)
+        ):
             waiting = next(c for c in candidates if c.job_id == first_waiting.job_id)
             self._preempt_for(waiting, ranking, holding, held, sizes, free, report)
             for identity in [i for i, job in training_dense.items() if job in report.preempted]:

@@ -285,3 +285,56 @@ def test_attempts_that_have_not_said_where_they_run_are_placed_by_rays_rule(
 
     assert tick.tick().launched == launched == [ids["quarter"]]
     assert states(sessions)[ids["half"]] == ("queued", 0, "waiting for 0.5 GPU (free: 0.25)")
+
+
+def test_preemption_stops_one_job_and_waits_for_ray_to_free_its_gpu(
+    sessions, database_url, tmp_path, monkeypatch, launched
+):
+    """Bob's four jobs hold the node's four GPUs when alice's job waits: one tick
+    stops bob's newest, and the ticks after it, while Ray has not yet freed its
+    GPU (the kill is in flight), stop nothing more and launch nothing."""
+    ids = queue(
+        sessions,
+        {
+            **{f"bob{n}": {"cpus": 1, "gpus": 1, "owner": "bob"} for n in range(4)},
+            "alice": {"cpus": 1, "gpus": 1},
+        },
+    )
+    bobs = [ids[f"bob{n}"] for n in range(4)]
+    for job_id in bobs:  # started a minute apart, the last one newest
+        with sessions.begin() as session:
+            claim_job(session, job_id, api_url="http://127.0.0.1:1", artifact_root=str(tmp_path))
+            attempt = session.scalar(select(JobAttempt).where(JobAttempt.job_id == job_id))
+            attempt.started_at = utcnow() - timedelta(minutes=10 - bobs.index(job_id))
+    alive = {ray_actor.actor_name(job_id, 1) for job_id in bobs}
+    killed: list[int] = []
+
+    def kill(job_id: int, attempt: int) -> bool:
+        killed.append(job_id)
+        alive.discard(ray_actor.actor_name(job_id, attempt))
+        return True
+
+    monkeypatch.setattr(ray_actor, "live_actor_names", lambda: frozenset(alive))
+    monkeypatch.setattr(ray_actor, "find", lambda *_: None)  # where it runs: unknown
+    monkeypatch.setattr(ray_actor, "kill", kill)
+    tick = dispatcher(
+        sessions,
+        database_url,
+        tmp_path,
+        {"CPU": 4, "GPU": 0},  # Ray frees the stopped job's GPU later than this test
+        monkeypatch,
+        preemption="fair-share",
+        preemption_min_runtime_seconds=60,
+    )
+
+    first = tick.tick()
+    later = [tick.tick() for _ in range(3)]
+
+    assert first.preempted == killed == [bobs[-1]]
+    assert all(report.preempted == report.launched == [] for report in later)
+    with sessions() as session:
+        job = session.get(Job, bobs[-1])
+        assert (job.status, job.attempt) == ("queued", 1)
+        assert job.queue_reason.startswith("attempt 1 preempted (its GPUs went to job ")
+        assert session.get(Job, ids["alice"]).status == "queued"
+    assert launched == []
