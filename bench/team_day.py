@@ -28,25 +28,32 @@ The modes, one after another in the same run:
 
 The jobs are stand-ins (bench/team_day_jobs.py): an actor that holds its
 resources for the job's duration, then reports success to the API as a
-worker does. The point is the scheduling; a real engine job costs seconds of
-start-up and CPU that two cores shared by a dozen jobs would turn into noise.
-Everything else is real: submission, validation, the queue, the dispatcher's
-ticks, claims, Ray's placement of fractional GPUs. Each job's start and end
-are its actor's own clock (its process running, its work done), so Ray's
-actor start-up counts as waiting in every mode.
+worker does; it checkpoints every 5 s of work, so that an attempt killed by
+preemption loses at most that, and the next attempt holds its resources for
+the work left only. The point is the scheduling; a real engine job costs
+seconds of start-up and CPU that two cores shared by a dozen jobs would turn
+into noise. Everything else is real: submission, validation, the queue, the
+dispatcher's ticks, claims, preemption's kills, Ray's placement of
+fractional GPUs. Each job is recorded as its runs (attempts), each from its
+actor's start to its end on the actor's own clock (its process running; its
+work done, or its last heartbeat before it was killed), so Ray's actor
+start-up counts as waiting in every mode, and so does the time a preempted
+job spends back in the queue.
 
 A mode ends when every job has finished, or ``--drain-seconds`` after the
 last arrival (a job still waiting then counts as waiting until that moment).
 The measures are defined in bench/team_day_metrics.py: utilisation while
 work waits, received against max-min fair share per user and Jain's index,
-quota violations, waits per priority class. The aging bound is
+quota violations, waits per priority class (submit to first start). The
+aging bound is
 ``(highest priority - lowest + 1) * --aging-seconds + the longest job``: by
 then a job of the lowest class outranks any job that arrives, and one job
 length is the longest a GPU stays held. Dispatch rate: jobs launched per
-second spent inside the dispatcher's ticks (ranked and fifo), with the ticks'
-p50 and p95 (bench/dispatch_tick.py measures the 10,000-queued case).
+second spent inside the dispatcher's ticks (the service's modes), with the
+ticks' p50 and p95 (bench/dispatch_tick.py measures the 10,000-queued case).
 
-The PNG shows each user's GPUs held over time, one panel per mode.
+The PNG shows each user's GPUs held over time, one panel per mode, a job
+held only inside its runs.
 """
 
 from __future__ import annotations
@@ -73,7 +80,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from team_day_jobs import USERS, StandInJob, Work, read_times, workload
 from team_day_metrics import JobRecord
-from team_day_report import ModeResult, aging_bound, console, show, summary
+from team_day_report import ModeResult, aging_bound, console, job_record, show, summary
 
 from server.app import create_app
 from server.auth.tokens import create_user_token
@@ -169,13 +176,13 @@ def stand_in_launcher(folder: Path, work: dict[int, Work]) -> Callable[[AttemptO
 
     def launch(order: AttemptOrder) -> object:
         job = work[order.spec["seed"]]
-        actor = StandInJob.options(  # type: ignore[attr-defined]
+        actor = StandInJob.options(
             name=ray_actor.actor_name(order.job_id, order.attempt),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=order.cpus,
             num_gpus=order.gpus,
-        ).remote(str(folder), job.key)
+        ).remote(str(folder), job.key, order.attempt)
         report = {
             "api_url": order.api_url,
             "job_id": order.job_id,
@@ -210,7 +217,7 @@ def wait_finished(folder: Path, work: list[Work], origin: float, drain: float) -
     deadline = origin + max(job.arrival for job in work) + drain
     while time.time() < deadline:
         times = [read_times(folder, job.key) for job in work]
-        if all(t is not None and t[1] is not None for t in times):
+        if all(t is not None and t.done for t in times):
             break
         time.sleep(0.5)
     return time.time() - origin
@@ -219,17 +226,10 @@ def wait_finished(folder: Path, work: list[Work], origin: float, drain: float) -
 def records(
     folder: Path, work: list[Work], origin: float, submitted: dict[int, float], until: float
 ) -> list[JobRecord]:
-    jobs = []
-    for job in work:
-        times = read_times(folder, job.key)
-        start = times[0] - origin if times else None
-        end = times[1] - origin if times and times[1] is not None else None
-        if end is not None and end > until:
-            end = None  # still held when the mode stopped
-        if start is not None and start > until:
-            start = None
-        jobs.append(JobRecord(job.user, job.priority, job.gpus, submitted[job.key], start, end))
-    return jobs
+    return [
+        job_record(job, read_times(folder, job.key), origin, submitted[job.key], until)
+        for job in work
+    ]
 
 
 def service_mode(
@@ -296,17 +296,20 @@ def service_mode(
 
 
 def startup_lags(sessions: sessionmaker, times: Path) -> list[float]:
-    """Per started job, from the dispatcher's launch to its actor running (seconds)."""
+    """Per started attempt, from the dispatcher's launch to its actor running (seconds)."""
     with sessions() as session:
         rows = session.execute(
-            select(Job.spec, JobAttempt.started_at).join(JobAttempt, JobAttempt.job_id == Job.id)
+            select(Job.spec, JobAttempt.number, JobAttempt.started_at).join(
+                JobAttempt, JobAttempt.job_id == Job.id
+            )
         ).all()
     lags = []
-    for spec, launched in rows:
-        started = read_times(times, spec["seed"])
-        if started is not None and launched is not None:
+    for spec, number, launched in rows:
+        job = read_times(times, spec["seed"])
+        runs = [run for run in job.runs if run.attempt == number] if job is not None else []
+        if runs and launched is not None:
             launched_at = launched.replace(tzinfo=launched.tzinfo or UTC).timestamp()
-            lags.append(started[0] - launched_at)
+            lags.append(runs[0].start - launched_at)
     return lags
 
 
@@ -317,9 +320,7 @@ def ray_mode(work: list[Work], args: argparse.Namespace, folder: Path) -> ModeRe
     actors = []  # held: an actor whose last handle goes is killed
 
     def submit(job: Work) -> None:
-        actor = StandInJob.options(num_cpus=CPUS, num_gpus=job.gpus).remote(  # type: ignore[attr-defined]
-            str(times), job.key
-        )
+        actor = StandInJob.options(num_cpus=CPUS, num_gpus=job.gpus).remote(str(times), job.key)
         actor.run.remote(job.seconds)
         actors.append(actor)
 
@@ -376,7 +377,7 @@ def main() -> None:
     console.print(f"occupancy plot: {args.png}")
     if args.json:  # the figures, and each job's times for a closer look
         for f, result in zip(figures, results, strict=True):
-            f["records"] = [dataclasses.asdict(job) for job in result.jobs]
+            f["records"] = [dataclasses.asdict(job) for job in result.jobs]  # runs: [start, end]
         args.json.write_text(json.dumps(figures, indent=1))
 
 

@@ -1,14 +1,20 @@
 """bench/team_day.py's measures, on plain job records (tested in tests/bench/).
 
 Every measure is computed from the jobs' own times, the same way in every
-mode: ``submit`` (the benchmark's clock just before it submitted the job),
-``start`` (the job's actor began running: the resources are held and the
-work can go on) and ``end`` (it finished). Between consecutive events the
-state of the cluster is constant, so the run is cut into segments at every
-submit, start and end, and each measure sums over segments.
+mode: ``submit`` (the benchmark's clock just before it submitted the job) and
+the job's **runs**: each run (an attempt) ``start``s when its actor began
+running (the resources are held and the work can go on) and ``end``s when the
+job finished or the run was killed (preempted: the dispatcher stopped it so
+that someone else's job could start; the job goes back to the queue, and its
+next run resumes from its last checkpoint). Without preemption a job has one
+run. Between consecutive events the state of the cluster is constant, so the
+run of the mode is cut into segments at every submit, run start and run end,
+and each measure sums over segments.
 
-* A job **waits** from ``submit`` to ``start`` (to the run's end if it never
-  started). A segment is **contended** when at least one job waits in it.
+* A job holds its GPUs inside its runs. It **waits** from ``submit`` to its
+  first run's start, and again from the end of a run that did not finish it
+  to the next run's start (to the mode's end if there is none). A segment is
+  **contended** when at least one job waits in it.
 * **Utilisation while work waits**: GPUs held, summed over the contended
   segments times their length, over the capacity times their total length.
 * **Fair share**: in each contended segment, every user with work running or
@@ -25,6 +31,7 @@ submit, start and end, and each measure sums over segments.
 * **Quota violations**: the moments at which some user starts holding more
   GPUs than the quota (one per episode: a user above the quota for a while
   counts once), with the GPU-seconds held above it.
+* **Waits per priority class**: from submit to the first run's start.
 """
 
 from __future__ import annotations
@@ -34,8 +41,12 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 EPSILON = 1e-9  # fractional GPUs (0.25 four times) must add up to a whole card
+
+
+Run = tuple[float, float | None]  # (start, end); end None: still running when the mode ended
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,41 @@ class JobRecord:
     user: str
     priority: int
     gpus: float
-    submit: float  # seconds since the run began
-    start: float | None  # None: never started
-    end: float | None  # None: not finished when the run ended
+    submit: float  # seconds since the mode began
+    runs: tuple[Run, ...] = ()  # in order; none: never started
+    finished: bool = False  # its last run ended with the work done
+    work: float = 0.0  # seconds of work credited to its ended runs (checkpointed)
+
+    @property
+    def start(self) -> float | None:
+        """Its first run's start; None if it never started."""
+        return self.runs[0][0] if self.runs else None
+
+    @property
+    def preempted_ends(self) -> tuple[float, ...]:
+        """When its preempted runs ended: the runs that ended without finishing it."""
+        ended = tuple(end for _, end in self.runs if end is not None)
+        return ended[:-1] if self.finished else ended
+
+    @property
+    def preempted(self) -> int:
+        return len(self.preempted_ends)
+
+    def held(self, until: float) -> float:
+        """Seconds it held its GPUs, runs cut at ``until``."""
+        return sum((until if end is None else end) - start for start, end in self.runs)
+
+    def state(self, moment: float) -> Literal["held", "waiting"] | None:
+        """At ``moment``: held, waiting, or neither (not submitted yet, or finished)."""
+        if moment < self.submit:
+            return None
+        for start, end in self.runs:
+            if start <= moment and (end is None or moment < end):
+                return "held"
+        last_end = self.runs[-1][1] if self.runs else None
+        if self.finished and last_end is not None and last_end <= moment:
+            return None
+        return "waiting"
 
 
 @dataclass(frozen=True)
@@ -61,13 +104,13 @@ class Segment:
 
 
 def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
-    """The run from its first submit to ``until``, cut at every event."""
+    """The mode from its first submit to ``until``, cut at every event."""
     times = sorted(
         {until}
         | {
             t
             for job in jobs
-            for t in (job.submit, job.start, job.end)
+            for t in (job.submit, *itertools.chain.from_iterable(job.runs))
             if t is not None and t < until
         }
     )
@@ -77,10 +120,10 @@ def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
         held: defaultdict[str, float] = defaultdict(float)
         waiting: defaultdict[str, float] = defaultdict(float)
         for job in jobs:
-            started = job.start is not None and job.start <= middle
-            if started and (job.end is None or job.end > middle):
+            state = job.state(middle)
+            if state == "held":
                 held[job.user] += job.gpus
-            elif not started and job.submit <= middle:
+            elif state == "waiting":
                 waiting[job.user] += job.gpus
         cut.append(Segment(begin, end, dict(held), dict(waiting)))
     return cut
@@ -181,7 +224,7 @@ def quota_violations(cut: Sequence[Segment], quota: float | None) -> QuotaViolat
 @dataclass(frozen=True)
 class Waits:
     count: int
-    not_started: int  # waits cut short by the run's end (counted as waited until then)
+    not_started: int  # waits cut short by the mode's end (counted as waited until then)
     p50: float
     p95: float
     max: float
@@ -194,7 +237,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Waits]:
-    """Submit to start per priority class, high priority first."""
+    """Submit to first start per priority class, high priority first."""
     by_class: defaultdict[int, list[float]] = defaultdict(list)
     open_by_class: defaultdict[int, int] = defaultdict(int)
     for job in jobs:

@@ -1,4 +1,8 @@
-"""bench/team_day.py's picture: each user's GPUs held over time, one panel per mode."""
+"""bench/team_day.py's picture: each user's GPUs held over time, one panel per mode.
+
+A job is drawn as held only inside its runs (bench/team_day_metrics.py's
+segments).
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """bench/team_day.py's report: one mode's outcome, its figures, the tables.
 
-The measures themselves are bench/team_day_metrics.py's; this turns a mode's
-job records into the figures the tables show and ``--json`` writes.
+The measures themselves are bench/team_day_metrics.py's; this turns the
+stand-ins' files into job records (``job_record``), and a mode's records into
+the figures the tables show and ``--json`` writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 
 from rich.console import Console
 from rich.table import Table
-from team_day_jobs import USERS, Work
+from team_day_jobs import HEARTBEAT_SECONDS, USERS, JobTimes, Work
 from team_day_metrics import (
     JobRecord,
     contended_seconds,
@@ -24,6 +25,32 @@ from team_day_metrics import (
 )
 
 console = Console(width=150)
+# A run whose last heartbeat is this close to the mode's end ran until then: the
+# mode stopped it (its Ray head went), not a preemption. (A run preempted that
+# close to the end counts as running to it: a second's wait, one preemption, lost.)
+STOPPED_WITH_THE_MODE = 4 * HEARTBEAT_SECONDS
+
+
+def job_record(
+    job: Work, times: JobTimes | None, origin: float, submit: float, until: float
+) -> JobRecord:
+    """The job's record from its stand-in's file (wall clock; ``origin`` is the
+    mode's), cut at ``until``: a run still going then has no end, and a run
+    that began later does not count."""
+    kept = [run for run in (times.runs if times else ()) if run.start - origin <= until]
+    runs: list[tuple[float, float | None]] = []
+    finished, work = False, 0.0
+    for index, run in enumerate(kept):
+        start, end = run.start - origin, run.end - origin
+        last = index == len(kept) - 1
+        finishing = last and times is not None and times.done and len(kept) == len(times.runs)
+        if end > until or (last and not finishing and end > until - STOPPED_WITH_THE_MODE):
+            runs.append((start, None))
+            continue
+        runs.append((start, end))
+        work += run.work
+        finished = finishing
+    return JobRecord(job.user, job.priority, job.gpus, submit, tuple(runs), finished, work)
 
 
 @dataclass
@@ -52,11 +79,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
     quota = quota_violations(cut, args.quota)
     waits = waits_by_priority(result.jobs, result.until)
     held = {
-        user.name: sum(
-            j.gpus * ((j.end if j.end is not None else result.until) - j.start)
-            for j in result.jobs
-            if j.user == user.name and j.start is not None
-        )
+        user.name: sum(j.gpus * j.held(result.until) for j in result.jobs if j.user == user.name)
         for user in USERS
     }
     total_held = sum(held.values()) or 1.0
@@ -67,7 +90,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
         "wall_seconds": round(result.wall, 1),
         "run_seconds": round(result.until, 1),
         "jobs": len(result.jobs),
-        "finished": sum(j.end is not None for j in result.jobs),
+        "finished": sum(j.finished for j in result.jobs),
         "contended_seconds": round(contended_seconds(cut), 1),
         "utilisation": utilisation_while_waiting(cut, args.gpus),
         "jain": fair.jain,
@@ -158,7 +181,7 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
     row("launches per tick-second", [number(f["launches_per_tick_second"], 0) for f in figures])
     console.print(table)
 
-    waits = Table(title="Wait, submit to start, seconds: p50 / p95 / max (jobs; not started)")
+    waits = Table(title="Wait, submit to first start, seconds: p50 / p95 / max (jobs; not started)")
     waits.add_column("priority")
     for mode in modes:
         waits.add_column(mode, justify="right")
