@@ -44,8 +44,9 @@ A mode ends when every job has finished, or ``--drain-seconds`` after the
 last arrival (a job still waiting then counts as waiting until that moment).
 The measures are defined in bench/team_day_metrics.py: utilisation while
 work waits, received against max-min fair share per user and Jain's index,
-quota violations, waits per priority class (submit to first start). The
-aging bound is
+quota violations, waits per priority class (submit to first start; the waits
+again after preemptions apart), preemptions and the GPU-seconds they lost
+(held beyond the work checkpointed). The aging bound is
 ``(highest priority - lowest + 1) * --aging-seconds + the longest job``: by
 then a job of the lowest class outranks any job that arrives, and one job
 length is the longest a GPU stays held. Dispatch rate: jobs launched per
@@ -53,7 +54,7 @@ second spent inside the dispatcher's ticks (the service's modes), with the
 ticks' p50 and p95 (bench/dispatch_tick.py measures the 10,000-queued case).
 
 The PNG shows each user's GPUs held over time, one panel per mode, a job
-held only inside its runs.
+held only inside its runs; preemptions are marked.
 """
 
 from __future__ import annotations

@@ -31,7 +31,12 @@ and each measure sums over segments.
 * **Quota violations**: the moments at which some user starts holding more
   GPUs than the quota (one per episode: a user above the quota for a while
   counts once), with the GPU-seconds held above it.
-* **Waits per priority class**: from submit to the first run's start.
+* **Waits per priority class**: from submit to the first run's start; the
+  waits again after preemptions are their own figure.
+* **Preemptions**: runs that ended without the job finishing while the mode
+  went on, and the GPU-seconds lost to them: per preempted job, the GPU-seconds
+  its ended runs held beyond the work they checkpointed (work done since the
+  last checkpoint of a killed run is done again).
 """
 
 from __future__ import annotations
@@ -228,6 +233,9 @@ class Waits:
     p50: float
     p95: float
     max: float
+    preempted: int = 0  # jobs preempted at least once
+    again_seconds: float = 0.0  # all waits again after preemptions, summed (to the mode's end)
+    again_max: float = 0.0  # the most one job waited again, all its preemptions
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -236,14 +244,27 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def waited_again(job: JobRecord, until: float) -> float:
+    """Seconds the job waited after its preempted runs: from each run that did
+    not finish it to the next run's start, or to ``until``."""
+    # Only the last run can lack an end, so preempted run i is followed by run i + 1.
+    starts = [start for start, _ in job.runs[1:]] + [until]
+    ends = job.preempted_ends
+    return sum(max(0.0, later - end) for end, later in zip(ends, starts, strict=False))
+
+
 def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Waits]:
-    """Submit to first start per priority class, high priority first."""
+    """Submit to first start per priority class, high priority first; and the
+    waits again after preemptions."""
     by_class: defaultdict[int, list[float]] = defaultdict(list)
+    again_by_class: defaultdict[int, list[float]] = defaultdict(list)
     open_by_class: defaultdict[int, int] = defaultdict(int)
     for job in jobs:
         start = job.start if job.start is not None else until
         by_class[job.priority].append(max(0.0, start - job.submit))
         open_by_class[job.priority] += job.start is None
+        if job.preempted:
+            again_by_class[job.priority].append(waited_again(job, until))
     return {
         priority: Waits(
             len(waits),
@@ -251,9 +272,34 @@ def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Wait
             percentile(waits, 0.5),
             percentile(waits, 0.95),
             max(waits),
+            len(again_by_class[priority]),
+            sum(again_by_class[priority]),
+            max(again_by_class[priority], default=0.0),
         )
         for priority, waits in sorted(by_class.items(), reverse=True)
     }
+
+
+@dataclass(frozen=True)
+class Preemptions:
+    runs: int  # runs that ended without finishing their job, before the mode's end
+    jobs: int  # jobs preempted at least once
+    lost_gpu_seconds: float  # held by the preempted jobs' ended runs beyond their checkpoints
+
+
+def preemptions(jobs: Iterable[JobRecord]) -> Preemptions:
+    """Preemptions, and the GPU-seconds lost to them: per preempted job, its
+    ended runs' GPU-seconds minus the work credited to them (``work``)."""
+    runs = count = 0
+    lost = 0.0
+    for job in jobs:
+        if not job.preempted:
+            continue
+        runs += job.preempted
+        count += 1
+        ended = sum(end - start for start, end in job.runs if end is not None)
+        lost += job.gpus * max(0.0, ended - job.work)
+    return Preemptions(runs, count, lost)
 
 
 def occupancy(

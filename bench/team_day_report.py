@@ -18,6 +18,7 @@ from team_day_metrics import (
     contended_seconds,
     fairness,
     percentile,
+    preemptions,
     quota_violations,
     segments,
     utilisation_while_waiting,
@@ -78,6 +79,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
     fair = fairness(cut, args.gpus, args.quota)
     quota = quota_violations(cut, args.quota)
     waits = waits_by_priority(result.jobs, result.until)
+    preempted = preemptions(result.jobs)
     held = {
         user.name: sum(j.gpus * j.held(result.until) for j in result.jobs if j.user == user.name)
         for user in USERS
@@ -94,6 +96,9 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
         "contended_seconds": round(contended_seconds(cut), 1),
         "utilisation": utilisation_while_waiting(cut, args.gpus),
         "jain": fair.jain,
+        "preemptions": preempted.runs,
+        "preempted_jobs": preempted.jobs,
+        "preemption_lost_gpu_seconds": round(preempted.lost_gpu_seconds, 1),
         "users": {
             user.name: {
                 "gpu_seconds": round(held[user.name], 1),
@@ -113,6 +118,9 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
                 "p50": w.p50,
                 "p95": w.p95,
                 "max": w.max,
+                "preempted": w.preempted,
+                "again_seconds": w.again_seconds,
+                "again_max": w.again_max,
             }
             for priority, w in waits.items()
         },
@@ -151,6 +159,13 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
     row("GPU utilisation while work waits", [number(f["utilisation"]) for f in figures], ">= 0.90")
     row("Jain's index (users with work waiting)", [number(f["jain"]) for f in figures], ">= 0.95")
     row(
+        "preemptions (jobs; GPU-s lost)",
+        [
+            f"{f['preemptions']} ({f['preempted_jobs']}; {f['preemption_lost_gpu_seconds']:g})"
+            for f in figures
+        ],
+    )
+    row(
         "quota violations (GPU-s above)",
         [f"{f['quota_episodes']} ({f['quota_over_gpu_seconds']:g})" for f in figures],
         "0",
@@ -181,7 +196,10 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
     row("launches per tick-second", [number(f["launches_per_tick_second"], 0) for f in figures])
     console.print(table)
 
-    waits = Table(title="Wait, submit to first start, seconds: p50 / p95 / max (jobs; not started)")
+    waits = Table(
+        title="Wait, submit to first start, seconds: p50 / p95 / max (jobs; not started); "
+        "after preemptions: all / one job's most (jobs preempted)"
+    )
     waits.add_column("priority")
     for mode in modes:
         waits.add_column(mode, justify="right")
@@ -191,6 +209,7 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
             w = f["waits"][priority]
             cells.append(
                 f"{w['p50']:.0f} / {w['p95']:.0f} / {w['max']:.0f} ({w['n']}; {w['not_started']})"
+                f"; {w['again_seconds']:.0f} / {w['again_max']:.0f} ({w['preempted']})"
             )
         waits.add_row(priority, *cells)
     console.print(waits)

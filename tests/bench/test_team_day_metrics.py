@@ -16,10 +16,12 @@ from team_day_jobs import (
 )
 from team_day_metrics import (
     JobRecord,
+    Preemptions,
     QuotaViolations,
     contended_seconds,
     fairness,
     jain,
+    preemptions,
     quota_violations,
     segments,
     utilisation_while_waiting,
@@ -139,6 +141,36 @@ def test_a_preempted_job_waits_between_its_runs():
     fair = fairness(cut, capacity=2, quota=None)
     assert fair.received == {"a": 0.0, "b": 0.0}
     assert fair.fair == pytest.approx({"a": 3 * 2 / 3, "b": 1 * 2 / 3})
+
+
+def test_waits_count_to_the_first_start_and_the_waits_again_apart():
+    waits = waits_by_priority(PREEMPTED, until=14)[0]
+    assert (waits.count, waits.max) == (3, 1)  # b's 1 s; a's 3 s back in the queue not here
+    assert (waits.preempted, waits.again_seconds, waits.again_max) == (1, 3, 3)
+
+
+def test_gpu_seconds_lost_to_preemption():
+    # a's runs held 6 + 5 GPU-seconds for 10 s of work: 1 lost (its first run's
+    # last second after the checkpoint at 5). b and c were never preempted.
+    assert preemptions(PREEMPTED) == Preemptions(runs=1, jobs=1, lost_gpu_seconds=1.0)
+    day = [
+        # Half a GPU, preempted twice (5 s then 10 s checkpointed), waiting at the end.
+        JobRecord("x", 0, 0.5, 0, ((0, 7), (10, 20)), work=15),
+        # Preempted before its first checkpoint; its second run still going at the
+        # end, its work not counted yet.
+        JobRecord("y", 1, 1.0, 0, ((0, 3), (5, None)), work=0),
+        JobRecord("z", 0, 1.0, 0, ((0, 12),), finished=True, work=12),
+    ]
+    assert preemptions(day) == Preemptions(
+        runs=3, jobs=2, lost_gpu_seconds=pytest.approx(0.5 * (17 - 15) + 1.0 * 3)
+    )
+    assert day[0].held(25) == 17 and day[1].held(25) == 3 + 20
+    assert day[0].state(22) == "waiting" and day[1].state(22) == "held"
+    waits = waits_by_priority(day, until=25)
+    # x waits again 7 -> 10 and 20 -> 25; y 3 -> 5.
+    assert (waits[0].preempted, waits[0].again_seconds, waits[0].again_max) == (1, 8, 8)
+    assert (waits[1].preempted, waits[1].again_seconds) == (1, 2)
+    assert preemptions(DAY) == Preemptions(0, 0, 0.0)
 
 
 def work(key=1, gpus=1.0) -> Work:
