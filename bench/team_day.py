@@ -44,9 +44,11 @@ A mode ends when every job has finished, or ``--drain-seconds`` after the
 last arrival (a job still waiting then counts as waiting until that moment).
 The measures are defined in bench/team_day_metrics.py: utilisation while
 work waits, received against max-min fair share per user and Jain's index,
-quota violations, waits per priority class (submit to first start; the waits
-again after preemptions apart), preemptions and the GPU-seconds they lost
-(held beyond the work checkpointed). The aging bound is
+the same against fair share by strict priority (the service's policy:
+priority first, fair share within a priority), quota violations, waits per
+priority class (submit to first start; the waits again after preemptions
+apart), preemptions and the GPU-seconds they lost (held beyond the work
+checkpointed). The aging bound is
 ``(highest priority - lowest + 1) * --aging-seconds + the longest job``: by
 then a job of the lowest class outranks any job that arrives, and one job
 length is the longest a GPU stays held. Dispatch rate: jobs launched per

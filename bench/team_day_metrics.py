@@ -25,9 +25,17 @@ and each measure sums over segments.
   again). For each user, over the contended segments in which *that user has
   work waiting*, ``received`` sums the GPUs it held and ``fair`` its share;
   ``received / fair`` is 1 when it got exactly its fair share.
+* **Fair share by priority**: the same, but the capacity is divided by strict
+  priority, as the service's policy is priority first, then fair share within
+  a priority: the demands of the highest priority class are water-filled
+  first, the next class shares what is left, and so on. A user's class is the
+  priority of its jobs (the highest, should it have several). An index
+  against equal shares also counts against the priorities a team set on
+  purpose; this one does not.
 * **Jain's index** over the users with ``fair > 0`` (users who had work
   waiting) of x = received / fair: (sum x)^2 / (n * sum x^2), 1 when every
-  such user got the same fraction of its fair share, 1/n at worst.
+  such user got the same fraction of its fair share, 1/n at worst; one index
+  against each of the two fair shares.
 * **Quota violations**: the moments at which some user starts holding more
   GPUs than the quota (one per episode: a user above the quota for a while
   counts once), with the GPU-seconds held above it.
@@ -166,6 +174,28 @@ def water_fill(demands: Mapping[str, float], capacity: float) -> dict[str, float
     return shares
 
 
+def priority_water_fill(
+    demands: Mapping[str, float], priority: Mapping[str, int], capacity: float
+) -> dict[str, float]:
+    """Strict priority shares: the highest class's demands water-filled first
+    from ``capacity``, the next class sharing what is left, and so on."""
+    shares: dict[str, float] = {}
+    left = capacity
+    for level in sorted({priority[user] for user in demands}, reverse=True):
+        group = {user: demand for user, demand in demands.items() if priority[user] == level}
+        shares.update(water_fill(group, max(0.0, left)))
+        left -= sum(shares[user] for user in group)
+    return shares
+
+
+def user_priorities(jobs: Iterable[JobRecord]) -> dict[str, int]:
+    """Each user's priority class: the highest priority of its jobs."""
+    classes: dict[str, int] = {}
+    for job in jobs:
+        classes[job.user] = max(job.priority, classes.get(job.user, job.priority))
+    return classes
+
+
 @dataclass(frozen=True)
 class Fairness:
     received: dict[str, float]  # GPU-seconds held while the user had work waiting
@@ -177,7 +207,14 @@ class Fairness:
         return self.received.get(user, 0.0) / fair if fair > 0 else None
 
 
-def fairness(cut: Iterable[Segment], capacity: float, quota: float | None) -> Fairness:
+def fairness(
+    cut: Iterable[Segment],
+    capacity: float,
+    quota: float | None,
+    priority: Mapping[str, int] | None = None,
+) -> Fairness:
+    """Received against fair share: equal shares, or by strict priority when
+    ``priority`` (each user's class, ``user_priorities``) is given."""
     received: defaultdict[str, float] = defaultdict(float)
     fair: defaultdict[str, float] = defaultdict(float)
     for segment in cut:
@@ -189,7 +226,10 @@ def fairness(cut: Iterable[Segment], capacity: float, quota: float | None) -> Fa
         }
         if quota is not None:
             demands = {user: min(demand, quota) for user, demand in demands.items()}
-        shares = water_fill(demands, capacity)
+        if priority is None:
+            shares = water_fill(demands, capacity)
+        else:
+            shares = priority_water_fill(demands, priority, capacity)
         for user in segment.waiting:
             received[user] += segment.held.get(user, 0.0) * segment.length
             fair[user] += shares[user] * segment.length

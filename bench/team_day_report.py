@@ -21,6 +21,7 @@ from team_day_metrics import (
     preemptions,
     quota_violations,
     segments,
+    user_priorities,
     utilisation_while_waiting,
     waits_by_priority,
 )
@@ -77,6 +78,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
     """The mode's figures, as the tables show them and --json writes them."""
     cut = segments(result.jobs, result.until)
     fair = fairness(cut, args.gpus, args.quota)
+    by_priority = fairness(cut, args.gpus, args.quota, user_priorities(result.jobs))
     quota = quota_violations(cut, args.quota)
     waits = waits_by_priority(result.jobs, result.until)
     preempted = preemptions(result.jobs)
@@ -96,6 +98,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
         "contended_seconds": round(contended_seconds(cut), 1),
         "utilisation": utilisation_while_waiting(cut, args.gpus),
         "jain": fair.jain,
+        "jain_by_priority": by_priority.jain,
         "preemptions": preempted.runs,
         "preempted_jobs": preempted.jobs,
         "preemption_lost_gpu_seconds": round(preempted.lost_gpu_seconds, 1),
@@ -105,6 +108,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
                 "share": held[user.name] / total_held,
                 "fair_share": fair.fair.get(user.name, 0.0) / fair_total,
                 "received_over_fair": fair.ratio(user.name),
+                "received_over_fair_by_priority": by_priority.ratio(user.name),
             }
             for user in USERS
         },
@@ -158,6 +162,11 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
     row("seconds with work waiting", [number(f["contended_seconds"], 0) for f in figures])
     row("GPU utilisation while work waits", [number(f["utilisation"]) for f in figures], ">= 0.90")
     row("Jain's index (users with work waiting)", [number(f["jain"]) for f in figures], ">= 0.95")
+    row(
+        "Jain's index, fair share by priority",
+        [number(f["jain_by_priority"]) for f in figures],
+        ">= 0.95",
+    )
     row(
         "preemptions (jobs; GPU-s lost)",
         [
@@ -214,7 +223,10 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
         waits.add_row(priority, *cells)
     console.print(waits)
 
-    users = Table(title="GPU-seconds per user: share of all / fair share / received over fair")
+    users = Table(
+        title="GPU-seconds per user: share of all / fair share / received over fair "
+        "(over fair share by priority)"
+    )
     users.add_column("user")
     for mode in modes:
         users.add_column(mode, justify="right")
@@ -224,6 +236,7 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
             u = f["users"][user.name]
             cells.append(
                 f"{u['share']:.2f} / {u['fair_share']:.2f} / {number(u['received_over_fair'])}"
+                f" ({number(u['received_over_fair_by_priority'])})"
             )
         users.add_row(f"{user.name} (priority {user.priority})", *cells)
     console.print(users)

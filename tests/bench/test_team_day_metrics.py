@@ -22,8 +22,10 @@ from team_day_metrics import (
     fairness,
     jain,
     preemptions,
+    priority_water_fill,
     quota_violations,
     segments,
+    user_priorities,
     utilisation_while_waiting,
     waits_by_priority,
     water_fill,
@@ -171,6 +173,43 @@ def test_gpu_seconds_lost_to_preemption():
     assert (waits[0].preempted, waits[0].again_seconds, waits[0].again_max) == (1, 8, 8)
     assert (waits[1].preempted, waits[1].again_seconds) == (1, 2)
     assert preemptions(DAY) == Preemptions(0, 0, 0.0)
+
+
+def test_priority_water_fill_serves_the_higher_classes_first():
+    priority = {"a": 2, "b": 0, "c": 0}
+    # a alone in class 2 gets its 2; b and c share the 2 left: b wants 1, c the rest.
+    assert priority_water_fill({"a": 2, "b": 1, "c": 3}, priority, 4) == {
+        "a": 2,
+        "b": 1,
+        "c": 1,
+    }
+    # Class 2 wants more than there is: nothing is left for class 0.
+    assert priority_water_fill({"a": 5, "b": 1}, priority, 4) == {"a": 4, "b": 0}
+    assert user_priorities(DAY) == {"a": 0, "b": 0, "c": -1}
+
+
+def test_fairness_by_priority_does_not_count_priorities_against_the_index():
+    # Capacity 2. hi (priority 1) runs two 1-GPU jobs over [0, 10) and waits for
+    # a third; lo (priority 0) waits for one over [0, 10). Both run over [10, 15).
+    day = [
+        job("hi", 1.0, 0, 0, 10, priority=1),
+        job("hi", 1.0, 0, 0, 10, priority=1),
+        job("hi", 1.0, 0, 10, 15, priority=1),
+        job("lo", 1.0, 0, 10, 15),
+    ]
+    cut = segments(day, until=15)
+    # Equal shares over [0, 10): hi 1, lo 1; hi held 2, lo 0 -> x = 2 and 0.
+    equal = fairness(cut, capacity=2, quota=None)
+    assert (equal.ratio("hi"), equal.ratio("lo"), equal.jain) == (2.0, 0.0, 0.5)
+    # By priority: hi's 3 come first and take both GPUs; lo's share is 0, so lo
+    # has no x and the index is over hi alone, which got its share.
+    ranked = fairness(cut, capacity=2, quota=None, priority=user_priorities(day))
+    assert ranked.fair == {"hi": 20.0, "lo": 0.0}
+    assert (ranked.ratio("hi"), ranked.ratio("lo"), ranked.jain) == (1.0, None, 1.0)
+    # On DAY: b's share is as with equal shares (a and b are both priority 0);
+    # c (priority -1) gets only what a and b leave: 0 over [5, 8), 1 over [8, 10).
+    by_class = fairness(segments(DAY, until=10), 2, None, user_priorities(DAY))
+    assert by_class.fair == pytest.approx({"b": 2.0, "c": 2.0})
 
 
 def work(key=1, gpus=1.0) -> Work:
