@@ -3,8 +3,8 @@
 Run as::
 
     python bench/team_day.py [--minutes 3] [--seed 1] [--gpus 4] [--quota 2]
-        [--aging-seconds 30] [--drain-seconds 90] [--modes ranked,fifo,ray]
-        [--png docs/team_day.png] [--json results.json]
+        [--aging-seconds 30] [--drain-seconds 90] [--preempt-after 10]
+        [--modes ranked,preempt,fifo,ray] [--png docs/team_day.png] [--json results.json]
 
 Four users submit jobs over ``--minutes`` (bench/team_day_jobs.py): alice
 (priority 0) and dave (batch work, priority -1) at random times, bob (urgent,
@@ -20,11 +20,17 @@ The modes, one after another in the same run:
    uvicorn and a Dispatcher thread in this process, users submitting with
    their tokens over HTTP; the dispatcher ranks (priority plus aging,
    fair share by GPU-seconds, ``SILO_OWNER_GPU_QUOTA=--quota``);
-2. ``fifo``: the same with ``SILO_DISPATCH_ORDER=fifo``: oldest first among
-   the jobs that fit what is free; the quota still applies;
-3. ``ray``: no service: each job goes straight to Ray as an actor asking for
+2. ``preempt``: ranked, with ``SILO_PREEMPTION=fair-share`` and
+   ``SILO_PREEMPTION_MIN_RUNTIME_SECONDS=--preempt-after``: the dispatcher may
+   kill a job that has run that long so that a waiting job of an owner
+   holding fewer GPUs can start; the killed job goes back to the queue and
+   its next attempt resumes from its last checkpoint. Only this mode passes
+   the two settings (a server without them runs the other modes);
+3. ``fifo``: the same as ranked with ``SILO_DISPATCH_ORDER=fifo``: oldest
+   first among the jobs that fit what is free; the quota still applies;
+4. ``ray``: no service: each job goes straight to Ray as an actor asking for
    its resources when it arrives, and Ray starts the pending actors as
-   resources free (no priority, no fair share, no quota).
+   resources free (no priority, no fair share, no quota, no preemption).
 
 The jobs are stand-ins (bench/team_day_jobs.py): an actor that holds its
 resources for the job's duration, then reports success to the API as a
@@ -73,6 +79,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ray
@@ -101,7 +108,7 @@ BENCH = Path(__file__).resolve().parent
 PRESET = yaml.safe_load((BENCH.parent / "silo_core" / "presets" / "digits-silo.yaml").read_text())
 CPUS = 0.1  # per job: CPUs never decide, GPUs do
 HEAD_CPUS = 8  # declared; room for every job that the GPUs let run at once
-MODES = ("ranked", "fifo", "ray")
+MODES = ("ranked", "preempt", "fifo", "ray")
 
 
 # --- Ray and the service --------------------------------------------------------------
@@ -235,9 +242,8 @@ def records(
     ]
 
 
-def service_mode(
-    order: str, work: list[Work], args: argparse.Namespace, folder: Path
-) -> ModeResult:
+def service_mode(mode: str, work: list[Work], args: argparse.Namespace, folder: Path) -> ModeResult:
+    """``ranked``, ``fifo``, or ``preempt`` (ranked, with fair-share preemption)."""
     began = time.monotonic()
     url = f"sqlite:///{folder / 'silo.db'}"
     upgrade(url)
@@ -245,12 +251,19 @@ def service_mode(
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         tokens = {user.name: create_user_token(session, user.name) for user in USERS}
+    extra: dict[str, Any] = {}
+    if mode == "preempt":  # only here: ranked and fifo run on a server without these
+        extra = {
+            "preemption": "fair-share",
+            "preemption_min_runtime_seconds": args.preempt_after,
+        }
     settings = Settings(
         database_url=url,
         data_dir=folder / "data",
         owner_gpu_quota=args.quota,
         priority_aging_seconds=args.aging_seconds,
-        dispatch_order=order,
+        dispatch_order="fifo" if mode == "fifo" else "ranked",
+        **extra,
     )
     times = folder / "times"
     times.mkdir()
@@ -288,7 +301,7 @@ def service_mode(
     startup = startup_lags(sessions, times)
     engine.dispose()
     return ModeResult(
-        order,
+        mode,
         records(times, work, origin, submitted, until),
         until,
         time.monotonic() - began,
@@ -343,6 +356,12 @@ def main() -> None:
     parser.add_argument("--quota", type=float, default=2.0, help="SILO_OWNER_GPU_QUOTA")
     parser.add_argument("--aging-seconds", type=float, default=30.0)
     parser.add_argument("--drain-seconds", type=float, default=90.0)
+    parser.add_argument(
+        "--preempt-after",
+        type=float,
+        default=10.0,
+        help="SILO_PREEMPTION_MIN_RUNTIME_SECONDS in the preempt mode",
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--png", type=Path, default=BENCH.parent / "docs" / "team_day.png")
     parser.add_argument("--json", type=Path, help="write the figures and each job's times here")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 TITLES = {
     "ranked": "this dispatcher (priority + aging, fair share, quota)",
+    "preempt": "this dispatcher with SILO_PREEMPTION=fair-share (x: a run preempted)",
     "fifo": "SILO_DISPATCH_ORDER=fifo (oldest first, quota kept)",
     "ray": "Ray alone (actors straight to Ray)",
 }
