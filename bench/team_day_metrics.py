@@ -31,7 +31,9 @@ and each measure sums over segments.
   first, the next class shares what is left, and so on. A user's class is the
   priority of its jobs (the highest, should it have several). An index
   against equal shares also counts against the priorities a team set on
-  purpose; this one does not.
+  purpose; this one does not. A user whose share by priority is nothing (the
+  classes above it wanted all of the capacity) has no x, whatever it held,
+  and is left out of this index.
 * **Jain's index** over the users with ``fair > 0`` (users who had work
   waiting) of x = received / fair: (sum x)^2 / (n * sum x^2), 1 when every
   such user got the same fraction of its fair share, 1/n at worst; one index
