@@ -109,6 +109,7 @@ PRESET = yaml.safe_load((BENCH.parent / "silo_core" / "presets" / "digits-silo.y
 CPUS = 0.1  # per job: CPUs never decide, GPUs do
 HEAD_CPUS = 8  # declared; room for every job that the GPUs let run at once
 MODES = ("ranked", "preempt", "fifo", "ray")
+PREEMPTION_SETTINGS = ("preemption", "preemption_min_runtime_seconds")  # the preempt mode's
 
 
 # --- Ray and the service --------------------------------------------------------------
@@ -367,6 +368,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures and each job's times here")
     args = parser.parse_args()
     modes = args.modes.split(",")
+    # Settings ignores names it does not know: without these the mode would quietly be ranked.
+    missing = [name for name in PREEMPTION_SETTINGS if name not in Settings.model_fields]
+    if "preempt" in modes and missing:
+        parser.error(f"the preempt mode needs settings this server lacks: {', '.join(missing)}")
     work = workload(args.seed, args.minutes)
     bound = aging_bound(work, args.aging_seconds)
     gpu_seconds = sum(job.gpus * job.seconds for job in work)
