@@ -3,8 +3,8 @@
 Run as::
 
     python bench/team_day.py [--minutes 3] [--seed 1] [--gpus 4] [--quota 2]
-        [--aging-seconds 30] [--drain-seconds 90] [--modes ranked,fifo,ray]
-        [--png docs/team_day.png] [--json results.json]
+        [--aging-seconds 30] [--drain-seconds 90] [--preempt-after 10]
+        [--modes ranked,preempt,fifo,ray] [--png docs/team_day.png] [--json results.json]
 
 Four users submit jobs over ``--minutes`` (bench/team_day_jobs.py): alice
 (priority 0) and dave (batch work, priority -1) at random times, bob (urgent,
@@ -20,33 +20,49 @@ The modes, one after another in the same run:
    uvicorn and a Dispatcher thread in this process, users submitting with
    their tokens over HTTP; the dispatcher ranks (priority plus aging,
    fair share by GPU-seconds, ``SILO_OWNER_GPU_QUOTA=--quota``);
-2. ``fifo``: the same with ``SILO_DISPATCH_ORDER=fifo``: oldest first among
-   the jobs that fit what is free; the quota still applies;
-3. ``ray``: no service: each job goes straight to Ray as an actor asking for
+2. ``preempt``: ranked, with ``SILO_PREEMPTION=fair-share`` and
+   ``SILO_PREEMPTION_MIN_RUNTIME_SECONDS=--preempt-after``: the dispatcher may
+   kill a job that has run that long so that a waiting job of an owner
+   holding fewer GPUs can start; the killed job goes back to the queue and
+   its next attempt resumes from its last checkpoint. Only this mode passes
+   the two settings (a server without them runs the other modes);
+3. ``fifo``: the same as ranked with ``SILO_DISPATCH_ORDER=fifo``: oldest
+   first among the jobs that fit what is free; the quota still applies;
+4. ``ray``: no service: each job goes straight to Ray as an actor asking for
    its resources when it arrives, and Ray starts the pending actors as
-   resources free (no priority, no fair share, no quota).
+   resources free (no priority, no fair share, no quota, no preemption).
 
 The jobs are stand-ins (bench/team_day_jobs.py): an actor that holds its
 resources for the job's duration, then reports success to the API as a
-worker does. The point is the scheduling; a real engine job costs seconds of
-start-up and CPU that two cores shared by a dozen jobs would turn into noise.
-Everything else is real: submission, validation, the queue, the dispatcher's
-ticks, claims, Ray's placement of fractional GPUs. Each job's start and end
-are its actor's own clock (its process running, its work done), so Ray's
-actor start-up counts as waiting in every mode.
+worker does; it checkpoints every 5 s of work, so that an attempt killed by
+preemption loses at most that, and the next attempt holds its resources for
+the work left only. The point is the scheduling; a real engine job costs
+seconds of start-up and CPU that two cores shared by a dozen jobs would turn
+into noise. Everything else is real: submission, validation, the queue, the
+dispatcher's ticks, claims, preemption's kills, Ray's placement of
+fractional GPUs. Each job is recorded as its runs (attempts), each from its
+actor's start to its end on the actor's own clock (its process running; its
+work done, or its last heartbeat before it was killed), so Ray's actor
+start-up counts as waiting in every mode, and so does the time a preempted
+job spends back in the queue.
 
 A mode ends when every job has finished, or ``--drain-seconds`` after the
 last arrival (a job still waiting then counts as waiting until that moment).
 The measures are defined in bench/team_day_metrics.py: utilisation while
 work waits, received against max-min fair share per user and Jain's index,
-quota violations, waits per priority class. The aging bound is
+the same against fair share by strict priority (the service's policy:
+priority first, fair share within a priority), quota violations, waits per
+priority class (submit to first start; the waits again after preemptions
+apart), preemptions and the GPU-seconds they lost (held beyond the work
+checkpointed). The aging bound is
 ``(highest priority - lowest + 1) * --aging-seconds + the longest job``: by
 then a job of the lowest class outranks any job that arrives, and one job
 length is the longest a GPU stays held. Dispatch rate: jobs launched per
-second spent inside the dispatcher's ticks (ranked and fifo), with the ticks'
-p50 and p95 (bench/dispatch_tick.py measures the 10,000-queued case).
+second spent inside the dispatcher's ticks (the service's modes), with the
+ticks' p50 and p95 (bench/dispatch_tick.py measures the 10,000-queued case).
 
-The PNG shows each user's GPUs held over time, one panel per mode.
+The PNG shows each user's GPUs held over time, one panel per mode, a job
+held only inside its runs; preemptions are marked.
 """
 
 from __future__ import annotations
@@ -63,6 +79,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import httpx
 import ray
@@ -73,7 +90,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 from team_day_jobs import USERS, StandInJob, Work, read_times, workload
 from team_day_metrics import JobRecord
-from team_day_report import ModeResult, aging_bound, console, show, summary
+from team_day_report import ModeResult, aging_bound, console, job_record, show, summary
 
 from server.app import create_app
 from server.auth.tokens import create_user_token
@@ -91,7 +108,8 @@ BENCH = Path(__file__).resolve().parent
 PRESET = yaml.safe_load((BENCH.parent / "silo_core" / "presets" / "digits-silo.yaml").read_text())
 CPUS = 0.1  # per job: CPUs never decide, GPUs do
 HEAD_CPUS = 8  # declared; room for every job that the GPUs let run at once
-MODES = ("ranked", "fifo", "ray")
+MODES = ("ranked", "preempt", "fifo", "ray")
+PREEMPTION_SETTINGS = ("preemption", "preemption_min_runtime_seconds")  # the preempt mode's
 
 
 # --- Ray and the service --------------------------------------------------------------
@@ -169,13 +187,13 @@ def stand_in_launcher(folder: Path, work: dict[int, Work]) -> Callable[[AttemptO
 
     def launch(order: AttemptOrder) -> object:
         job = work[order.spec["seed"]]
-        actor = StandInJob.options(  # type: ignore[attr-defined]
+        actor = StandInJob.options(
             name=ray_actor.actor_name(order.job_id, order.attempt),
             namespace=NAMESPACE,
             lifetime="detached",
             num_cpus=order.cpus,
             num_gpus=order.gpus,
-        ).remote(str(folder), job.key)
+        ).remote(str(folder), job.key, order.attempt)
         report = {
             "api_url": order.api_url,
             "job_id": order.job_id,
@@ -210,7 +228,7 @@ def wait_finished(folder: Path, work: list[Work], origin: float, drain: float) -
     deadline = origin + max(job.arrival for job in work) + drain
     while time.time() < deadline:
         times = [read_times(folder, job.key) for job in work]
-        if all(t is not None and t[1] is not None for t in times):
+        if all(t is not None and t.done for t in times):
             break
         time.sleep(0.5)
     return time.time() - origin
@@ -219,22 +237,14 @@ def wait_finished(folder: Path, work: list[Work], origin: float, drain: float) -
 def records(
     folder: Path, work: list[Work], origin: float, submitted: dict[int, float], until: float
 ) -> list[JobRecord]:
-    jobs = []
-    for job in work:
-        times = read_times(folder, job.key)
-        start = times[0] - origin if times else None
-        end = times[1] - origin if times and times[1] is not None else None
-        if end is not None and end > until:
-            end = None  # still held when the mode stopped
-        if start is not None and start > until:
-            start = None
-        jobs.append(JobRecord(job.user, job.priority, job.gpus, submitted[job.key], start, end))
-    return jobs
+    return [
+        job_record(job, read_times(folder, job.key), origin, submitted[job.key], until)
+        for job in work
+    ]
 
 
-def service_mode(
-    order: str, work: list[Work], args: argparse.Namespace, folder: Path
-) -> ModeResult:
+def service_mode(mode: str, work: list[Work], args: argparse.Namespace, folder: Path) -> ModeResult:
+    """``ranked``, ``fifo``, or ``preempt`` (ranked, with fair-share preemption)."""
     began = time.monotonic()
     url = f"sqlite:///{folder / 'silo.db'}"
     upgrade(url)
@@ -242,12 +252,19 @@ def service_mode(
     sessions = make_session_factory(engine)
     with sessions.begin() as session:
         tokens = {user.name: create_user_token(session, user.name) for user in USERS}
+    extra: dict[str, Any] = {}
+    if mode == "preempt":  # only here: ranked and fifo run on a server without these
+        extra = {
+            "preemption": "fair-share",
+            "preemption_min_runtime_seconds": args.preempt_after,
+        }
     settings = Settings(
         database_url=url,
         data_dir=folder / "data",
         owner_gpu_quota=args.quota,
         priority_aging_seconds=args.aging_seconds,
-        dispatch_order=order,
+        dispatch_order="fifo" if mode == "fifo" else "ranked",
+        **extra,
     )
     times = folder / "times"
     times.mkdir()
@@ -285,7 +302,7 @@ def service_mode(
     startup = startup_lags(sessions, times)
     engine.dispose()
     return ModeResult(
-        order,
+        mode,
         records(times, work, origin, submitted, until),
         until,
         time.monotonic() - began,
@@ -296,17 +313,20 @@ def service_mode(
 
 
 def startup_lags(sessions: sessionmaker, times: Path) -> list[float]:
-    """Per started job, from the dispatcher's launch to its actor running (seconds)."""
+    """Per started attempt, from the dispatcher's launch to its actor running (seconds)."""
     with sessions() as session:
         rows = session.execute(
-            select(Job.spec, JobAttempt.started_at).join(JobAttempt, JobAttempt.job_id == Job.id)
+            select(Job.spec, JobAttempt.number, JobAttempt.started_at).join(
+                JobAttempt, JobAttempt.job_id == Job.id
+            )
         ).all()
     lags = []
-    for spec, launched in rows:
-        started = read_times(times, spec["seed"])
-        if started is not None and launched is not None:
+    for spec, number, launched in rows:
+        job = read_times(times, spec["seed"])
+        runs = [run for run in job.runs if run.attempt == number] if job is not None else []
+        if runs and launched is not None:
             launched_at = launched.replace(tzinfo=launched.tzinfo or UTC).timestamp()
-            lags.append(started[0] - launched_at)
+            lags.append(runs[0].start - launched_at)
     return lags
 
 
@@ -317,9 +337,7 @@ def ray_mode(work: list[Work], args: argparse.Namespace, folder: Path) -> ModeRe
     actors = []  # held: an actor whose last handle goes is killed
 
     def submit(job: Work) -> None:
-        actor = StandInJob.options(num_cpus=CPUS, num_gpus=job.gpus).remote(  # type: ignore[attr-defined]
-            str(times), job.key
-        )
+        actor = StandInJob.options(num_cpus=CPUS, num_gpus=job.gpus).remote(str(times), job.key)
         actor.run.remote(job.seconds)
         actors.append(actor)
 
@@ -339,11 +357,21 @@ def main() -> None:
     parser.add_argument("--quota", type=float, default=2.0, help="SILO_OWNER_GPU_QUOTA")
     parser.add_argument("--aging-seconds", type=float, default=30.0)
     parser.add_argument("--drain-seconds", type=float, default=90.0)
+    parser.add_argument(
+        "--preempt-after",
+        type=float,
+        default=10.0,
+        help="SILO_PREEMPTION_MIN_RUNTIME_SECONDS in the preempt mode",
+    )
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--png", type=Path, default=BENCH.parent / "docs" / "team_day.png")
     parser.add_argument("--json", type=Path, help="write the figures and each job's times here")
     args = parser.parse_args()
     modes = args.modes.split(",")
+    # Settings ignores names it does not know: without these the mode would quietly be ranked.
+    missing = [name for name in PREEMPTION_SETTINGS if name not in Settings.model_fields]
+    if "preempt" in modes and missing:
+        parser.error(f"the preempt mode needs settings this server lacks: {', '.join(missing)}")
     work = workload(args.seed, args.minutes)
     bound = aging_bound(work, args.aging_seconds)
     gpu_seconds = sum(job.gpus * job.seconds for job in work)
@@ -376,7 +404,7 @@ def main() -> None:
     console.print(f"occupancy plot: {args.png}")
     if args.json:  # the figures, and each job's times for a closer look
         for f, result in zip(figures, results, strict=True):
-            f["records"] = [dataclasses.asdict(job) for job in result.jobs]
+            f["records"] = [dataclasses.asdict(job) for job in result.jobs]  # runs: [start, end]
         args.json.write_text(json.dumps(figures, indent=1))
 
 

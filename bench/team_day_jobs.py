@@ -5,21 +5,32 @@ fractions and durations for every mode of a run.
 
 The stand-in job is a Ray actor that holds its CPUs and GPUs for the job's
 duration (it sleeps) and then ends, as a training job of that length would
-from the scheduler's point of view. It writes its own start and end times
-(its clock, when its process began running and when it ended) to a file, so
-all three modes measure the same thing, and, when it was launched by the
-dispatcher, it reports ``succeeded`` to the API with its attempt's token, as
-a worker does. Like the service's actor it tells the dispatcher where it runs
-(``devices()``: node and GPU cards, for the dispatcher's card model). This
-module is imported by the Ray workers, so it imports nothing heavy.
+from the scheduler's point of view. Like a training job it survives being
+killed (the dispatcher preempts by killing the attempt's actor): it
+checkpoints after every ``CHECKPOINT_SECONDS`` of work, and a later attempt
+of the same job (same workload key) resumes from what the earlier ones
+checkpointed, holding its resources only for the work left; what a killed
+run did since its last checkpoint is lost. Its file is a record of runs
+(attempts), each with its start, its end (kept current by a heartbeat every
+``HEARTBEAT_SECONDS`` while it runs, so a killed run's end is known within
+that) and the work it checkpointed, and whether the job finished; a job never
+killed has one run, from its start to its end. The times are its clock (when
+its process began running, when it last beat or ended), so all modes measure
+the same thing. When it was launched by the dispatcher, it reports
+``succeeded`` to the API with its attempt's token, as a worker does. Like the
+service's actor it tells the dispatcher where it runs (``devices()``: node
+and GPU cards, for the dispatcher's card model). This module is imported by
+the Ray workers, so it imports nothing heavy.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +67,8 @@ USERS = (
 GPU_SIZES = (0.25, 0.5, 1.0)
 DURATIONS = (12.0, 25.0, 50.0)  # seconds: short, medium and long jobs
 BURST_AT, BURST_SECONDS = 0.15, 5.0  # the burst starts 15% into the arrivals
+CHECKPOINT_SECONDS = 5.0  # a stand-in checkpoints after every 5 s of work
+HEARTBEAT_SECONDS = 0.25  # and writes its run's end this often
 
 
 def workload(seed: int, minutes: float) -> list[Work]:
@@ -83,36 +96,87 @@ def times_file(folder: str | Path, key: int) -> Path:
     return Path(folder) / f"{key}.json"
 
 
-def read_times(folder: str | Path, key: int) -> tuple[float, float | None] | None:
-    """The job's (start, end) on the wall clock, or None if it has not started."""
+@dataclass(frozen=True)
+class RunTimes:
+    """One run (attempt) of a job, on the wall clock."""
+
+    start: float
+    end: float  # its last heartbeat, or when it finished
+    work: float  # seconds of work it checkpointed (credited to it)
+    done: bool  # it finished the job's work
+    attempt: int | None  # the service's attempt number; None in ray mode
+
+
+@dataclass(frozen=True)
+class JobTimes:
+    runs: tuple[RunTimes, ...]  # in start order
+
+    @property
+    def work(self) -> float:
+        """Seconds of work checkpointed so far, all runs."""
+        return sum(run.work for run in self.runs)
+
+    @property
+    def done(self) -> bool:
+        """Some run finished the job's work."""
+        return any(run.done for run in self.runs)
+
+
+def read_times(folder: str | Path, key: int) -> JobTimes | None:
+    """The job's runs so far, or None if it has not started."""
     path = times_file(folder, key)
     if not path.exists():
         return None
-    times = json.loads(path.read_text())
-    return times["start"], times.get("end")
+    runs = [
+        RunTimes(r["start"], r["end"], r["work"], r["done"], r["attempt"])
+        for r in json.loads(path.read_text())["runs"]
+    ]
+    return JobTimes(tuple(sorted(runs, key=lambda run: run.start)))
 
 
-def _write_times(folder: str, key: int, times: dict[str, float]) -> None:
+def write_run(folder: str | Path, key: int, run_id: str, run: dict) -> None:
+    """Put this run's entry (start, end, work, done, attempt) in the job's file,
+    keeping the other runs'. Read, merge, replace: should a killed run's last
+    write land after a later run's, the later run puts itself back at its next
+    heartbeat."""
     path = times_file(folder, key)
-    partial = path.with_suffix(".tmp")
+    runs = json.loads(path.read_text())["runs"] if path.exists() else []
+    runs = [r for r in runs if r["id"] != run_id] + [{"id": run_id, **run}]
+    times = {  # the job's work so far and whether it finished, for a reader's eye
+        "runs": runs,
+        "work": sum(r["work"] for r in runs),
+        "done": any(r["done"] for r in runs),
+    }
+    partial = path.with_suffix(f".{run_id}.tmp")  # one per writer
     partial.write_text(json.dumps(times))
     os.replace(partial, path)  # a reader never sees half a file
 
 
-# Ray's type stubs know no actor options on ray.remote. max_concurrency 2, as
-# the service's own actor: devices() answers the dispatcher while run() sleeps.
-@ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
-class StandInJob:
-    """Holds its resources for ``seconds``, then reports and ends."""
+class StandIn:
+    """Holds its resources for the work left of ``seconds``, checkpointing as it
+    goes, then reports and ends; a later attempt of the same job resumes from
+    the work its earlier attempts checkpointed. Runs as ``StandInJob``."""
 
-    def __init__(self, folder: str, key: int) -> None:
-        self.folder, self.key = folder, key
-        self.start = time.time()  # the process runs: the job has started
-        _write_times(folder, key, {"start": self.start})
+    def __init__(self, folder: str, key: int, attempt: int | None = None) -> None:
+        self.folder, self.key, self.attempt = folder, key, attempt
+        self.run_id = uuid.uuid4().hex
+        self.start = time.time()  # the process runs: this run has started
+        before = read_times(folder, key)
+        self.resumed = before.work if before is not None else 0.0  # the last checkpoint
+        self._write(self.start, 0.0, done=False)
+
+    def _write(self, end: float, work: float, done: bool) -> None:
+        run = {"start": self.start, "end": end, "work": work, "done": done}
+        write_run(self.folder, self.key, self.run_id, {**run, "attempt": self.attempt})
 
     def run(self, seconds: float, report: dict | None = None) -> None:
-        time.sleep(max(0.0, self.start + seconds - time.time()))
-        _write_times(self.folder, self.key, {"start": self.start, "end": time.time()})
+        left = max(0.0, seconds - self.resumed)
+        finish = self.start + left
+        while (now := time.time()) < finish:  # the heartbeat: this run's end, kept current
+            checkpoints = math.floor((now - self.start) / CHECKPOINT_SECONDS)
+            self._write(now, min(checkpoints * CHECKPOINT_SECONDS, left), done=False)
+            time.sleep(min(HEARTBEAT_SECONDS, finish - now))
+        self._write(time.time(), left, done=True)
         if report is not None:  # the attempt's final status, as a worker reports it
             httpx.post(
                 f"{report['api_url']}/v1/jobs/{report['job_id']}/attempts/{report['attempt']}"
@@ -128,3 +192,8 @@ class StandInJob:
         from workers.ray_actor import devices_here
 
         return devices_here()
+
+
+# Ray's type stubs know no actor options on ray.remote. max_concurrency 2, as
+# the service's own actor: devices() answers the dispatcher while run() sleeps.
+StandInJob = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=2)(StandIn)  # type: ignore[call-overload]

@@ -1,14 +1,20 @@
 """bench/team_day.py's measures, on plain job records (tested in tests/bench/).
 
 Every measure is computed from the jobs' own times, the same way in every
-mode: ``submit`` (the benchmark's clock just before it submitted the job),
-``start`` (the job's actor began running: the resources are held and the
-work can go on) and ``end`` (it finished). Between consecutive events the
-state of the cluster is constant, so the run is cut into segments at every
-submit, start and end, and each measure sums over segments.
+mode: ``submit`` (the benchmark's clock just before it submitted the job) and
+the job's **runs**: each run (an attempt) ``start``s when its actor began
+running (the resources are held and the work can go on) and ``end``s when the
+job finished or the run was killed (preempted: the dispatcher stopped it so
+that someone else's job could start; the job goes back to the queue, and its
+next run resumes from its last checkpoint). Without preemption a job has one
+run. Between consecutive events the state of the cluster is constant, so the
+run of the mode is cut into segments at every submit, run start and run end,
+and each measure sums over segments.
 
-* A job **waits** from ``submit`` to ``start`` (to the run's end if it never
-  started). A segment is **contended** when at least one job waits in it.
+* A job holds its GPUs inside its runs. It **waits** from ``submit`` to its
+  first run's start, and again from the end of a run that did not finish it
+  to the next run's start (to the mode's end if there is none). A segment is
+  **contended** when at least one job waits in it.
 * **Utilisation while work waits**: GPUs held, summed over the contended
   segments times their length, over the capacity times their total length.
 * **Fair share**: in each contended segment, every user with work running or
@@ -19,12 +25,28 @@ submit, start and end, and each measure sums over segments.
   again). For each user, over the contended segments in which *that user has
   work waiting*, ``received`` sums the GPUs it held and ``fair`` its share;
   ``received / fair`` is 1 when it got exactly its fair share.
+* **Fair share by priority**: the same, but the capacity is divided by strict
+  priority, as the service's policy is priority first, then fair share within
+  a priority: the demands of the highest priority class are water-filled
+  first, the next class shares what is left, and so on. A user's class is the
+  priority of its jobs (the highest, should it have several). An index
+  against equal shares also counts against the priorities a team set on
+  purpose; this one does not. A user whose share by priority is nothing (the
+  classes above it wanted all of the capacity) has no x, whatever it held,
+  and is left out of this index.
 * **Jain's index** over the users with ``fair > 0`` (users who had work
   waiting) of x = received / fair: (sum x)^2 / (n * sum x^2), 1 when every
-  such user got the same fraction of its fair share, 1/n at worst.
+  such user got the same fraction of its fair share, 1/n at worst; one index
+  against each of the two fair shares.
 * **Quota violations**: the moments at which some user starts holding more
   GPUs than the quota (one per episode: a user above the quota for a while
   counts once), with the GPU-seconds held above it.
+* **Waits per priority class**: from submit to the first run's start; the
+  waits again after preemptions are their own figure.
+* **Preemptions**: runs that ended without the job finishing while the mode
+  went on, and the GPU-seconds lost to them: per preempted job, the GPU-seconds
+  its ended runs held beyond the work they checkpointed (work done since the
+  last checkpoint of a killed run is done again).
 """
 
 from __future__ import annotations
@@ -34,8 +56,12 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 EPSILON = 1e-9  # fractional GPUs (0.25 four times) must add up to a whole card
+
+
+Run = tuple[float, float | None]  # (start, end); end None: still running when the mode ended
 
 
 @dataclass(frozen=True)
@@ -43,9 +69,41 @@ class JobRecord:
     user: str
     priority: int
     gpus: float
-    submit: float  # seconds since the run began
-    start: float | None  # None: never started
-    end: float | None  # None: not finished when the run ended
+    submit: float  # seconds since the mode began
+    runs: tuple[Run, ...] = ()  # in order; none: never started
+    finished: bool = False  # its last run ended with the work done
+    work: float = 0.0  # seconds of work credited to its ended runs (checkpointed)
+
+    @property
+    def start(self) -> float | None:
+        """Its first run's start; None if it never started."""
+        return self.runs[0][0] if self.runs else None
+
+    @property
+    def preempted_ends(self) -> tuple[float, ...]:
+        """When its preempted runs ended: the runs that ended without finishing it."""
+        ended = tuple(end for _, end in self.runs if end is not None)
+        return ended[:-1] if self.finished else ended
+
+    @property
+    def preempted(self) -> int:
+        return len(self.preempted_ends)
+
+    def held(self, until: float) -> float:
+        """Seconds it held its GPUs, runs cut at ``until``."""
+        return sum((until if end is None else end) - start for start, end in self.runs)
+
+    def state(self, moment: float) -> Literal["held", "waiting"] | None:
+        """At ``moment``: held, waiting, or neither (not submitted yet, or finished)."""
+        if moment < self.submit:
+            return None
+        for start, end in self.runs:
+            if start <= moment and (end is None or moment < end):
+                return "held"
+        last_end = self.runs[-1][1] if self.runs else None
+        if self.finished and last_end is not None and last_end <= moment:
+            return None
+        return "waiting"
 
 
 @dataclass(frozen=True)
@@ -61,13 +119,13 @@ class Segment:
 
 
 def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
-    """The run from its first submit to ``until``, cut at every event."""
+    """The mode from its first submit to ``until``, cut at every event."""
     times = sorted(
         {until}
         | {
             t
             for job in jobs
-            for t in (job.submit, job.start, job.end)
+            for t in (job.submit, *itertools.chain.from_iterable(job.runs))
             if t is not None and t < until
         }
     )
@@ -77,10 +135,10 @@ def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
         held: defaultdict[str, float] = defaultdict(float)
         waiting: defaultdict[str, float] = defaultdict(float)
         for job in jobs:
-            started = job.start is not None and job.start <= middle
-            if started and (job.end is None or job.end > middle):
+            state = job.state(middle)
+            if state == "held":
                 held[job.user] += job.gpus
-            elif not started and job.submit <= middle:
+            elif state == "waiting":
                 waiting[job.user] += job.gpus
         cut.append(Segment(begin, end, dict(held), dict(waiting)))
     return cut
@@ -118,6 +176,28 @@ def water_fill(demands: Mapping[str, float], capacity: float) -> dict[str, float
     return shares
 
 
+def priority_water_fill(
+    demands: Mapping[str, float], priority: Mapping[str, int], capacity: float
+) -> dict[str, float]:
+    """Strict priority shares: the highest class's demands water-filled first
+    from ``capacity``, the next class sharing what is left, and so on."""
+    shares: dict[str, float] = {}
+    left = capacity
+    for level in sorted({priority[user] for user in demands}, reverse=True):
+        group = {user: demand for user, demand in demands.items() if priority[user] == level}
+        shares.update(water_fill(group, max(0.0, left)))
+        left -= sum(shares[user] for user in group)
+    return shares
+
+
+def user_priorities(jobs: Iterable[JobRecord]) -> dict[str, int]:
+    """Each user's priority class: the highest priority of its jobs."""
+    classes: dict[str, int] = {}
+    for job in jobs:
+        classes[job.user] = max(job.priority, classes.get(job.user, job.priority))
+    return classes
+
+
 @dataclass(frozen=True)
 class Fairness:
     received: dict[str, float]  # GPU-seconds held while the user had work waiting
@@ -129,7 +209,14 @@ class Fairness:
         return self.received.get(user, 0.0) / fair if fair > 0 else None
 
 
-def fairness(cut: Iterable[Segment], capacity: float, quota: float | None) -> Fairness:
+def fairness(
+    cut: Iterable[Segment],
+    capacity: float,
+    quota: float | None,
+    priority: Mapping[str, int] | None = None,
+) -> Fairness:
+    """Received against fair share: equal shares, or by strict priority when
+    ``priority`` (each user's class, ``user_priorities``) is given."""
     received: defaultdict[str, float] = defaultdict(float)
     fair: defaultdict[str, float] = defaultdict(float)
     for segment in cut:
@@ -141,7 +228,10 @@ def fairness(cut: Iterable[Segment], capacity: float, quota: float | None) -> Fa
         }
         if quota is not None:
             demands = {user: min(demand, quota) for user, demand in demands.items()}
-        shares = water_fill(demands, capacity)
+        if priority is None:
+            shares = water_fill(demands, capacity)
+        else:
+            shares = priority_water_fill(demands, priority, capacity)
         for user in segment.waiting:
             received[user] += segment.held.get(user, 0.0) * segment.length
             fair[user] += shares[user] * segment.length
@@ -181,10 +271,13 @@ def quota_violations(cut: Sequence[Segment], quota: float | None) -> QuotaViolat
 @dataclass(frozen=True)
 class Waits:
     count: int
-    not_started: int  # waits cut short by the run's end (counted as waited until then)
+    not_started: int  # waits cut short by the mode's end (counted as waited until then)
     p50: float
     p95: float
     max: float
+    preempted: int = 0  # jobs preempted at least once
+    again_seconds: float = 0.0  # all waits again after preemptions, summed (to the mode's end)
+    again_max: float = 0.0  # the most one job waited again, all its preemptions
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -193,14 +286,27 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def waited_again(job: JobRecord, until: float) -> float:
+    """Seconds the job waited after its preempted runs: from each run that did
+    not finish it to the next run's start, or to ``until``."""
+    # Only the last run can lack an end, so preempted run i is followed by run i + 1.
+    starts = [start for start, _ in job.runs[1:]] + [until]
+    ends = job.preempted_ends
+    return sum(max(0.0, later - end) for end, later in zip(ends, starts, strict=False))
+
+
 def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Waits]:
-    """Submit to start per priority class, high priority first."""
+    """Submit to first start per priority class, high priority first; and the
+    waits again after preemptions."""
     by_class: defaultdict[int, list[float]] = defaultdict(list)
+    again_by_class: defaultdict[int, list[float]] = defaultdict(list)
     open_by_class: defaultdict[int, int] = defaultdict(int)
     for job in jobs:
         start = job.start if job.start is not None else until
         by_class[job.priority].append(max(0.0, start - job.submit))
         open_by_class[job.priority] += job.start is None
+        if job.preempted:
+            again_by_class[job.priority].append(waited_again(job, until))
     return {
         priority: Waits(
             len(waits),
@@ -208,9 +314,34 @@ def waits_by_priority(jobs: Iterable[JobRecord], until: float) -> dict[int, Wait
             percentile(waits, 0.5),
             percentile(waits, 0.95),
             max(waits),
+            len(again_by_class[priority]),
+            sum(again_by_class[priority]),
+            max(again_by_class[priority], default=0.0),
         )
         for priority, waits in sorted(by_class.items(), reverse=True)
     }
+
+
+@dataclass(frozen=True)
+class Preemptions:
+    runs: int  # runs that ended without finishing their job, before the mode's end
+    jobs: int  # jobs preempted at least once
+    lost_gpu_seconds: float  # held by the preempted jobs' ended runs beyond their checkpoints
+
+
+def preemptions(jobs: Iterable[JobRecord]) -> Preemptions:
+    """Preemptions, and the GPU-seconds lost to them: per preempted job, its
+    ended runs' GPU-seconds minus the work credited to them (``work``)."""
+    runs = count = 0
+    lost = 0.0
+    for job in jobs:
+        if not job.preempted:
+            continue
+        runs += job.preempted
+        count += 1
+        ended = sum(end - start for start, end in job.runs if end is not None)
+        lost += job.gpus * max(0.0, ended - job.work)
+    return Preemptions(runs, count, lost)
 
 
 def occupancy(

@@ -1,4 +1,8 @@
-"""bench/team_day.py's picture: each user's GPUs held over time, one panel per mode."""
+"""bench/team_day.py's picture: each user's GPUs held over time, one panel per mode.
+
+A job is drawn as held only inside its runs (bench/team_day_metrics.py's
+segments); a preempted run's end is marked with a cross at the foot of the panel.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ if TYPE_CHECKING:
 
 TITLES = {
     "ranked": "this dispatcher (priority + aging, fair share, quota)",
+    "preempt": "this dispatcher with SILO_PREEMPTION=fair-share (x: a run preempted)",
     "fifo": "SILO_DISPATCH_ORDER=fifo (oldest first, quota kept)",
     "ray": "Ray alone (actors straight to Ray)",
 }
@@ -35,6 +40,9 @@ def plot(results: list[ModeResult], gpus: float, quota: float | None, path: Path
         labels = [f"{user.name} (p{user.priority})" for user in USERS]
         ax.stackplot(times, *series, step="post", labels=labels, zorder=2)
         ax.axhline(gpus, color="black", lw=1, ls="--", zorder=3)
+        preempted = [end for job in result.jobs for end in job.preempted_ends]
+        if preempted:
+            ax.plot(preempted, [0.05 * gpus] * len(preempted), "x", color="black", ms=5, zorder=4)
         if quota is not None:
             ax.axhline(quota, color="red", lw=0.8, ls=":", zorder=3)
         ax.set_ylim(0, gpus * 1.4)  # room for the legend above the capacity line
