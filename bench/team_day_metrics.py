@@ -16,7 +16,9 @@ and each measure sums over segments.
   to the next run's start (to the mode's end if there is none). A segment is
   **contended** when at least one job waits in it.
 * **Utilisation while work waits**: GPUs held, summed over the contended
-  segments times their length, over the capacity times their total length.
+  segments times their length, over the capacity times their total length;
+  and the same over the segments in which work the quota lets start waits
+  (some user with work waiting holds less than the quota).
 * **Fair share**: in each contended segment, every user with work running or
   waiting demands what it holds plus what it waits for, capped at the GPU
   quota when there is one (the team's own limit); the capacity is divided
@@ -144,11 +146,24 @@ def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
     return cut
 
 
-def utilisation_while_waiting(cut: Iterable[Segment], capacity: float) -> float | None:
-    """Held GPU-seconds over capacity-seconds in the contended segments; None if none."""
+def utilisation_while_waiting(
+    cut: Iterable[Segment], capacity: float, quota: float | None = None
+) -> float | None:
+    """Held GPU-seconds over capacity-seconds in the contended segments; None if none.
+
+    With ``quota``: only over the segments in which some user with work waiting
+    holds less than the quota, so that GPUs left idle because every waiting
+    user is at the quota (the team's own limit, kept on purpose) do not count
+    against the scheduler. A user below the quota by less than its waiting
+    job asks still counts as startable: the figure errs low."""
     held = seconds = 0.0
     for segment in cut:
-        if segment.waiting:
+        startable = [
+            user
+            for user in segment.waiting
+            if quota is None or segment.held.get(user, 0.0) < quota - EPSILON
+        ]
+        if startable:
             held += sum(segment.held.values()) * segment.length
             seconds += segment.length
     return held / (capacity * seconds) if seconds > 0 else None

@@ -97,6 +97,7 @@ def summary(result: ModeResult, args: argparse.Namespace, bound: float) -> dict:
         "finished": sum(j.finished for j in result.jobs),
         "contended_seconds": round(contended_seconds(cut), 1),
         "utilisation": utilisation_while_waiting(cut, args.gpus),
+        "utilisation_under_quota": utilisation_while_waiting(cut, args.gpus, args.quota),
         "jain": fair.jain,
         "jain_by_priority": by_priority.jain,
         "preemptions": preempted.runs,
@@ -161,6 +162,11 @@ def show(figures: list[dict], args: argparse.Namespace) -> None:
     row("jobs finished", [f"{f['finished']}/{f['jobs']}" for f in figures])
     row("seconds with work waiting", [number(f["contended_seconds"], 0) for f in figures])
     row("GPU utilisation while work waits", [number(f["utilisation"]) for f in figures], ">= 0.90")
+    row(
+        "  while work within the quota waits",
+        [number(f["utilisation_under_quota"]) for f in figures],
+        "",
+    )
     row("Jain's index (users with work waiting)", [number(f["jain"]) for f in figures], ">= 0.95")
     row(
         "Jain's index, fair share by priority",

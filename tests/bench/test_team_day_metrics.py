@@ -68,6 +68,14 @@ def test_utilisation_counts_only_while_work_waits():
     assert utilisation_while_waiting(segments(DAY[:1], until=10), capacity=2) is None
 
 
+def test_utilisation_within_the_quota_leaves_out_waits_the_quota_holds_back():
+    # Quota 1: over [2, 4) b waits while holding its 1 GPU, so nothing the
+    # quota allows waits; [5, 8) and [8, 10) count (c holds nothing).
+    cut = segments(DAY, until=10)
+    assert utilisation_while_waiting(cut, capacity=2, quota=1) == pytest.approx((6 + 2) / (2 * 5))
+    assert utilisation_while_waiting(cut, capacity=2, quota=2) == pytest.approx((4 + 6 + 2) / 14)
+
+
 def test_water_fill_gives_small_demands_in_full_and_shares_the_rest():
     assert water_fill({"a": 0.5, "b": 3.0, "c": 3.0}, 4) == {"a": 0.5, "b": 1.75, "c": 1.75}
     assert water_fill({"a": 1.0, "b": 1.0}, 4) == {"a": 1.0, "b": 1.0}
