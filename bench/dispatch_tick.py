@@ -3,7 +3,7 @@
 Run as::
 
     python bench/dispatch_tick.py [--queued 10000] [--running 100] [--ticks 40]
-        [--launch-ticks 10] [--baseline REV] [--actors-from helper|here]
+        [--launch-ticks 10] [--baseline REV] [--actors-from helper|here] [--preemption]
 
 It makes a fresh PostgreSQL database as bench/api_load.py does (dropped at
 the end), migrated to head, with ``--history`` finished jobs from 20 owners
@@ -105,6 +105,14 @@ ORIGIN = {"helper": "adopted from another process", "here": "created by this pro
 
 
 # --- timing ------------------------------------------------------------------------
+
+
+# With preemption on, a full cluster's tick reads and ranks the candidates up
+# to the largest node's GPUs, holds cards for the first that waits and weighs
+# the running jobs as victims; a minimum run time no job reaches keeps every
+# tick from stopping any, so the ticks stay comparable (and the steady phase's
+# cluster full).
+PREEMPTION_WEIGHED = {"preemption": "fair-share", "preemption_min_runtime_seconds": 1e9}
 
 
 @dataclass
@@ -576,6 +584,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[tuple[str, str], Parts]:
                 data_dir=folder / "data",
                 owner_gpu_quota=args.quota,
                 cancel_grace_seconds=3600.0,
+                **PREEMPTION_WEIGHED if args.preemption else {},
             )
             dispatchers = {
                 name: module.Dispatcher(settings, sessions, api_url="http://127.0.0.1:9")
@@ -684,6 +693,11 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="REV", help="also tick server/dispatch.py at REV")
     parser.add_argument("--actors-from", choices=("helper", "here"), default="helper")
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument(
+        "--preemption",
+        action="store_true",
+        help="SILO_PREEMPTION=fair-share, weighed every tick, never due (PREEMPTION_WEIGHED)",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="silo-dispatch-tick-"))
     try:

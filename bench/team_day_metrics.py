@@ -18,7 +18,7 @@ and each measure sums over segments.
 * **Utilisation while work waits**: GPUs held, summed over the contended
   segments times their length, over the capacity times their total length;
   and the same over the segments in which work the quota lets start waits
-  (some user with work waiting holds less than the quota).
+  (some waiting job fits its user's quota beside what the user holds).
 * **Fair share**: in each contended segment, every user with work running or
   waiting demands what it holds plus what it waits for, capped at the GPU
   quota when there is one (the team's own limit); the capacity is divided
@@ -57,7 +57,7 @@ import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 EPSILON = 1e-9  # fractional GPUs (0.25 four times) must add up to a whole card
@@ -114,6 +114,8 @@ class Segment:
     end: float
     held: dict[str, float]  # GPUs held per user
     waiting: dict[str, float]  # GPUs waited for per user (users with work waiting only)
+    # Per user with work waiting, the fewest GPUs one of its waiting jobs asks.
+    smallest: dict[str, float] = field(default_factory=dict)
 
     @property
     def length(self) -> float:
@@ -136,13 +138,15 @@ def segments(jobs: Sequence[JobRecord], until: float) -> list[Segment]:
         middle = (begin + end) / 2
         held: defaultdict[str, float] = defaultdict(float)
         waiting: defaultdict[str, float] = defaultdict(float)
+        smallest: dict[str, float] = {}
         for job in jobs:
             state = job.state(middle)
             if state == "held":
                 held[job.user] += job.gpus
             elif state == "waiting":
                 waiting[job.user] += job.gpus
-        cut.append(Segment(begin, end, dict(held), dict(waiting)))
+                smallest[job.user] = min(job.gpus, smallest.get(job.user, job.gpus))
+        cut.append(Segment(begin, end, dict(held), dict(waiting), smallest))
     return cut
 
 
@@ -151,17 +155,17 @@ def utilisation_while_waiting(
 ) -> float | None:
     """Held GPU-seconds over capacity-seconds in the contended segments; None if none.
 
-    With ``quota``: only over the segments in which some user with work waiting
-    holds less than the quota, so that GPUs left idle because every waiting
-    user is at the quota (the team's own limit, kept on purpose) do not count
-    against the scheduler. A user below the quota by less than its waiting
-    job asks still counts as startable: the figure errs low."""
+    With ``quota``: only over the segments in which some waiting job fits its
+    user's quota beside what the user holds, so that GPUs left idle because
+    every waiting job would take its user past the quota (the team's own
+    limit, kept on purpose) do not count against the scheduler."""
     held = seconds = 0.0
     for segment in cut:
         startable = [
             user
             for user in segment.waiting
-            if quota is None or segment.held.get(user, 0.0) < quota - EPSILON
+            if quota is None
+            or segment.held.get(user, 0.0) + segment.smallest.get(user, 0.0) <= quota + EPSILON
         ]
         if startable:
             held += sum(segment.held.values()) * segment.length

@@ -74,6 +74,8 @@ def test_utilisation_within_the_quota_leaves_out_waits_the_quota_holds_back():
     cut = segments(DAY, until=10)
     assert utilisation_while_waiting(cut, capacity=2, quota=1) == pytest.approx((6 + 2) / (2 * 5))
     assert utilisation_while_waiting(cut, capacity=2, quota=2) == pytest.approx((4 + 6 + 2) / 14)
+    # Quota 1.5: b, holding 1, waits for a whole GPU: past its quota all the same.
+    assert utilisation_while_waiting(cut, capacity=2, quota=1.5) == pytest.approx(0.8)
 
 
 def test_water_fill_gives_small_demands_in_full_and_shares_the_rest():
