@@ -68,7 +68,7 @@ from server.jobs.cluster import Capacity, shortfalls, unfit_reason
 from server.jobs.reports import report_status
 from server.jobs.usage import running_by_owner, window_gpu_seconds
 from server.jobs.views import QUEUE_ORDER
-from server.placements import Placements
+from server.placements import AttemptKey, Placements
 from server.preemption import RunningJob, victims
 from server.scheduling import Candidate, FifoOrder, LaunchOrder, Order
 from server.settings import Settings
@@ -297,9 +297,8 @@ class Dispatcher:
         (server/preemption.py); it starts in a later tick, once Ray has freed them."""
 
         def fits_without(stopped: Sequence[RunningJob]) -> bool:
-            gone = {job.key for job in stopped}
             freed = sum(job.gpus for job in stopped)
-            cards = self._gpu_cards(sizes, [job for job in holding if job.key not in gone])
+            cards = self._gpu_cards(sizes, holding, but=frozenset(job.key for job in stopped))
             return waiting.gpus <= free["GPU"] + freed and cards.fits(waiting.gpus)
 
         chosen = victims(
@@ -343,11 +342,17 @@ class Dispatcher:
         return capacity
 
     def _gpu_cards(
-        self, sizes: dict[str, dict[str, float]], holding: Sequence[RunningJob]
+        self,
+        sizes: dict[str, dict[str, float]],
+        holding: Sequence[RunningJob],
+        but: frozenset[AttemptKey] = frozenset(),
     ) -> GpuCards:
         """Each node's cards (Ray makes one per whole GPU a node declares) less
-        what the running attempts hold, where they said or else where Ray puts it."""
+        what the running attempts hold, where they said or else where Ray puts
+        it; ``but`` those attempts (jobs preemption would stop). The placements
+        are brought up to date for all of ``holding`` either way."""
         known = self._placements.current(held.key for held in holding)
+        holding = [held for held in holding if held.key not in but]
         return GpuCards.of(
             {node: int(size.get("GPU", 0.0)) for node, size in sizes.items()},
             [(held.gpus, known.get(held.key)) for held in holding],
