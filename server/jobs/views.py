@@ -80,9 +80,18 @@ class JobView:
     ahead: int | None = None  # queued jobs before this one; None unless queued
 
 
-def jobs_ahead() -> ColumnElement[int]:
+def jobs_ahead(*, walk_queue_index: bool = False) -> ColumnElement[int]:
     """Correlated count of the queued jobs ahead of the outer query's job in
-    QUEUE_ORDER, up to QUEUE_COUNT_LIMIT + 1 (the scan stops there)."""
+    QUEUE_ORDER, up to QUEUE_COUNT_LIMIT + 1 (the scan stops there).
+
+    ``walk_queue_index`` (PostgreSQL): read the rows in ix_jobs_queue's order,
+    from its end. Without an order PostgreSQL filtered the queue in a
+    sequential scan of the table, whose queued rows are the newest, at its
+    end: 15 ms at 12,000 queued of 112,000 jobs, against 0.25 to 1.9 ms
+    walking the index (0.25 for the newest job, most for the oldest, whose
+    walk passes every newer one). SQLite, which serves the three ranges of
+    the unordered form from the index, took 0.02 to 0.1 ms that way and 0.2
+    to 2.2 ms ordered, so it keeps the unordered form."""
     job = Job
     other = aliased(Job)
     ahead = (
@@ -101,6 +110,7 @@ def jobs_ahead() -> ColumnElement[int]:
             ),
         )
         .correlate(job)
+        .order_by(*((other.priority.desc(), other.created_at.desc()) if walk_queue_index else ()))
         .limit(QUEUE_COUNT_LIMIT + 1)
         .subquery("ahead")
     )
@@ -140,11 +150,16 @@ _SUMMARY_COLUMNS = (
     Job.dense_epochs,
     Job.epochs_per_cycle,
 )
-_AHEAD = case((Job.status == JobStatus.QUEUED.value, jobs_ahead()), else_=None)
 
 
-def _views(detail: bool) -> Select[Any]:
-    detail_columns = (Job.spec, Job.cpus, Job.gpus, Job.memory_gb, _AHEAD.label("ahead"))
+def _ahead(*, walk_queue_index: bool) -> ColumnElement[int | None]:
+    ahead = jobs_ahead(walk_queue_index=walk_queue_index)
+    return case((Job.status == JobStatus.QUEUED.value, ahead), else_=None)
+
+
+def _views(detail: bool, *, walk_queue_index: bool = False) -> Select[Any]:
+    ahead = _ahead(walk_queue_index=walk_queue_index).label("ahead")
+    detail_columns = (Job.spec, Job.cpus, Job.gpus, Job.memory_gb, ahead)
     columns = (*_SUMMARY_COLUMNS, *detail_columns) if detail else _SUMMARY_COLUMNS
     return select(*columns).join(User, User.id == Job.owner_id)
 
@@ -157,12 +172,16 @@ def _view(row: Any) -> JobView:
 
 # Built once: SQLAlchemy memoises a statement's cache key on the object, and
 # building this one afresh per poll made its cache key a tenth of the poll's time.
-_ONE_JOB = _views(detail=True).where(Job.id == bindparam("job_id"))
+_ONE_JOB = {
+    walk: _views(detail=True, walk_queue_index=walk).where(Job.id == bindparam("job_id"))
+    for walk in (False, True)
+}
 
 
 def job_view(session: Session, job_id: int) -> JobView | None:
     """One job with its spec and queue place, in one statement."""
-    row = session.execute(_ONE_JOB, {"job_id": job_id}).first()
+    statement = _ONE_JOB[session.get_bind().dialect.name == "postgresql"]
+    row = session.execute(statement, {"job_id": job_id}).first()
     return None if row is None else _view(row)
 
 
