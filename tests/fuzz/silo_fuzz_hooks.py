@@ -110,7 +110,11 @@ def before_call(ctx: Any, case: Any, kwargs: Any) -> None:  # noqa: ARG001 (the 
     # Some phases hand path parameters over as the text they are sent as.
     if path == "/v1/tokens/{token_id}/revoke" and _names(parameters.get("token_id"), OWN_TOKEN_ID):
         parameters["token_id"] = int(OWN_TOKEN_ID) + 1_000_000
-    elif path == "/v1/files/{file_id}" and _names(parameters.get("file_id"), FILE_ID):
+    elif (
+        path == "/v1/files/{file_id}"
+        and case.method.upper() == "DELETE"
+        and _names(parameters.get("file_id"), FILE_ID)
+    ):
         parameters["file_id"] = int(FILE_ID) + 1_000_000
     elif path == "/v1/users/{name}" and str(parameters.get("name")) == OWN_USER:
         parameters["name"] = OWN_USER + "-other"
