@@ -205,11 +205,9 @@ class Dispatcher:
 
         preempting = ranked and self.settings.preemption == "fair-share"
         with self._reads() as session:
-            if preempting:  # GPUs may be freed for any job a node could hold
-                largest = max((size.get("GPU", 0.0) for size in sizes.values()), default=0.0)
-                candidates = self._candidates(session, free["CPU"], largest)
-            else:
-                candidates = self._candidates(session, free["CPU"], free["GPU"])
+            # With preemption GPUs may be freed for any job a node could hold.
+            gpus = cards.most_on_one_node() if preempting else free["GPU"]
+            candidates = self._candidates(session, free["CPU"], gpus)
             if not preempting and any(c.gpus > 0 and gpus_fit(c) for c in candidates):
                 # A GPU job can start: read the jobs too big for what is free
                 # in sum as well, which it may overtake, so that the first of
